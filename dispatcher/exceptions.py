@@ -1,0 +1,64 @@
+"""Errors raised by the dispatcher and its registry.
+
+The tree, so callers can catch as narrowly or as widely as they need::
+
+    DispatcherError
+    ├── InvalidName (also ValueError)    a slug, label, host or e-mail breaks a rule
+    ├── InvalidConfig (also ValueError)  a tenant config that is not a JSON object
+    ├── InvalidHost (also ValueError)    a request's Host header is malformed
+    └── RegistryError
+        ├── TenantNotFound (also LookupError)
+        ├── Conflict
+        │   ├── TenantExists             the slug is taken
+        │   └── DomainTaken              a subdomain, path prefix or host is taken
+        ├── SchemaMissing                the database has not been migrated
+        └── RegistryUnavailable          the database cannot be reached
+
+Every message names the offending value and the rule it broke.
+"""
+
+from __future__ import annotations
+
+
+class DispatcherError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidName(DispatcherError, ValueError):
+    """A slug, subdomain, path prefix, host name or e-mail address breaks a rule."""
+
+
+class InvalidConfig(DispatcherError, ValueError):
+    """A tenant config is not a JSON object with string keys."""
+
+
+class InvalidHost(DispatcherError, ValueError):
+    """A request's Host header is malformed; answered with 400."""
+
+
+class RegistryError(DispatcherError):
+    """The tenant registry could not do what was asked."""
+
+
+class TenantNotFound(RegistryError, LookupError):
+    """No tenant has the given slug."""
+
+
+class Conflict(RegistryError):
+    """A write would break a uniqueness rule; nothing was written."""
+
+
+class TenantExists(Conflict):
+    """Another tenant already has this slug."""
+
+
+class DomainTaken(Conflict):
+    """Another tenant already routes this subdomain, path prefix or host name."""
+
+
+class SchemaMissing(RegistryError):
+    """The database has no tenant tables yet; run the migrations."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The database could not be reached; the caller may retry later."""

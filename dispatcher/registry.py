@@ -1,0 +1,856 @@
+"""The tenant registry: the one module that speaks SQL.
+
+Usage::
+
+    registry = TenantRegistry("sqlite:///dispatcher.sqlite3")
+    registry.migrate()
+    registry.create_tenant("acme", owner_email="owner@acme.test", subdomain="acme")
+    registry.find_by_subdomain("acme")  # -> Tenant snapshot, or None
+
+Reads return immutable :class:`~dispatcher.tenant.Tenant` snapshots, never ORM rows,
+so nothing outside this module holds a session. Every write runs in one
+transaction that also appends to the change feed (``tenant_changes``); writes are
+serialised (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL) so
+generations are handed out in commit order and a follower reading
+``generation > G`` never skips a change that commits late.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib.resources import files
+from itertools import groupby, islice
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    URL,
+    Connection,
+    Engine,
+    Row,
+    Select,
+    String,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
+from sqlalchemy.orm import Session, aliased
+
+from dispatcher.exceptions import (
+    Conflict,
+    DomainTaken,
+    RegistryUnavailable,
+    SchemaMissing,
+    TenantExists,
+    TenantNotFound,
+)
+from dispatcher.tenant import NewTenant, Tenant, TenantChange, freeze, thaw
+from dispatcher.validation import (
+    DEFAULT_RESERVED,
+    check_config,
+    normalise_domain,
+    normalise_email,
+    normalise_label,
+)
+from models import Change as ChangeRow
+from models import Domain as DomainRow
+from models import Tenant as TenantRow
+from models import TenantStatus
+from models import User as UserRow
+
+__all__ = ["ImportResult", "ImportStatus", "TenantRegistry", "alembic_config"]
+
+log = logging.getLogger(__name__)
+
+# Any constant works; it only has to be the same in every process.
+_WRITE_LOCK_KEY = 0x7E4A47_5EED
+
+_COLUMNS = (
+    TenantRow.id,
+    TenantRow.slug,
+    UserRow.email,
+    UserRow.name,
+    TenantRow.subdomain,
+    TenantRow.path_prefix,
+    TenantRow.config,
+    TenantRow.status,
+    TenantRow.disabled_reason,
+    TenantRow.version,
+    TenantRow.created_at,
+    TenantRow.updated_at,
+    DomainRow.host,
+)
+# One row per domain (or one row with host NULL): a snapshot in one query.
+_SNAPSHOTS: Select[Any] = (
+    select(*_COLUMNS)
+    .join(UserRow, UserRow.id == TenantRow.owner_id)
+    .outerjoin(DomainRow, DomainRow.tenant_id == TenantRow.id)
+    .order_by(TenantRow.slug, DomainRow.is_primary.desc(), DomainRow.host)
+)
+_KEY = bindparam("key", type_=String())
+_BY_SLUG = _SNAPSHOTS.where(TenantRow.slug == _KEY)
+_BY_SUBDOMAIN = _SNAPSHOTS.where(TenantRow.subdomain == _KEY)
+_BY_PATH_PREFIX = _SNAPSHOTS.where(TenantRow.path_prefix == _KEY)
+_matched_domain = aliased(DomainRow)
+_BY_HOST = _SNAPSHOTS.where(
+    TenantRow.id
+    == select(_matched_domain.tenant_id)
+    .where(_matched_domain.host == _KEY)
+    .scalar_subquery()
+)
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config for the bundled migrations, bound to ``connection``."""
+    config = Config()
+    config.set_main_option("script_location", str(files("migrations")))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+class ImportStatus(StrEnum):
+    CREATED = "created"
+    UNCHANGED = "unchanged"
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """What :meth:`TenantRegistry.import_tenants` did with one requested tenant."""
+
+    spec: NewTenant
+    status: ImportStatus
+    error: Conflict | None = None
+
+
+class TenantRegistry:
+    """Tenants, their owners and domains, in a SQL database.
+
+    :param url_or_engine: a SQLAlchemy URL (``sqlite:///file``,
+        ``postgresql+psycopg://...``) or an :class:`~sqlalchemy.Engine`.
+    :param reserved: labels no tenant may use as subdomain or path prefix.
+    """
+
+    def __init__(
+        self,
+        url_or_engine: str | URL | Engine,
+        *,
+        reserved: Collection[str] = DEFAULT_RESERVED,
+    ) -> None:
+        if isinstance(url_or_engine, Engine):
+            engine = url_or_engine
+            self._owns_engine = False
+        elif isinstance(url_or_engine, str | URL):
+            engine = _create_engine(url_or_engine)
+            self._owns_engine = True
+        else:
+            raise TypeError(
+                "TenantRegistry needs a database URL or an Engine, "
+                f"not {type(url_or_engine).__name__}"
+            )
+        if isinstance(reserved, str):
+            raise TypeError("reserved must be a collection of labels, not a string")
+        self.engine = engine
+        self.reserved = frozenset(label.lower() for label in reserved)
+        self._is_postgres = engine.dialect.name == "postgresql"
+        if engine.dialect.name == "sqlite":
+            _configure_sqlite(engine)
+        # Same pool; the option makes SQLite take the write lock at BEGIN.
+        self._writer = engine.execution_options(dispatcher_write=True)
+        self._listeners: tuple[Callable[[TenantChange], None], ...] = ()
+
+    def __repr__(self) -> str:
+        return f"<TenantRegistry {self.url}>"
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password hidden."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        """Close pooled connections (only of an engine this registry created)."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> TenantRegistry:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- schema ------------------------------------------------------------------
+
+    def migrate(self, revision: str = "head") -> None:
+        """Apply the migrations up to ``revision``, like ``tenantctl db upgrade``."""
+        with self._errors(), self._writer.begin() as connection:
+            self._lock_writes(connection)
+            command.upgrade(alembic_config(connection), revision)
+
+    # -- change notification -----------------------------------------------------
+
+    def subscribe(self, listener: Callable[[TenantChange], None]) -> Callable[[], None]:
+        """Call ``listener`` after each committed write of this registry object.
+
+        Returns a function that unsubscribes. Listeners run in the writer's thread;
+        one that raises is logged and does not undo the write.
+        """
+        self._listeners = (*self._listeners, listener)
+
+        def unsubscribe() -> None:
+            self._listeners = tuple(f for f in self._listeners if f is not listener)
+
+        return unsubscribe
+
+    def _publish(self, changes: Iterable[TenantChange]) -> None:
+        for change in changes:
+            for listener in self._listeners:
+                try:
+                    listener(change)
+                except Exception:
+                    log.exception("change listener %r failed on %s", listener, change)
+
+    def changes_since(
+        self, generation: int, *, limit: int = 1000
+    ) -> list[TenantChange]:
+        """Changes committed after ``generation``, oldest first (at most ``limit``)."""
+        statement = (
+            select(ChangeRow.generation, ChangeRow.slug, ChangeRow.operation)
+            .where(ChangeRow.generation > generation)
+            .order_by(ChangeRow.generation)
+            .limit(limit)
+        )
+        with self._errors(), self.engine.connect() as connection:
+            return [TenantChange(*row) for row in connection.execute(statement)]
+
+    def latest_generation(self) -> int:
+        """The generation of the newest change, or 0 if there is none."""
+        statement = select(func.coalesce(func.max(ChangeRow.generation), 0))
+        with self._errors(), self.engine.connect() as connection:
+            return int(connection.execute(statement).scalar_one())
+
+    # -- reads ---------------------------------------------------------------------
+
+    def get_tenant(self, slug: str) -> Tenant:
+        """The tenant with this slug; raises :class:`TenantNotFound`."""
+        tenant = self._find(_BY_SLUG, slug.strip().lower())
+        if tenant is None:
+            raise TenantNotFound(f"no tenant has the slug {slug!r}")
+        return tenant
+
+    def find_by_host(self, host: str) -> Tenant | None:
+        """The tenant whose custom domain is exactly ``host`` (normalised)."""
+        return self._find(_BY_HOST, host)
+
+    def find_by_subdomain(self, label: str) -> Tenant | None:
+        """The tenant routed by this subdomain label (normalised)."""
+        return self._find(_BY_SUBDOMAIN, label)
+
+    def find_by_path_prefix(self, prefix: str) -> Tenant | None:
+        """The tenant routed by this first path segment (normalised)."""
+        return self._find(_BY_PATH_PREFIX, prefix)
+
+    def list_tenants(self, status: TenantStatus | str | None = None) -> list[Tenant]:
+        """All tenants ordered by slug, optionally only those with ``status``."""
+        statement = _SNAPSHOTS
+        if status is not None:
+            statement = statement.where(TenantRow.status == TenantStatus(status))
+        with self._errors(), self.engine.connect() as connection:
+            return _snapshots(connection.execute(statement))
+
+    def _find(self, statement: Select[Any], key: str) -> Tenant | None:
+        with self._errors(), self.engine.connect() as connection:
+            found = _snapshots(connection.execute(statement, {"key": key}))
+        return found[0] if found else None
+
+    # -- validation ----------------------------------------------------------------
+
+    def new_tenant(
+        self,
+        slug: str,
+        *,
+        owner_email: str,
+        owner_name: str | None = None,
+        subdomain: str | None = None,
+        path_prefix: str | None = None,
+        domains: Iterable[str] = (),
+        config: Mapping[str, Any] | None = None,
+    ) -> NewTenant:
+        """Validate and normalise a tenant to create; raises ``InvalidName``."""
+        if isinstance(domains, str):
+            raise TypeError("domains must be a collection of host names, not a string")
+        hosts = tuple(dict.fromkeys(normalise_domain(host) for host in domains))
+        return NewTenant(
+            slug=normalise_label(slug, what="slug"),
+            owner_email=normalise_email(owner_email),
+            owner_name=_clean_text(owner_name),
+            subdomain=self._label(subdomain, "subdomain"),
+            path_prefix=self._label(path_prefix, "path prefix"),
+            domains=hosts,
+            config=freeze(check_config(config or {})),
+        )
+
+    def _label(self, value: str | None, what: str) -> str | None:
+        if value is None:
+            return None
+        return normalise_label(value, what=what, reserved=self.reserved)
+
+    # -- writes --------------------------------------------------------------------
+
+    def create_tenant(
+        self,
+        slug: str,
+        *,
+        owner_email: str,
+        owner_name: str | None = None,
+        subdomain: str | None = None,
+        path_prefix: str | None = None,
+        domains: Iterable[str] = (),
+        config: Mapping[str, Any] | None = None,
+    ) -> Tenant:
+        """Create a tenant (and its owner, if new); the first domain is primary."""
+        spec = self.new_tenant(
+            slug,
+            owner_email=owner_email,
+            owner_name=owner_name,
+            subdomain=subdomain,
+            path_prefix=path_prefix,
+            domains=domains,
+            config=config,
+        )
+        with self._transaction() as tx:
+            tx.check_free(spec)
+            owner = tx.owner(spec.owner_email, spec.owner_name)
+            row = TenantRow(
+                slug=spec.slug,
+                owner=owner,
+                subdomain=spec.subdomain,
+                path_prefix=spec.path_prefix,
+                config=thaw(spec.config),
+                status=TenantStatus.ACTIVE,
+                domains=[
+                    DomainRow(host=host, is_primary=index == 0)
+                    for index, host in enumerate(spec.domains)
+                ],
+            )
+            tx.session.add(row)
+            tx.record(row, "created")
+            return tx.snapshot(row)
+
+    def update_config(
+        self, slug: str, mapping: Mapping[str, Any], *, replace: bool = False
+    ) -> Tenant:
+        """Merge ``mapping`` into the tenant's config (or replace it entirely)."""
+        updates = check_config(mapping)
+        with self._transaction() as tx:
+            row = tx.tenant(slug)
+            config = updates if replace else {**row.config, **updates}
+            check_config(config)
+            if config != row.config:
+                row.config = config
+                tx.record(row, "config")
+            return tx.snapshot(row)
+
+    def unset_config(self, slug: str, *keys: str) -> Tenant:
+        """Remove ``keys`` from the tenant's config; absent keys are ignored."""
+        with self._transaction() as tx:
+            row = tx.tenant(slug)
+            config = {k: v for k, v in row.config.items() if k not in keys}
+            if config != row.config:
+                row.config = config
+                tx.record(row, "config")
+            return tx.snapshot(row)
+
+    def disable_tenant(self, slug: str, reason: str | None = None) -> Tenant:
+        """Stop serving the tenant; requests get the disabled answer."""
+        reason = _clean_text(reason)
+        with self._transaction() as tx:
+            row = tx.tenant(slug)
+            if row.status is not TenantStatus.DISABLED or row.disabled_reason != reason:
+                row.status = TenantStatus.DISABLED
+                row.disabled_reason = reason
+                tx.record(row, "disabled")
+            return tx.snapshot(row)
+
+    def enable_tenant(self, slug: str) -> Tenant:
+        """Serve a disabled tenant again."""
+        with self._transaction() as tx:
+            row = tx.tenant(slug)
+            if row.status is not TenantStatus.ACTIVE:
+                row.status = TenantStatus.ACTIVE
+                row.disabled_reason = None
+                tx.record(row, "enabled")
+            return tx.snapshot(row)
+
+    def delete_tenant(self, slug: str) -> None:
+        """Delete the tenant and its domains; its owner's account stays."""
+        with self._transaction() as tx:
+            row = tx.tenant(slug)
+            tx.record(row, "deleted")
+            tx.session.delete(row)
+
+    def set_subdomain(self, slug: str, subdomain: str | None) -> Tenant:
+        """Route the tenant by this subdomain label, or by none."""
+        label = self._label(subdomain, "subdomain")
+        with self._transaction() as tx:
+            row = tx.tenant(slug)
+            if label != row.subdomain:
+                tx.check_free(NewTenant(row.slug, "", subdomain=label), exists=True)
+                row.subdomain = label
+                tx.record(row, "subdomain")
+            return tx.snapshot(row)
+
+    def set_path_prefix(self, slug: str, path_prefix: str | None) -> Tenant:
+        """Route the tenant by this first path segment, or by none."""
+        label = self._label(path_prefix, "path prefix")
+        with self._transaction() as tx:
+            row = tx.tenant(slug)
+            if label != row.path_prefix:
+                tx.check_free(NewTenant(row.slug, "", path_prefix=label), exists=True)
+                row.path_prefix = label
+                tx.record(row, "path_prefix")
+            return tx.snapshot(row)
+
+    def add_domain(self, slug: str, host: str, *, primary: bool = False) -> Tenant:
+        """Route ``host`` to the tenant; its first domain becomes the primary one."""
+        host = normalise_domain(host)
+        with self._transaction() as tx:
+            row = tx.tenant(slug)
+            current = {domain.host: domain for domain in row.domains}
+            if host not in current:
+                tx.check_free(NewTenant(row.slug, "", domains=(host,)), exists=True)
+            make_primary = primary or not current
+            if host in current and (current[host].is_primary or not make_primary):
+                return tx.snapshot(row)
+            if make_primary:
+                for domain in row.domains:
+                    domain.is_primary = False
+                # The partial unique index allows one primary: clear before setting.
+                tx.session.flush()
+            if host in current:
+                current[host].is_primary = True
+            else:
+                row.domains.append(DomainRow(host=host, is_primary=make_primary))
+            tx.record(row, "domain_added")
+            return tx.snapshot(row)
+
+    def remove_domain(self, slug: str, host: str) -> Tenant:
+        """Stop routing ``host`` to the tenant; another domain becomes primary."""
+        host = normalise_domain(host)
+        with self._transaction() as tx:
+            row = tx.tenant(slug)
+            domain = next((d for d in row.domains if d.host == host), None)
+            if domain is None:
+                raise TenantNotFound(f"tenant {row.slug!r} has no domain {host!r}")
+            row.domains.remove(domain)
+            if domain.is_primary and row.domains:
+                tx.session.flush()
+                min(row.domains, key=lambda d: d.id).is_primary = True
+            tx.record(row, "domain_removed")
+            return tx.snapshot(row)
+
+    def import_tenants(
+        self, specs: Iterable[NewTenant], *, batch_size: int = 500
+    ) -> Iterator[ImportResult]:
+        """Create many tenants, a transaction per batch; results in input order.
+
+        Idempotent: a tenant that already exists with the same settings is
+        ``UNCHANGED``; one that exists differently, or whose names are taken,
+        is a ``CONFLICT`` and is not written. Other tenants of the batch are.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        iterator = iter(specs)
+        while batch := list(islice(iterator, batch_size)):
+            yield from self._import_batch(batch)
+
+    def _import_batch(self, batch: Sequence[NewTenant]) -> list[ImportResult]:
+        with self._transaction() as tx:
+            session = tx.session
+            slugs = {spec.slug for spec in batch}
+            existing = {
+                tenant.slug: tenant
+                for tenant in _snapshots(
+                    session.execute(_SNAPSHOTS.where(TenantRow.slug.in_(slugs)))
+                )
+            }
+            taken = _Taken.load(session, batch)
+            results: list[ImportResult] = []
+            accepted: list[NewTenant] = []
+            for spec in batch:
+                result = _import_decision(spec, existing.get(spec.slug), taken)
+                results.append(result)
+                if result.status is ImportStatus.CREATED:
+                    accepted.append(spec)
+                    taken.claim(spec)
+            if accepted:
+                tx.bulk_create(accepted)
+        return results
+
+    # -- plumbing ----------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[_Transaction]:
+        """One serialised write transaction; publishes its changes after commit."""
+        with self._errors(), Session(self._writer, expire_on_commit=False) as session:
+            tx = _Transaction(session)
+            try:
+                with session.begin():
+                    self._lock_writes(session.connection())
+                    yield tx
+            except IntegrityError as e:
+                # Only a writer that bypasses the registry's lock gets here.
+                raise _conflict(e) from e
+        self._publish(tx.changes)
+
+    def _lock_writes(self, connection: Connection) -> None:
+        if self._is_postgres:
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITE_LOCK_KEY}
+            )
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn driver errors into the registry's own, naming the database."""
+        try:
+            yield
+        except (OperationalError, ProgrammingError) as e:
+            if _is_missing_table(e):
+                raise SchemaMissing(
+                    f"the database {self.url} has no tenant tables; "
+                    "run 'tenantctl db upgrade' first"
+                ) from e
+            if isinstance(e, OperationalError):
+                raise RegistryUnavailable(
+                    f"the database {self.url} is unavailable: {_first_line(e)}"
+                ) from e
+            raise
+        except InterfaceError as e:
+            raise RegistryUnavailable(
+                f"the database {self.url} is unavailable: {_first_line(e)}"
+            ) from e
+
+
+class _Transaction:
+    """The helpers every write needs, bound to one session."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.changes: list[TenantChange] = []
+
+    def tenant(self, slug: str) -> TenantRow:
+        key = slug.strip().lower() if isinstance(slug, str) else slug
+        row = self.session.scalars(
+            select(TenantRow).where(TenantRow.slug == key)
+        ).one_or_none()
+        if row is None:
+            raise TenantNotFound(f"no tenant has the slug {slug!r}")
+        return row
+
+    def owner(self, email: str, name: str | None) -> UserRow:
+        user = self.session.scalars(
+            select(UserRow).where(UserRow.email == email)
+        ).one_or_none()
+        if user is None:
+            user = UserRow(email=email, name=name)
+            self.session.add(user)
+        elif user.name is None and name is not None:
+            user.name = name
+        return user
+
+    def check_free(self, spec: NewTenant, *, exists: bool = False) -> None:
+        """Raise if a name of ``spec`` is taken (the slug too, unless ``exists``)."""
+        s = self.session
+        if not exists and s.scalar(
+            select(TenantRow.id).where(TenantRow.slug == spec.slug)
+        ):
+            raise TenantExists(f"tenant {spec.slug!r} already exists")
+        if spec.subdomain is not None and s.scalar(
+            select(TenantRow.id).where(TenantRow.subdomain == spec.subdomain)
+        ):
+            raise DomainTaken(f"subdomain {spec.subdomain!r} is already taken")
+        if spec.path_prefix is not None and s.scalar(
+            select(TenantRow.id).where(TenantRow.path_prefix == spec.path_prefix)
+        ):
+            raise DomainTaken(f"path prefix {spec.path_prefix!r} is already taken")
+        if spec.domains:
+            host = s.scalar(
+                select(DomainRow.host).where(DomainRow.host.in_(spec.domains)).limit(1)
+            )
+            if host is not None:
+                raise DomainTaken(f"host name {host!r} is already taken")
+
+    def record(self, row: TenantRow, operation: str) -> None:
+        """Append to the change feed; the tenant's version becomes its generation."""
+        change = ChangeRow(slug=row.slug, operation=operation)
+        self.session.add(change)
+        self.session.flush([change])
+        row.version = change.generation
+        row.updated_at = _utcnow()
+        self.changes.append(TenantChange(change.generation, row.slug, operation))
+
+    def snapshot(self, row: TenantRow) -> Tenant:
+        self.session.flush()
+        self.session.refresh(row, ["domains"])
+        return Tenant(
+            slug=row.slug,
+            owner_email=row.owner.email,
+            owner_name=row.owner.name,
+            subdomain=row.subdomain,
+            path_prefix=row.path_prefix,
+            domains=tuple(domain.host for domain in row.domains),
+            config=freeze(row.config),
+            status=row.status,
+            disabled_reason=row.disabled_reason,
+            version=row.version,
+            created_at=_aware(row.created_at),
+            updated_at=_aware(row.updated_at),
+        )
+
+    def bulk_create(self, specs: Sequence[NewTenant]) -> None:
+        """Insert validated, conflict-free tenants with a few batched statements."""
+        s = self.session
+        emails = {spec.owner_email: spec.owner_name for spec in reversed(specs)}
+        # Results have .keys(), so dict() would take them for mappings: iterate.
+        owner_ids: dict[str, int] = dict(
+            iter(
+                s.execute(
+                    select(UserRow.email, UserRow.id).where(UserRow.email.in_(emails))
+                ).tuples()
+            )
+        )
+        new_owners = [
+            {"email": email, "name": name}
+            for email, name in emails.items()
+            if email not in owner_ids
+        ]
+        if new_owners:
+            owner_ids.update(
+                iter(
+                    s.execute(
+                        insert(UserRow).returning(
+                            UserRow.email, UserRow.id, sort_by_parameter_order=True
+                        ),
+                        new_owners,
+                    ).tuples()
+                )
+            )
+        generations = s.scalars(
+            insert(ChangeRow).returning(
+                ChangeRow.generation, sort_by_parameter_order=True
+            ),
+            [{"slug": spec.slug, "operation": "created"} for spec in specs],
+        ).all()
+        tenant_ids = s.scalars(
+            insert(TenantRow).returning(TenantRow.id, sort_by_parameter_order=True),
+            [
+                {
+                    "slug": spec.slug,
+                    "owner_id": owner_ids[spec.owner_email],
+                    "subdomain": spec.subdomain,
+                    "path_prefix": spec.path_prefix,
+                    "config": thaw(spec.config),
+                    "status": TenantStatus.ACTIVE,
+                    "version": generation,
+                }
+                for spec, generation in zip(specs, generations, strict=True)
+            ],
+        ).all()
+        domains = [
+            {"tenant_id": tenant_id, "host": host, "is_primary": index == 0}
+            for spec, tenant_id in zip(specs, tenant_ids, strict=True)
+            for index, host in enumerate(spec.domains)
+        ]
+        if domains:
+            s.execute(insert(DomainRow), domains)
+        self.changes.extend(
+            TenantChange(generation, spec.slug, "created")
+            for spec, generation in zip(specs, generations, strict=True)
+        )
+
+
+@dataclass
+class _Taken:
+    """Names already in use, loaded once per import batch and grown as it goes."""
+
+    slugs: set[str]
+    subdomains: set[str]
+    path_prefixes: set[str]
+    hosts: set[str]
+
+    @classmethod
+    def load(cls, session: Session, batch: Sequence[NewTenant]) -> _Taken:
+        def existing(column: Any, values: Iterable[str | None]) -> set[str]:
+            wanted = {value for value in values if value is not None}
+            if not wanted:
+                return set()
+            return set(session.scalars(select(column).where(column.in_(wanted))))
+
+        return cls(
+            slugs=set(),  # existing slugs are handled before this check
+            subdomains=existing(TenantRow.subdomain, (s.subdomain for s in batch)),
+            path_prefixes=existing(
+                TenantRow.path_prefix, (s.path_prefix for s in batch)
+            ),
+            hosts=existing(DomainRow.host, (h for s in batch for h in s.domains)),
+        )
+
+    def conflict(self, spec: NewTenant) -> Conflict | None:
+        if spec.slug in self.slugs:
+            return TenantExists(f"tenant {spec.slug!r} appears twice")
+        if spec.subdomain in self.subdomains:
+            return DomainTaken(f"subdomain {spec.subdomain!r} is already taken")
+        if spec.path_prefix in self.path_prefixes:
+            return DomainTaken(f"path prefix {spec.path_prefix!r} is already taken")
+        for host in spec.domains:
+            if host in self.hosts:
+                return DomainTaken(f"host name {host!r} is already taken")
+        return None
+
+    def claim(self, spec: NewTenant) -> None:
+        self.slugs.add(spec.slug)
+        if spec.subdomain is not None:
+            self.subdomains.add(spec.subdomain)
+        if spec.path_prefix is not None:
+            self.path_prefixes.add(spec.path_prefix)
+        self.hosts.update(spec.domains)
+
+
+def _import_decision(
+    spec: NewTenant, existing: Tenant | None, taken: _Taken
+) -> ImportResult:
+    if existing is not None:
+        if _same(existing, spec):
+            return ImportResult(spec, ImportStatus.UNCHANGED)
+        return ImportResult(
+            spec,
+            ImportStatus.CONFLICT,
+            TenantExists(f"tenant {spec.slug!r} already exists with other settings"),
+        )
+    conflict = taken.conflict(spec)
+    if conflict is not None:
+        return ImportResult(spec, ImportStatus.CONFLICT, conflict)
+    return ImportResult(spec, ImportStatus.CREATED)
+
+
+def _same(tenant: Tenant, spec: NewTenant) -> bool:
+    return (
+        tenant.owner_email == spec.owner_email
+        and tenant.subdomain == spec.subdomain
+        and tenant.path_prefix == spec.path_prefix
+        and tenant.domains == spec.domains
+        and thaw(tenant.config) == thaw(spec.config)
+    )
+
+
+def _snapshots(rows: Iterable[Row[Any]]) -> list[Tenant]:
+    """Fold the one-row-per-domain result of ``_SNAPSHOTS`` into snapshots."""
+    tenants = []
+    for _, group in groupby(rows, key=lambda row: row.id):
+        tenant_rows = list(group)
+        first = tenant_rows[0]
+        tenants.append(
+            Tenant(
+                slug=first.slug,
+                owner_email=first.email,
+                owner_name=first.name,
+                subdomain=first.subdomain,
+                path_prefix=first.path_prefix,
+                domains=tuple(row.host for row in tenant_rows if row.host is not None),
+                config=freeze(first.config),
+                status=TenantStatus(first.status),
+                disabled_reason=first.disabled_reason,
+                version=first.version,
+                created_at=_aware(first.created_at),
+                updated_at=_aware(first.updated_at),
+            )
+        )
+    return tenants
+
+
+def _create_engine(url: str | URL) -> Engine:
+    try:
+        # pre_ping: a connection broken by a database restart is replaced, not used.
+        return create_engine(url, pool_pre_ping=True)
+    except ArgumentError as e:
+        raise ValueError(f"database URL {str(url)!r} is not valid: {e}") from e
+    except ModuleNotFoundError as e:
+        raise ValueError(
+            f"database URL {str(url)!r} needs the missing driver {e.name!r}; "
+            "for PostgreSQL install the 'postgres' extra"
+        ) from e
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """Make pysqlite transactional the SQLAlchemy way, and writers wait, not fail."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # pysqlite's own BEGIN handling breaks SAVEPOINT and defers locks; emit our own.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA busy_timeout = 10000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # A write takes the lock at BEGIN, so two writers queue instead of one of
+        # them failing to upgrade a read lock half-way through.
+        if connection.get_execution_options().get("dispatcher_write"):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")
+
+
+def _is_missing_table(error: DBAPIError) -> bool:
+    return getattr(error.orig, "sqlstate", None) == "42P01" or "no such table" in str(
+        error.orig
+    )
+
+
+def _conflict(error: IntegrityError) -> Conflict:
+    message = str(error.orig)
+    if "slug" in message:
+        return TenantExists(f"a tenant with that slug already exists ({message})")
+    return DomainTaken(f"a name of that tenant is already taken ({message})")
+
+
+def _first_line(error: DBAPIError) -> str:
+    return str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
+
+
+def _clean_text(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

@@ -1,0 +1,99 @@
+"""Immutable snapshots the registry hands out instead of live ORM rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from models import TenantStatus
+
+__all__ = ["NewTenant", "Tenant", "TenantChange", "TenantStatus", "freeze", "thaw"]
+
+
+def freeze(value: Any) -> Any:
+    """Return a read-only deep copy of a JSON value: dicts become mapping proxies."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: freeze(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(item) for item in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Undo :func:`freeze`: plain dicts and lists, ready for ``json.dumps``."""
+    if isinstance(value, Mapping):
+        return {key: thaw(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """A tenant as the registry saw it at one version; safe to share across threads."""
+
+    slug: str
+    owner_email: str
+    owner_name: str | None
+    subdomain: str | None
+    path_prefix: str | None
+    #: Custom host names, the primary one first.
+    domains: tuple[str, ...]
+    config: Mapping[str, Any]
+    status: TenantStatus
+    disabled_reason: str | None
+    #: Grows with every change of the tenant or its domains, never repeats.
+    version: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @property
+    def is_active(self) -> bool:
+        return self.status is TenantStatus.ACTIVE
+
+    @property
+    def primary_domain(self) -> str | None:
+        return self.domains[0] if self.domains else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The snapshot as plain JSON-ready values."""
+        return {
+            "slug": self.slug,
+            "owner_email": self.owner_email,
+            "owner_name": self.owner_name,
+            "subdomain": self.subdomain,
+            "path_prefix": self.path_prefix,
+            "domains": list(self.domains),
+            "config": thaw(self.config),
+            "status": self.status.value,
+            "disabled_reason": self.disabled_reason,
+            "version": self.version,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NewTenant:
+    """A validated, normalised request to create a tenant (see ``new_tenant``)."""
+
+    slug: str
+    owner_email: str
+    owner_name: str | None = None
+    subdomain: str | None = None
+    path_prefix: str | None = None
+    #: Custom host names, the primary one first.
+    domains: tuple[str, ...] = ()
+    config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class TenantChange:
+    """One entry of the registry's change feed."""
+
+    generation: int
+    slug: str
+    operation: str

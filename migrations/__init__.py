@@ -1,0 +1,1 @@
+"""Alembic history of the registry schema; ``TenantRegistry.migrate`` runs it."""
