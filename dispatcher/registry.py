@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from importlib.resources import files
 from itertools import groupby, islice
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
@@ -36,6 +36,7 @@ from sqlalchemy import (
     Row,
     Select,
     String,
+    Table,
     bindparam,
     create_engine,
     event,
@@ -105,6 +106,7 @@ _SNAPSHOTS: Select[Any] = (
     .outerjoin(DomainRow, DomainRow.tenant_id == TenantRow.id)
     .order_by(TenantRow.slug, DomainRow.is_primary.desc(), DomainRow.host)
 )
+_CHANGES = cast(Table, ChangeRow.__table__)
 _KEY = bindparam("key", type_=String())
 _BY_SLUG = _SNAPSHOTS.where(TenantRow.slug == _KEY)
 _BY_SUBDOMAIN = _SNAPSHOTS.where(TenantRow.subdomain == _KEY)
@@ -353,6 +355,7 @@ class TenantRegistry:
             )
             tx.session.add(row)
             tx.record(row, "created")
+            row.created_at = row.updated_at
             return tx.snapshot(row)
 
     def update_config(
@@ -600,12 +603,19 @@ class _Transaction:
 
     def record(self, row: TenantRow, operation: str) -> None:
         """Append to the change feed; the tenant's version becomes its generation."""
-        change = ChangeRow(slug=row.slug, operation=operation)
-        self.session.add(change)
-        self.session.flush([change])
-        row.version = change.generation
+        # Core, not the ORM: an autoflush here would write a new tenant before
+        # it has the version this statement hands out.
+        generation: int = (
+            self.session.connection()
+            .execute(
+                insert(_CHANGES).returning(_CHANGES.c.generation),
+                {"slug": row.slug, "operation": operation, "changed_at": _utcnow()},
+            )
+            .scalar_one()
+        )
+        row.version = generation
         row.updated_at = _utcnow()
-        self.changes.append(TenantChange(change.generation, row.slug, operation))
+        self.changes.append(TenantChange(generation, row.slug, operation))
 
     def snapshot(self, row: TenantRow) -> Tenant:
         self.session.flush()

@@ -1,0 +1,5 @@
+"""``python -m dispatcher`` runs ``tenantctl``."""
+
+from dispatcher.cli import main
+
+main()

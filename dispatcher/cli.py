@@ -1,0 +1,477 @@
+"""``tenantctl``: the admin tool. It parses and prints; the registry decides.
+
+Exit codes: 0 success, 1 a conflict, an unknown tenant or an unavailable
+database, 2 bad input. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from dispatcher.exceptions import (
+    DispatcherError,
+    InvalidConfig,
+    InvalidName,
+)
+from dispatcher.registry import ImportStatus, TenantRegistry
+from dispatcher.settings import DATABASE_URL_VARIABLE, database_url
+from dispatcher.tenant import NewTenant, Tenant, TenantStatus
+
+__all__ = ["cli", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+IMPORT_COLUMNS = (
+    "slug",
+    "owner_email",
+    "owner_name",
+    "subdomain",
+    "path_prefix",
+    "domains",
+    "config",
+)
+
+
+class BadInput(click.ClickException):
+    """The user asked for something invalid; nothing was changed."""
+
+    exit_code = 2
+
+
+class Failed(click.ClickException):
+    """The request was valid but could not be carried out; nothing was changed."""
+
+    exit_code = 1
+
+
+class _Group(click.Group):
+    """Turns the registry's errors into one-line messages with the right exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (InvalidName, InvalidConfig) as e:
+            raise BadInput(str(e)) from e
+        except DispatcherError as e:
+            raise Failed(str(e)) from e
+
+
+def _registry(ctx: click.Context) -> TenantRegistry:
+    """The registry for this invocation, opened on first use."""
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    if "registry" not in obj:
+        try:
+            obj["registry"] = TenantRegistry(obj["database_url"])
+        except ValueError as e:
+            raise BadInput(
+                f"{e}; check --database-url or ${DATABASE_URL_VARIABLE}"
+            ) from e
+        ctx.call_on_close(obj["registry"].close)
+    registry: TenantRegistry = obj["registry"]
+    return registry
+
+
+def _json_option(function: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(function)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--database-url",
+    metavar="URL",
+    help=f"Registry database; default ${DATABASE_URL_VARIABLE} or a SQLite file "
+    "'dispatcher.sqlite3' in the current directory.",
+)
+@click.version_option(package_name="flask-tenant-dispatcher")
+@click.pass_context
+def cli(ctx: click.Context, database_url: str | None) -> None:
+    """Manage the tenants of a tenant-aware Flask deployment."""
+    ctx.ensure_object(dict)["database_url"] = database_url or _default_url()
+
+
+def _default_url() -> str:
+    return database_url()
+
+
+# -- db ---------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Manage the registry's database schema."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@click.pass_context
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Apply the schema migrations (up to REVISION, default head)."""
+    registry = _registry(ctx)
+    registry.migrate(revision)
+    click.echo(f"database {registry.url} upgraded to {revision}")
+
+
+# -- tenants ----------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("slug")
+@click.option("--owner", "owner_email", required=True, help="Owner's e-mail.")
+@click.option("--owner-name", help="Owner's name.")
+@click.option("--subdomain", help="Route <subdomain>.<base domain> to the tenant.")
+@click.option("--path-prefix", help="Route /<prefix>/... to the tenant.")
+@click.option(
+    "--domain",
+    "domains",
+    multiple=True,
+    metavar="HOST",
+    help="Custom host name; repeat for more, the first is primary.",
+)
+@click.option(
+    "--config",
+    "config_items",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Config entry; VALUE is JSON if it parses, else a string. Repeatable.",
+)
+@_json_option
+@click.pass_context
+def add(
+    ctx: click.Context,
+    slug: str,
+    owner_email: str,
+    owner_name: str | None,
+    subdomain: str | None,
+    path_prefix: str | None,
+    domains: tuple[str, ...],
+    config_items: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Create tenant SLUG."""
+    config = dict(_config_item(item) for item in config_items)
+    tenant = _registry(ctx).create_tenant(
+        slug,
+        owner_email=owner_email,
+        owner_name=owner_name,
+        subdomain=subdomain,
+        path_prefix=path_prefix,
+        domains=domains,
+        config=config,
+    )
+    _print_tenant(tenant, as_json, f"created tenant {tenant.slug!r}")
+
+
+@cli.command("list")
+@click.option(
+    "--status",
+    type=click.Choice([status.value for status in TenantStatus]),
+    help="Only tenants with this status.",
+)
+@_json_option
+@click.pass_context
+def list_(ctx: click.Context, status: str | None, as_json: bool) -> None:
+    """List tenants."""
+    tenants = _registry(ctx).list_tenants(status)
+    if as_json:
+        click.echo(json.dumps([tenant.to_dict() for tenant in tenants], indent=2))
+        return
+    if not tenants:
+        click.echo("no tenants")
+        return
+    header = ("SLUG", "STATUS", "SUBDOMAIN", "PATH PREFIX", "DOMAINS", "OWNER")
+    rows = [
+        (
+            t.slug,
+            t.status.value,
+            t.subdomain or "-",
+            t.path_prefix or "-",
+            ",".join(t.domains) or "-",
+            t.owner_email,
+        )
+        for t in tenants
+    ]
+    click.echo(_table(header, rows))
+
+
+@cli.command()
+@click.argument("slug")
+@_json_option
+@click.pass_context
+def show(ctx: click.Context, slug: str, as_json: bool) -> None:
+    """Show tenant SLUG."""
+    _print_tenant(_registry(ctx).get_tenant(slug), as_json)
+
+
+@cli.command()
+@click.argument("slug")
+@click.option("--reason", help="Why, shown to admins (e.g. 'unpaid').")
+@_json_option
+@click.pass_context
+def disable(ctx: click.Context, slug: str, reason: str | None, as_json: bool) -> None:
+    """Stop serving tenant SLUG; its visitors get the disabled page."""
+    tenant = _registry(ctx).disable_tenant(slug, reason)
+    _print_tenant(tenant, as_json, f"disabled tenant {tenant.slug!r}")
+
+
+@cli.command()
+@click.argument("slug")
+@_json_option
+@click.pass_context
+def enable(ctx: click.Context, slug: str, as_json: bool) -> None:
+    """Serve tenant SLUG again."""
+    tenant = _registry(ctx).enable_tenant(slug)
+    _print_tenant(tenant, as_json, f"enabled tenant {tenant.slug!r}")
+
+
+@cli.command()
+@click.argument("slug")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def remove(ctx: click.Context, slug: str, yes: bool) -> None:
+    """Delete tenant SLUG and its domains."""
+    registry = _registry(ctx)
+    tenant = registry.get_tenant(slug)
+    if not yes and not click.confirm(
+        f"Delete tenant {tenant.slug!r} and its domains?", err=True
+    ):
+        raise Failed(f"tenant {tenant.slug!r} not removed; pass --yes to skip asking")
+    registry.delete_tenant(tenant.slug)
+    click.echo(f"removed tenant {tenant.slug!r}")
+
+
+# -- config -----------------------------------------------------------------------
+
+
+@cli.group()
+def config() -> None:
+    """Change a tenant's config."""
+
+
+@config.command("set")
+@click.argument("slug")
+@click.argument("key")
+@click.argument("value")
+@click.option("--string", "as_string", is_flag=True, help="Store VALUE as a string.")
+@_json_option
+@click.pass_context
+def config_set(
+    ctx: click.Context, slug: str, key: str, value: str, as_string: bool, as_json: bool
+) -> None:
+    """Set KEY to VALUE (JSON if it parses, else a string) in SLUG's config."""
+    parsed = value if as_string else _json_or_string(value)
+    tenant = _registry(ctx).update_config(slug, {key: parsed})
+    _print_tenant(tenant, as_json, f"tenant {tenant.slug!r}: set {key!r}")
+
+
+@config.command("unset")
+@click.argument("slug")
+@click.argument("keys", nargs=-1, required=True)
+@_json_option
+@click.pass_context
+def config_unset(
+    ctx: click.Context, slug: str, keys: tuple[str, ...], as_json: bool
+) -> None:
+    """Remove KEYS from SLUG's config."""
+    tenant = _registry(ctx).unset_config(slug, *keys)
+    _print_tenant(tenant, as_json, f"tenant {tenant.slug!r}: unset {', '.join(keys)}")
+
+
+# -- domains ----------------------------------------------------------------------
+
+
+@cli.group()
+def domain() -> None:
+    """Add or remove a tenant's custom host names."""
+
+
+@domain.command("add")
+@click.argument("slug")
+@click.argument("host")
+@click.option("--primary", is_flag=True, help="Make HOST the primary domain.")
+@_json_option
+@click.pass_context
+def domain_add(
+    ctx: click.Context, slug: str, host: str, primary: bool, as_json: bool
+) -> None:
+    """Route HOST to tenant SLUG."""
+    tenant = _registry(ctx).add_domain(slug, host, primary=primary)
+    _print_tenant(tenant, as_json, f"tenant {tenant.slug!r}: added {host!r}")
+
+
+@domain.command("remove")
+@click.argument("slug")
+@click.argument("host")
+@_json_option
+@click.pass_context
+def domain_remove(ctx: click.Context, slug: str, host: str, as_json: bool) -> None:
+    """Stop routing HOST to tenant SLUG."""
+    tenant = _registry(ctx).remove_domain(slug, host)
+    _print_tenant(tenant, as_json, f"tenant {tenant.slug!r}: removed {host!r}")
+
+
+# -- import -----------------------------------------------------------------------
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=500,
+    show_default=True,
+    help="Tenants written per transaction.",
+)
+@click.pass_context
+def import_(ctx: click.Context, file: Path, batch_size: int) -> None:
+    """Create the tenants listed in FILE, a CSV with a header row.
+
+    Columns: slug, owner_email (required), owner_name, subdomain, path_prefix,
+    domains (space-separated, first is primary), config (a JSON object).
+    Re-running the same file changes nothing. Bad rows are reported by line
+    number and skipped; the others are written. Exits 1 if any row failed.
+    """
+    registry = _registry(ctx)
+    rows = _read_csv(file)
+    specs: list[tuple[int, NewTenant]] = []
+    failed = 0
+    for line, row in rows:
+        try:
+            specs.append((line, _row_to_tenant(registry, row)))
+        except (InvalidName, InvalidConfig, ValueError) as e:
+            failed += 1
+            click.echo(f"{file}:{line}: {e}", err=True)
+    counts = dict.fromkeys(ImportStatus, 0)
+    with click.progressbar(
+        length=len(specs), label=f"importing {file.name}", file=sys.stderr
+    ) as bar:
+        lines = {id(spec): line for line, spec in specs}
+        results = registry.import_tenants(
+            (spec for _, spec in specs), batch_size=batch_size
+        )
+        for result in results:
+            counts[result.status] += 1
+            if result.error is not None:
+                click.echo(
+                    f"\n{file}:{lines[id(result.spec)]}: {result.error}", err=True
+                )
+            bar.update(1)
+    failed += counts[ImportStatus.CONFLICT]
+    click.echo(
+        f"{counts[ImportStatus.CREATED]} created, "
+        f"{counts[ImportStatus.UNCHANGED]} unchanged, {failed} failed"
+    )
+    if failed:
+        ctx.exit(1)
+
+
+def _read_csv(file: Path) -> list[tuple[int, dict[str, str]]]:
+    try:
+        with file.open(newline="", encoding="utf-8-sig") as stream:
+            reader = csv.DictReader(stream)
+            columns = reader.fieldnames or []
+            unknown = [name for name in columns if name not in IMPORT_COLUMNS]
+            if unknown:
+                _bad_input(
+                    f"{file}: unknown column(s) {', '.join(map(repr, unknown))}; "
+                    f"use {', '.join(IMPORT_COLUMNS)}"
+                )
+            missing = {"slug", "owner_email"} - set(columns)
+            if missing:
+                _bad_input(
+                    f"{file}: the header row must name the column(s) "
+                    f"{', '.join(sorted(missing))}"
+                )
+            return [(reader.line_num, row) for row in _rows(reader)]
+    except UnicodeDecodeError as e:
+        _bad_input(f"{file} is not UTF-8 text: {e}")
+    except csv.Error as e:
+        _bad_input(f"{file} is not valid CSV: {e}")
+
+
+def _rows(reader: csv.DictReader[str]) -> Iterator[dict[str, str]]:
+    for row in reader:
+        if any(value for value in row.values() if isinstance(value, str)):
+            yield row
+
+
+def _row_to_tenant(registry: TenantRegistry, row: dict[str, Any]) -> NewTenant:
+    if None in row:
+        raise ValueError("the row has more fields than the header")
+    config_text = (row.get("config") or "").strip()
+    config = json.loads(config_text) if config_text else {}
+    if not isinstance(config, dict):
+        raise InvalidConfig(f"config {config_text!r} must be a JSON object")
+    return registry.new_tenant(
+        row.get("slug") or "",
+        owner_email=row.get("owner_email") or "",
+        owner_name=row.get("owner_name") or None,
+        subdomain=row.get("subdomain") or None,
+        path_prefix=row.get("path_prefix") or None,
+        domains=(row.get("domains") or "").split(),
+        config=config,
+    )
+
+
+# -- output -----------------------------------------------------------------------
+
+
+def _print_tenant(tenant: Tenant, as_json: bool, headline: str | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(tenant.to_dict(), indent=2))
+        return
+    if headline:
+        click.echo(headline)
+    fields = tenant.to_dict()
+    fields["domains"] = ", ".join(tenant.domains) or "-"
+    fields["config"] = json.dumps(fields["config"], sort_keys=True)
+    click.echo(
+        _table(
+            None,
+            [
+                (f"{key}:", "-" if value is None else str(value))
+                for key, value in fields.items()
+            ],
+        )
+    )
+
+
+def _table(header: Sequence[str] | None, rows: Iterable[Sequence[str]]) -> str:
+    lines = [tuple(header)] if header else []
+    lines.extend(tuple(row) for row in rows)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) for cell, width in zip(line, widths, strict=True)
+        ).rstrip()
+        for line in lines
+    )
+
+
+def _config_item(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        _bad_input(f"--config {item!r} must look like KEY=VALUE")
+    return key, _json_or_string(value)
+
+
+def _json_or_string(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _bad_input(message: str) -> NoReturn:
+    raise BadInput(message)
+
+
+def main() -> None:
+    """Entry point of the ``tenantctl`` script and ``python -m dispatcher``."""
+    cli(prog_name="tenantctl")

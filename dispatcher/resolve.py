@@ -1,0 +1,369 @@
+"""Work out which tenant or mounted app a request is for, from plain values.
+
+These are pure functions in the style of :mod:`werkzeug.sansio.utils`: the WSGI
+layer unpacks ``environ`` and passes strings in, so nothing here does I/O or
+touches ``environ``. They run on every request, so the common path costs at
+most one precompiled regex match and slower work is kept to explaining a
+refusal.
+
+Resolution order, as the middleware applies it:
+
+1. :func:`request_host` picks the raw host the way PEP 3333 reconstructs a URL
+   (``HTTP_HOST``, else ``SERVER_NAME`` and ``SERVER_PORT``) and normalises it
+   with :func:`parse_host`. A malformed host raises :exc:`InvalidHost`, which
+   is answered with 400 before any app is chosen.
+2. :func:`match_mount` finds a fixed app mounted at a path prefix; mounts win
+   over tenants so a tenant can never shadow ``/static`` or ``/api``.
+3. On the base domain, :func:`subdomain_of` gives the tenant label of
+   ``<label>.<base_domain>``; :func:`is_apex` recognises the base domain itself
+   and ``www.<base_domain>``, where :func:`first_segment` gives the tenant
+   prefix of a path like ``/<label>/...``.
+4. Any other host is looked up as a tenant's own domain, by the caller.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv6Address
+
+from dispatcher.exceptions import InvalidHost
+
+__all__ = [
+    "first_segment",
+    "is_apex",
+    "match_mount",
+    "normalise_mount_prefix",
+    "parse_host",
+    "request_host",
+    "subdomain_of",
+]
+
+# Longer than any valid host ("[" + 45-char IPv6 + "]:65535", or 254-char name
+# + port) by a wide margin, and short enough that no regex sees a huge header.
+MAX_HOST_LENGTH = 1000
+
+# Room for the repr of a bad value in an error message; the rest is elided so
+# a 10 KB header does not become a 10 KB log line.
+_SHOW_LENGTH = 80
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+
+# re.ASCII stops IGNORECASE from folding a non-ASCII letter such as the Kelvin
+# sign U+212A into "k" (as str.lower() would), so only the matched, ASCII-only
+# name is ever lower-cased.
+_HOST_RE = re.compile(
+    rf"""
+    (?:
+        (?P<name>(?:{_LABEL}\.)*{_LABEL})\.?  # one trailing dot is allowed
+    |
+        \[(?P<ipv6>[0-9a-f:.]+)\]  # no "%" zone id: not valid in a Host header
+    )
+    # Leading zeros are refused like werkzeug's host_is_trusted does, so every
+    # host accepted here is also accepted by Flask's request.host.
+    (?::(?P<port>[1-9][0-9]{{0,4}}))?
+    """,
+    re.ASCII | re.IGNORECASE | re.VERBOSE,
+)
+
+# Lower case only: paths are case-sensitive and prefixes are stored lower-case.
+# The lookahead keeps the rest of PATH_INFO out of the match, so a long path
+# costs nothing beyond its first segment.
+_SEGMENT_RE = re.compile(rf"/({_LABEL})(?=/|\Z)", re.ASCII)
+
+# Whitespace and C0/C1 controls; \s also catches Unicode spaces such as U+00A0.
+_CONTROL_OR_SPACE_RE = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
+
+_NAME_CHAR_RE = re.compile(r"[^a-z0-9.-]", re.ASCII)
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+# Only these may omit Host; anything else, including a protocol string the
+# server made up, is held to the HTTP/1.1 rule so the fallback fails closed.
+_HOST_OPTIONAL_PROTOCOLS = frozenset({"HTTP/1.0", "HTTP/0.9"})
+
+
+def _show(value: str) -> str:
+    """Return the repr of ``value``, cut short if it is long."""
+    if len(value) <= _SHOW_LENGTH:
+        return repr(value)
+    return f"{value[:_SHOW_LENGTH]!r}... ({len(value)} characters)"
+
+
+def request_host(
+    http_host: str | None,
+    server_name: str | None,
+    server_port: str | None,
+    url_scheme: str,
+    protocol: str,
+) -> str:
+    """Return the normalised host a request was sent to.
+
+    ``HTTP_HOST`` is used whenever it is present, even when empty (which is
+    malformed). Without it, an HTTP/1.0 or HTTP/0.9 request falls back to
+    ``SERVER_NAME``, plus ``:SERVER_PORT`` unless that is the default port of
+    ``url_scheme``, as PEP 3333 reconstructs a URL.
+
+    :param http_host: ``environ.get("HTTP_HOST")``.
+    :param server_name: ``environ.get("SERVER_NAME")``.
+    :param server_port: ``environ.get("SERVER_PORT")``.
+    :param url_scheme: ``environ["wsgi.url_scheme"]``, ``"http"`` or ``"https"``.
+    :param protocol: ``environ["SERVER_PROTOCOL"]``, like ``"HTTP/1.1"``.
+    :return: The host as returned by :func:`parse_host`.
+    :raise InvalidHost: If the host is missing or malformed.
+    """
+    if http_host is not None:
+        return parse_host(http_host)
+
+    if protocol not in _HOST_OPTIONAL_PROTOCOLS:
+        raise InvalidHost(
+            "no Host header: a Host header is required for HTTP/1.1 and later"
+            f" (request protocol is {_show(protocol)})"
+        )
+
+    if not server_name:
+        raise InvalidHost(
+            "no Host header and no SERVER_NAME: cannot tell which host the"
+            " request is for"
+        )
+
+    host = server_name
+    # An IPv6 SERVER_NAME comes bare; bracket it to match the Host header form.
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+
+    if server_port and server_port != _DEFAULT_PORTS.get(url_scheme):
+        host = f"{host}:{server_port}"
+
+    return parse_host(host)
+
+
+def parse_host(value: str) -> str:
+    """Validate a ``Host`` header value and return its normalised host name.
+
+    The result is lower-case, has no port and no trailing dot, so it can be
+    compared with stored names directly: ``"Acme.Example.COM.:8080"`` becomes
+    ``"acme.example.com"``. An IPv6 literal keeps its brackets:
+    ``"[::1]:8080"`` becomes ``"[::1]"``. An IPv4 address is a name whose
+    labels happen to be digits and is returned as it is.
+
+    Internationalised names must arrive as punycode (``xn--...``); the label
+    rules are those of RFC 1035 host names, so underscores are refused.
+
+    :param value: The raw ``Host`` header value, ``host[:port]``.
+    :return: The host name, lower-case, without port or trailing dot.
+    :raise InvalidHost: If the value breaks any rule; the message names the
+        value and the rule.
+    """
+    if len(value) > MAX_HOST_LENGTH:
+        raise InvalidHost(
+            f"invalid Host {_show(value)}: longer than {MAX_HOST_LENGTH} characters"
+        )
+
+    m = _HOST_RE.fullmatch(value)
+    if m is None:
+        raise InvalidHost(f"invalid Host {_show(value)}: {_explain(value)}")
+
+    port = m["port"]
+    if port is not None and int(port) > 65535:
+        raise InvalidHost(
+            f"invalid Host {_show(value)}: port must be between 1 and 65535"
+        )
+
+    name = m["name"]
+    if name is not None:
+        if len(name) > 253:
+            raise InvalidHost(
+                f"invalid Host {_show(value)}: name is longer than 253 characters"
+            )
+        return name.lower()
+
+    ipv6 = m["ipv6"]
+    try:
+        IPv6Address(ipv6)
+    except ValueError:
+        raise InvalidHost(
+            f"invalid Host {_show(value)}: {_show(ipv6)} is not an IPv6 address"
+        ) from None
+    return f"[{ipv6.lower()}]"
+
+
+def _explain(value: str) -> str:
+    """Return the rule ``value`` breaks, for a value the host regex refused.
+
+    Only called on refusal, so it can afford to look at the value several
+    times; the order puts the rules that point at an attack or a broken client
+    before the ones about a merely misspelt name.
+    """
+    if not value:
+        return "must not be empty"
+    if _CONTROL_OR_SPACE_RE.search(value):
+        return "must not contain whitespace or control characters"
+    if not value.isascii():
+        return "must be ASCII (send internationalised names as punycode, xn--...)"
+    if "@" in value:
+        return "must not contain userinfo ('@')"
+    if "," in value:
+        return "must be a single host (',' found)"
+
+    if value.startswith("["):
+        inside, bracket, port_part = value[1:].partition("]")
+        if not bracket:
+            return "IPv6 literal has no closing ']'"
+        if port_part and not port_part.startswith(":"):
+            return "only ':port' may follow an IPv6 literal"
+        rule = _explain_port(port_part[1:]) if port_part else ""
+        return rule or f"{_show(inside)} is not an IPv6 address"
+
+    name, colon, port = value.partition(":")
+    if ":" in port:
+        return "IPv6 literal must be enclosed in '[' and ']'"
+    if colon:
+        rule = _explain_port(port)
+        if rule:
+            return rule
+    return _explain_name(name)
+
+
+def _explain_port(port: str) -> str:
+    """Return the rule ``port`` breaks, or ``""`` if it is valid."""
+    if not port:
+        return "port is empty"
+    # str.isdigit() would accept non-ASCII digits such as "\u0663".
+    if not (port.isascii() and port.isdigit()):
+        return "port must be ASCII digits"
+    if port.startswith("0") and port.strip("0"):
+        return "port must not have leading zeros"
+    if not 1 <= int(port) <= 65535:
+        return "port must be between 1 and 65535"
+    return ""
+
+
+def _explain_name(name: str) -> str:
+    """Return the rule the host name ``name`` breaks."""
+    if not name:
+        return "host name is empty"
+    if "_" in name:
+        return "host name must not contain '_'"
+    if m := _NAME_CHAR_RE.search(name.lower()):
+        return f"host name must only contain a-z, 0-9, '.' and '-' ({m[0]!r} found)"
+    stripped = name.removesuffix(".")
+    for label in stripped.split("."):
+        if not label:
+            return "host name has an empty label"
+        if len(label) > 63:
+            return f"label {_show(label)} is longer than 63 characters"
+        if label.startswith("-") or label.endswith("-"):
+            return f"label {_show(label)} starts or ends with '-'"
+    return "is not a valid host"
+
+
+def subdomain_of(host: str, base_domain: str) -> str | None:
+    """Return the tenant label of ``host`` if it is ``<label>.<base_domain>``.
+
+    Both arguments must already be normalised by :func:`parse_host`. The match
+    is on a dot boundary, so ``evilexample.com`` is not under ``example.com``.
+
+    :return: The single label, or ``None`` for the apex, for ``www``, for a
+        name more than one label deep, and for a name not under the base
+        domain.
+    """
+    cut = len(host) - len(base_domain) - 1
+    # cut < 1 would leave an empty label (the apex, or ".example.com").
+    if cut < 1 or host[cut] != "." or not host.endswith(base_domain):
+        return None
+    label = host[:cut]
+    if label == "www" or "." in label:
+        return None
+    return label
+
+
+def is_apex(host: str, base_domain: str) -> bool:
+    """Return whether ``host`` is ``base_domain`` itself or ``www.<base_domain>``.
+
+    Both arguments must already be normalised by :func:`parse_host`.
+    """
+    if host == base_domain:
+        return True
+    return (
+        len(host) == len(base_domain) + 4
+        and host.startswith("www.")
+        and host.endswith(base_domain)
+    )
+
+
+def first_segment(path_info: str) -> tuple[str, str] | None:
+    """Split a tenant prefix off the front of ``PATH_INFO``.
+
+    The first segment must be a lower-case DNS label (1-63 of ``a-z0-9-``, no
+    leading or trailing ``-``) preceded by exactly one ``/`` and followed by
+    ``/`` or the end. Only that segment is inspected; the rest is passed on
+    untouched for the tenant app's own routing. ``PATH_INFO`` is raw bytes
+    decoded as latin-1, so any non-ASCII character means the segment is not a
+    label.
+
+    :param path_info: ``environ["PATH_INFO"]``.
+    :return: ``(segment, rest)`` where ``"/" + segment + rest == path_info``,
+        such as ``("acme", "/x")`` for ``"/acme/x"`` and ``("acme", "")`` for
+        ``"/acme"``; or ``None`` if the first segment is not a label. Never
+        raises.
+    """
+    m = _SEGMENT_RE.match(path_info)
+    if m is None:
+        return None
+    return m[1], path_info[m.end() :]
+
+
+def match_mount(path_info: str, prefixes: tuple[str, ...]) -> tuple[str, str] | None:
+    """Return the mount point that ``path_info`` falls under.
+
+    A prefix matches on a segment boundary, as in werkzeug's
+    ``DispatcherMiddleware``: ``/api`` matches ``/api`` and ``/api/x`` but not
+    ``/apix``.
+
+    :param path_info: ``environ["PATH_INFO"]``.
+    :param prefixes: Mount points as returned by
+        :func:`normalise_mount_prefix`, sorted longest first so that the first
+        match is the longest.
+    :return: ``(prefix, rest)`` where ``prefix + rest == path_info``, or
+        ``None`` if no prefix matches.
+    """
+    for prefix in prefixes:
+        if path_info.startswith(prefix):
+            end = len(prefix)
+            if len(path_info) == end or path_info[end] == "/":
+                return prefix, path_info[end:]
+    return None
+
+
+def normalise_mount_prefix(prefix: str) -> str:
+    """Check a configured mount point and return it without a trailing ``/``.
+
+    :param prefix: A path like ``"/api"`` or ``"/static/files/"``.
+    :return: The prefix with one trailing ``/`` removed.
+    :raise ValueError: If the prefix does not start with ``/``, is ``/`` itself,
+        has an empty, ``.`` or ``..`` segment, or contains whitespace, control
+        or non-ASCII characters; the message names the value and the rule.
+    """
+    rule = ""
+    normalised = prefix.removesuffix("/")
+    if not prefix.startswith("/"):
+        rule = "must start with '/'"
+    elif not normalised:
+        rule = "must not be '/' (that would hide every tenant)"
+    elif _CONTROL_OR_SPACE_RE.search(prefix):
+        rule = "must not contain whitespace or control characters"
+    elif not prefix.isascii():
+        # PATH_INFO holds raw bytes decoded as latin-1, so a non-ASCII prefix
+        # written as text would silently never match.
+        rule = "must be ASCII"
+    else:
+        for segment in normalised[1:].split("/"):
+            if not segment:
+                rule = "must not have an empty segment ('//')"
+                break
+            if segment in (".", ".."):
+                rule = "must not have a '.' or '..' segment"
+                break
+    if rule:
+        raise ValueError(f"mount prefix {_show(prefix)} {rule}")
+    return normalised

@@ -1,0 +1,88 @@
+"""Shared fixtures: a real, freshly migrated registry database per test.
+
+SQLite by default (a file in the test's temporary directory). When
+``DISPATCHER_TEST_DATABASE_URL`` names a PostgreSQL server, the run creates its
+own database there (so concurrent runs never collide) and every test gets its
+own schema in it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+
+from dispatcher import TenantRegistry
+
+TEST_DATABASE_URL_VARIABLE = "DISPATCHER_TEST_DATABASE_URL"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tests start without the user's dispatcher settings and cannot leak their own."""
+    saved = dict(os.environ)
+    for name in list(os.environ):
+        if name.startswith("DISPATCHER_") and name != TEST_DATABASE_URL_VARIABLE:
+            monkeypatch.delenv(name)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def server_database_url() -> Iterator[str | None]:
+    """A database of this run's own on the PostgreSQL server, or None for SQLite."""
+    base = os.environ.get(TEST_DATABASE_URL_VARIABLE)
+    if not base:
+        yield None
+        return
+    name = f"dispatcher_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def database_url(server_database_url: str | None, tmp_path: Path) -> Iterator[str]:
+    """An empty database for one test: a SQLite file, or a PostgreSQL schema."""
+    if server_database_url is None:
+        yield f"sqlite:///{tmp_path / 'registry.sqlite3'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(server_database_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        url = make_url(server_database_url).update_query_dict(
+            {"options": f"-csearch_path={schema}"}
+        )
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
+@pytest.fixture
+def registry(database_url: str) -> Iterator[TenantRegistry]:
+    """A registry on a freshly migrated database."""
+    registry = TenantRegistry(database_url)
+    registry.migrate()
+    yield registry
+    registry.close()
+
+
+@pytest.fixture
+def backend(database_url: str) -> str:
+    """``sqlite`` or ``postgresql``: the backend this run tests."""
+    return make_url(database_url).get_backend_name()
