@@ -1,5 +1,12 @@
 """A tenant-aware WSGI dispatcher for Flask: one deployment, one app per customer."""
 
+from dispatcher.cache import BuildFailed as BuildFailed
+from dispatcher.cache import BuildTimeout as BuildTimeout
+from dispatcher.cache import CacheStats as CacheStats
+from dispatcher.cache import default_teardown as default_teardown
+from dispatcher.context import current_tenant as current_tenant
+from dispatcher.context import tenant_from_environ as tenant_from_environ
+from dispatcher.context import tenant_url as tenant_url
 from dispatcher.exceptions import Conflict as Conflict
 from dispatcher.exceptions import DispatcherError as DispatcherError
 from dispatcher.exceptions import DomainTaken as DomainTaken
@@ -11,6 +18,8 @@ from dispatcher.exceptions import RegistryUnavailable as RegistryUnavailable
 from dispatcher.exceptions import SchemaMissing as SchemaMissing
 from dispatcher.exceptions import TenantExists as TenantExists
 from dispatcher.exceptions import TenantNotFound as TenantNotFound
+from dispatcher.middleware import TenantDisabled as TenantDisabled
+from dispatcher.middleware import TenantDispatcher as TenantDispatcher
 from dispatcher.registry import ImportResult as ImportResult
 from dispatcher.registry import ImportStatus as ImportStatus
 from dispatcher.registry import TenantRegistry as TenantRegistry
@@ -20,6 +29,9 @@ from dispatcher.tenant import TenantChange as TenantChange
 from dispatcher.tenant import TenantStatus as TenantStatus
 
 __all__ = [
+    "BuildFailed",
+    "BuildTimeout",
+    "CacheStats",
     "Conflict",
     "DispatcherError",
     "DomainTaken",
@@ -34,8 +46,14 @@ __all__ = [
     "SchemaMissing",
     "Tenant",
     "TenantChange",
+    "TenantDisabled",
+    "TenantDispatcher",
     "TenantExists",
     "TenantNotFound",
     "TenantRegistry",
     "TenantStatus",
+    "current_tenant",
+    "default_teardown",
+    "tenant_from_environ",
+    "tenant_url",
 ]

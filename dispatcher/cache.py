@@ -1,0 +1,468 @@
+"""The bounded cache of built tenant apps. Knows nothing about HTTP.
+
+* Apps are kept per tenant slug in a :class:`cachetools.TLRUCache`: at most
+  ``max_apps`` (least recently used out first) and each for ``app_ttl`` seconds
+  after its build. Routing keys (a host, a path prefix) alias those entries.
+* Hits take no cache lock: a plain dict lookup, an expiry check and a lease on
+  the entry. Hits mark the entry used, and capacity eviction gives used entries
+  a second chance (the CLOCK approximation of LRU), so hot tenants stay.
+* Misses are single-flight per routing key: one caller looks the tenant up and
+  builds it with no lock held, the others wait up to ``build_timeout``.
+* "No such tenant" is remembered for ``negative_ttl`` in its own bounded cache;
+  a failed build for ``failure_backoff``. Errors of the lookup itself (the
+  database is down) are never remembered.
+* Evicted entries are retired: teardown runs once, outside every lock, after
+  the last in-flight response of the app has been closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from statistics import quantiles
+from typing import TYPE_CHECKING, Any
+
+from cachetools import LRUCache, TLRUCache, TTLCache
+
+from dispatcher.exceptions import DispatcherError
+from dispatcher.tenant import Tenant
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+__all__ = [
+    "AppCache",
+    "BuildFailed",
+    "BuildTimeout",
+    "CacheStats",
+    "Entry",
+    "default_teardown",
+]
+
+log = logging.getLogger(__name__)
+
+Timer = Callable[[], float]
+Teardown = Callable[["WSGIApplication", Tenant], None]
+
+
+class BuildFailed(DispatcherError):
+    """``create_app`` raised for this tenant (recently); answered with 500."""
+
+
+class BuildTimeout(DispatcherError):
+    """Another request's build of this tenant did not finish in time; 503."""
+
+
+def default_teardown(app: WSGIApplication, tenant: Tenant) -> None:
+    """Dispose what a Flask app registered for teardown.
+
+    A tenant app lists callables in ``app.extensions["dispatcher.teardown"]``
+    (for example ``engine.dispose`` of its own SQLAlchemy engine); each runs once.
+    """
+    extensions = getattr(app, "extensions", None)
+    if not isinstance(extensions, dict):
+        return
+    for dispose in extensions.get("dispatcher.teardown", ()):
+        try:
+            dispose()
+        except Exception:
+            log.exception("teardown %r of tenant %r failed", dispose, tenant.slug)
+
+
+class Entry:
+    """A built app, the tenant snapshot it was built from, and its leases."""
+
+    __slots__ = (
+        "app",
+        "tenant",
+        "expires_at",
+        "used",
+        "keys",
+        "_lock",
+        "_inflight",
+        "_retired",
+        "_teardown",
+    )
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        tenant: Tenant,
+        expires_at: float,
+        teardown: Teardown,
+    ) -> None:
+        self.app = app
+        self.tenant = tenant
+        self.expires_at = expires_at
+        self.used = False
+        self.keys: set[Hashable] = set()
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._retired = False
+        self._teardown: Teardown | None = teardown
+
+    def acquire(self) -> bool:
+        """Lease the app for one response; False once the entry is retired."""
+        with self._lock:
+            if self._retired:
+                return False
+            self._inflight += 1
+            return True
+
+    def release(self) -> None:
+        """End a lease (the response was closed)."""
+        with self._lock:
+            self._inflight -= 1
+            teardown = self._take_teardown()
+        if teardown is not None:
+            self._run(teardown)
+
+    def retire(self) -> None:
+        """No new leases; tear down once the in-flight ones are released."""
+        with self._lock:
+            self._retired = True
+            teardown = self._take_teardown()
+        if teardown is not None:
+            self._run(teardown)
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def _take_teardown(self) -> Teardown | None:
+        if not self._retired or self._inflight:
+            return None
+        teardown, self._teardown = self._teardown, None
+        return teardown
+
+    def _run(self, teardown: Teardown) -> None:
+        try:
+            teardown(self.app, self.tenant)
+        except Exception:
+            log.exception("teardown of tenant %r failed", self.tenant.slug)
+
+
+class _Apps(TLRUCache[str, Entry]):
+    """Slug -> entry; hands every entry it drops to ``dropped`` with the cause.
+
+    cachetools calls ``popitem`` for capacity and drops expired items in
+    ``expire`` (also from inside ``__setitem__``), so both are overridden.
+    """
+
+    def __init__(
+        self, maxsize: int, timer: Timer, dropped: Callable[[Entry, str], None]
+    ) -> None:
+        super().__init__(maxsize, _expires_at, timer)
+        self._dropped = dropped
+
+    def popitem(self) -> tuple[str, Entry]:
+        while True:
+            slug, entry = super().popitem()
+            if not entry.used:
+                self._dropped(entry, "capacity")
+                return slug, entry
+            # Used since the last sweep: a second chance at the recent end.
+            entry.used = False
+            self[slug] = entry
+
+    def expire(self, time: float | None = None) -> list[tuple[str, Entry]]:
+        expired = list(super().expire(time))
+        for _, entry in expired:
+            self._dropped(entry, "expired")
+        return expired
+
+
+def _expires_at(_slug: str, entry: Entry, _now: float) -> float:
+    return entry.expires_at
+
+
+class _Flight:
+    """One in-progress lookup and build that other callers wait for."""
+
+    __slots__ = ("done", "entry", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.entry: Entry | None = None
+        self.error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """Counters since start, current sizes and build-time percentiles (seconds)."""
+
+    hits: int
+    misses: int
+    negative_hits: int
+    builds: int
+    build_failures: int
+    evictions: dict[str, int]
+    apps: int
+    negative_entries: int
+    build_time_p50: float | None
+    build_time_p90: float | None
+    build_time_p99: float | None
+
+
+class AppCache:
+    """Built apps by routing key, bounded in count and age.
+
+    :param build: makes the WSGI app for a tenant snapshot (``create_app``).
+    :param teardown: called once per evicted app, after its last response.
+    :param timer: a monotonic clock in seconds; tests pass a fake one.
+    """
+
+    def __init__(
+        self,
+        build: Callable[[Tenant], WSGIApplication],
+        *,
+        max_apps: int = 1000,
+        app_ttl: float = 3600.0,
+        negative_size: int = 10_000,
+        negative_ttl: float = 5.0,
+        build_timeout: float = 30.0,
+        failure_backoff: float = 5.0,
+        teardown: Teardown = default_teardown,
+        timer: Timer = time.monotonic,
+    ) -> None:
+        self._build = build
+        self._app_ttl = app_ttl
+        self._build_timeout = build_timeout
+        self._teardown = teardown
+        self._timer = timer
+        self._lock = threading.Lock()
+        self._dropped: list[tuple[Entry, str]] = []
+        self._apps = _Apps(max_apps, timer, self._on_dropped)
+        # Routing key -> entry; read without the lock on the hit path.
+        self._routes: dict[Hashable, Entry] = {}
+        self._negative: TTLCache[Hashable, bool] = TTLCache(
+            negative_size, negative_ttl, timer
+        )
+        self._failures: TTLCache[Hashable, BuildFailed] = TTLCache(
+            max_apps, failure_backoff, timer
+        )
+        # Newest change seen per slug, so a build that raced a change is not kept.
+        self._changed: LRUCache[str, int] = LRUCache(max(max_apps, 1000))
+        self._negative_clears = 0
+        self._flights: dict[Hashable, _Flight] = {}
+        self._build_times: deque[float] = deque(maxlen=1000)
+        self._hits = self._misses = self._negative_hits = 0
+        self._builds = self._build_failures = 0
+        self._evictions = {"capacity": 0, "expired": 0, "invalidated": 0}
+
+    # -- hit path --------------------------------------------------------------
+
+    def lease(self, key: Hashable) -> Entry | None:
+        """The live entry for ``key``, leased, or None; takes no cache lock."""
+        entry = self._routes.get(key)
+        if entry is None or self._timer() >= entry.expires_at or not entry.acquire():
+            return None
+        entry.used = True
+        self._hits += 1
+        return entry
+
+    # -- miss path -------------------------------------------------------------
+
+    def load(self, key: Hashable, lookup: Callable[[], Tenant | None]) -> Entry | None:
+        """The leased entry for ``key``, building it if needed; None if unknown.
+
+        ``lookup`` runs at most once at a time per key and its errors propagate
+        uncached. Raises :class:`BuildFailed` or :class:`BuildTimeout`.
+        """
+        while True:
+            with self._lock:
+                self._apps.expire()
+                entry = self._routes.get(key)
+                if entry is not None and self._timer() < entry.expires_at:
+                    if entry.acquire():
+                        self._hits += 1
+                        return entry
+                if key in self._negative:
+                    self._negative_hits += 1
+                    return None
+                failure = self._failures.get(key)
+                flight = self._flights.get(key)
+                leader = flight is None and failure is None
+                if leader:
+                    flight = self._flights[key] = _Flight()
+                    clears = self._negative_clears
+                    self._misses += 1
+            self._retire_dropped()
+            if failure is not None:
+                raise failure
+            assert flight is not None
+            if leader:
+                return self._lead(key, flight, lookup, clears)
+            if not flight.done.wait(self._build_timeout):
+                raise BuildTimeout(
+                    f"the app for {key!r} was not built within "
+                    f"{self._build_timeout:g} s"
+                )
+            if flight.error is not None:
+                raise flight.error
+            if flight.entry is None:
+                return None
+            if flight.entry.acquire():
+                return flight.entry
+            # Retired in between: go round again.
+
+    def _lead(
+        self,
+        key: Hashable,
+        flight: _Flight,
+        lookup: Callable[[], Tenant | None],
+        clears: int,
+    ) -> Entry | None:
+        try:
+            tenant = lookup()
+            entry = None if tenant is None else self._entry_for(key, tenant)
+        except BaseException as e:
+            flight.error = e
+            raise
+        else:
+            flight.entry = entry
+        finally:
+            with self._lock:
+                del self._flights[key]
+                if flight.error is None and flight.entry is None:
+                    # A tenant created meanwhile cleared the negative cache.
+                    if clears == self._negative_clears:
+                        self._negative[key] = True
+            flight.done.set()
+        if entry is not None and not entry.acquire():
+            return self.load(key, lookup)
+        return entry
+
+    def _entry_for(self, key: Hashable, tenant: Tenant) -> Entry:
+        """Reuse the slug's app if it is this version; otherwise build one."""
+        with self._lock:
+            entry = self._apps.get(tenant.slug)
+            if entry is not None and entry.tenant.version == tenant.version:
+                self._link(key, entry)
+                return entry
+        started = self._timer()
+        try:
+            app = self._build(tenant)
+        except Exception as e:
+            failure = BuildFailed(f"building the app of tenant {tenant.slug!r} failed")
+            failure.__cause__ = e
+            log.exception("building the app of tenant %r failed", tenant.slug)
+            with self._lock:
+                self._build_failures += 1
+                self._failures[key] = failure
+            raise failure from e
+        entry = Entry(app, tenant, self._timer() + self._app_ttl, self._teardown)
+        with self._lock:
+            self._builds += 1
+            self._build_times.append(self._timer() - started)
+            if tenant.version >= self._changed.get(tenant.slug, 0):
+                old = self._apps.get(tenant.slug)
+                if old is not None:
+                    self._forget(old, "invalidated")
+                self._apps[tenant.slug] = entry
+                self._link(key, entry)
+            else:
+                # The tenant changed while this was built: drop it, and the
+                # caller finds the entry retired and looks the tenant up again.
+                self._dropped.append((entry, "invalidated"))
+        self._retire_dropped()
+        return entry
+
+    def _link(self, key: Hashable, entry: Entry) -> None:
+        previous = self._routes.get(key)
+        if previous is not None and previous is not entry:
+            previous.keys.discard(key)
+        self._routes[key] = entry
+        entry.keys.add(key)
+
+    # -- eviction --------------------------------------------------------------
+
+    def invalidate(self, slug: str, generation: int | None = None) -> bool:
+        """Evict ``slug``'s app if older than ``generation`` (any age if None).
+
+        Also forgets every "no such tenant" answer, since the change may have
+        made one of them wrong. Returns whether an app was evicted.
+        """
+        with self._lock:
+            if generation is not None:
+                self._changed[slug] = max(generation, self._changed.get(slug, 0))
+            self._negative.clear()
+            self._negative_clears += 1
+            self._failures.clear()
+            entry = self._apps.get(slug)
+            evicted = entry is not None and (
+                generation is None or entry.tenant.version < generation
+            )
+            if entry is not None and evicted:
+                self._forget(entry, "invalidated")
+        self._retire_dropped()
+        return evicted
+
+    def clear(self) -> None:
+        """Evict every app (for example at shutdown)."""
+        with self._lock:
+            for entry in list(self._apps.values()):
+                self._forget(entry, "invalidated")
+            self._negative.clear()
+            self._negative_clears += 1
+        self._retire_dropped()
+
+    def _forget(self, entry: Entry, cause: str) -> None:
+        self._apps.pop(entry.tenant.slug, None)
+        self._on_dropped(entry, cause)
+
+    def _on_dropped(self, entry: Entry, cause: str) -> None:
+        # Called with the lock held: unlink now, retire after the lock is released.
+        for key in entry.keys:
+            if self._routes.get(key) is entry:
+                del self._routes[key]
+        self._evictions[cause] += 1
+        self._dropped.append((entry, cause))
+
+    def _retire_dropped(self) -> None:
+        with self._lock:
+            dropped, self._dropped = self._dropped, []
+        for entry, cause in dropped:
+            log.info("evicted the app of tenant %r (%s)", entry.tenant.slug, cause)
+            entry.retire()
+
+    # -- introspection ---------------------------------------------------------
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            times = sorted(self._build_times)
+            evictions = dict(self._evictions)
+            apps, negative = len(self._apps), len(self._negative)
+        p50 = p90 = p99 = None
+        if len(times) == 1:
+            p50 = p90 = p99 = times[0]
+        elif times:
+            cuts = quantiles(times, n=100, method="inclusive")
+            p50, p90, p99 = cuts[49], cuts[89], cuts[98]
+        return CacheStats(
+            hits=self._hits,
+            misses=self._misses,
+            negative_hits=self._negative_hits,
+            builds=self._builds,
+            build_failures=self._build_failures,
+            evictions=evictions,
+            apps=apps,
+            negative_entries=negative,
+            build_time_p50=p50,
+            build_time_p90=p90,
+            build_time_p99=p99,
+        )
+
+    def __len__(self) -> int:
+        return len(self._apps)
+
+    def __contains__(self, slug: object) -> bool:
+        return slug in self._apps
+
+    def entries(self) -> list[Any]:
+        with self._lock:
+            return list(self._apps.values())

@@ -1,0 +1,396 @@
+"""Dispatch each request to its tenant's own WSGI app.
+
+This replaces the "Application Dispatching" pattern of Flask's documentation
+(``SubdomainDispatcher``/``PathDispatcher``) with a bounded, validated one::
+
+    from dispatcher import TenantDispatcher, TenantRegistry
+
+    def create_app(tenant):
+        app = Flask(__name__)
+        app.config.update(tenant.config)
+        return app
+
+    application = TenantDispatcher(
+        TenantRegistry("sqlite:///dispatcher.sqlite3"),
+        create_app,
+        base_domain="example.com",
+        path_routing=True,
+    )
+
+A request is resolved in this order:
+
+1. Mounted apps (``mounts={"/static": app}``), longest prefix first.
+2. The Host header (``SERVER_NAME`` for HTTP/1.0 requests without one); a
+   malformed host is answered with 400 before any cache or database access.
+3. A tenant's custom domain (exact match), then a single-label subdomain of
+   ``base_domain``. The apex, ``www.`` and IP addresses name no tenant.
+4. With ``path_routing``, the first path segment as a tenant's path prefix; it
+   moves from ``PATH_INFO`` to ``SCRIPT_NAME`` so the tenant's links include it.
+5. ``default_app``, or 404.
+
+A disabled tenant gets ``disabled_app`` (default: 403). While the database is
+unreachable, tenants already built keep being served; others get 503.
+
+``X-Forwarded-Host`` and similar headers are ignored. Behind a proxy that sets
+them, wrap the dispatcher in :class:`werkzeug.middleware.proxy_fix.ProxyFix`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.exceptions import (
+    BadRequest,
+    Forbidden,
+    InternalServerError,
+    NotFound,
+    ServiceUnavailable,
+)
+
+from dispatcher.cache import (
+    AppCache,
+    BuildFailed,
+    BuildTimeout,
+    CacheStats,
+    Entry,
+    Teardown,
+    Timer,
+    default_teardown,
+)
+from dispatcher.exceptions import InvalidHost, RegistryUnavailable
+from dispatcher.registry import TenantRegistry
+from dispatcher.resolve import (
+    first_segment,
+    is_apex,
+    match_mount,
+    normalise_mount_prefix,
+    parse_host,
+    request_host,
+    subdomain_of,
+)
+from dispatcher.tenant import Tenant, TenantChange
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["TenantDisabled", "TenantDispatcher"]
+
+log = logging.getLogger(__name__)
+
+#: The key under which each request's environ carries its :class:`Tenant`.
+ENVIRON_KEY = "dispatcher.tenant"
+
+# Raw Host header -> routing key, so a repeat host skips parsing. Only valid
+# hosts get in, and the memo is emptied when full, so spoofed hosts cannot grow it.
+_HOST_MEMO_SIZE = 10_000
+_NO_HOST_TENANT = ""
+
+
+class TenantDisabled(Forbidden):
+    """The default answer for a disabled tenant."""
+
+    description = "This site is currently unavailable. Please contact its owner."
+
+
+class TenantDispatcher:
+    """A WSGI app that hands each request to its tenant's app.
+
+    :param registry: where tenants are looked up.
+    :param create_app: builds a WSGI app (a Flask app, say) from a :class:`Tenant`.
+    :param base_domain: route ``<label>.<base_domain>`` by subdomain; None: don't.
+    :param path_routing: route ``/<prefix>/...`` by the tenant's path prefix.
+    :param default_app: answers requests that name no tenant; None: 404.
+    :param disabled_app: answers requests for disabled tenants; None: 403.
+    :param mounts: fixed WSGI apps by path prefix, served before any tenant.
+    :param max_apps: most tenant apps kept built at once.
+    :param app_ttl: seconds an app is kept after its build.
+    :param negative_ttl: seconds an unknown name is remembered as unknown.
+    :param negative_size: most unknown names remembered.
+    :param build_timeout: seconds a request waits for another's build of its app.
+    :param failure_backoff: seconds before a failed build is tried again.
+    :param retry_after: ``Retry-After`` seconds sent with 503 answers.
+    :param teardown: called once per evicted app, after its last response.
+    :param timer: a monotonic clock in seconds.
+    """
+
+    def __init__(
+        self,
+        registry: TenantRegistry,
+        create_app: Callable[[Tenant], WSGIApplication],
+        *,
+        base_domain: str | None = None,
+        path_routing: bool = False,
+        default_app: WSGIApplication | None = None,
+        disabled_app: WSGIApplication | None = None,
+        mounts: Mapping[str, WSGIApplication] | None = None,
+        max_apps: int = 1000,
+        app_ttl: float = 3600.0,
+        negative_ttl: float = 5.0,
+        negative_size: int = 10_000,
+        build_timeout: float = 30.0,
+        failure_backoff: float = 5.0,
+        retry_after: int = 5,
+        teardown: Teardown = default_teardown,
+        timer: Timer = time.monotonic,
+    ) -> None:
+        if not isinstance(registry, TenantRegistry):
+            raise TypeError(
+                f"registry must be a TenantRegistry, not {type(registry).__name__}"
+            )
+        _check_callable("create_app", create_app)
+        for name, app in (("default_app", default_app), ("disabled_app", disabled_app)):
+            if app is not None:
+                _check_callable(name, app)
+        _check_callable("teardown", teardown)
+        _check_callable("timer", timer)
+        _check_number("max_apps", max_apps, integer=True, minimum=1)
+        _check_number("negative_size", negative_size, integer=True, minimum=1)
+        _check_number("retry_after", retry_after, integer=True, minimum=0)
+        for name, value in (
+            ("app_ttl", app_ttl),
+            ("negative_ttl", negative_ttl),
+            ("build_timeout", build_timeout),
+            ("failure_backoff", failure_backoff),
+        ):
+            _check_number(name, value, minimum=0, exclusive=True)
+        self.registry = registry
+        self.create_app = create_app
+        self.base_domain = _check_base_domain(base_domain)
+        self.path_routing = bool(path_routing)
+        self.default_app: WSGIApplication = default_app or NotFound()
+        self.disabled_app: WSGIApplication = disabled_app or TenantDisabled()
+        self.mounts = _check_mounts(mounts or {})
+        self._mount_prefixes = tuple(
+            sorted(self.mounts, key=lambda prefix: (-len(prefix), prefix))
+        )
+        self.retry_after = retry_after
+        self._cache = AppCache(
+            self._build,
+            max_apps=max_apps,
+            app_ttl=app_ttl,
+            negative_size=negative_size,
+            negative_ttl=negative_ttl,
+            build_timeout=build_timeout,
+            failure_backoff=failure_backoff,
+            teardown=teardown,
+            timer=timer,
+        )
+        self._host_keys: dict[str, str] = {}
+        # Changes written through this registry object evict at once.
+        self._unsubscribe = registry.subscribe(self._on_change)
+
+    # -- the request path ------------------------------------------------------
+
+    def __call__(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        # The hit path: a known, valid Host whose tenant app is built.
+        if not self._mount_prefixes:
+            key = self._host_keys.get(environ.get("HTTP_HOST"))  # type: ignore[arg-type]
+            if key:
+                entry = self._cache.lease(key)
+                if entry is not None:
+                    return _serve(entry, environ, start_response)
+        return self._dispatch(environ, start_response)
+
+    def _dispatch(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        path_info: str = environ.get("PATH_INFO", "")
+        if self._mount_prefixes:
+            mounted = match_mount(path_info, self._mount_prefixes)
+            if mounted is not None:
+                prefix, rest = mounted
+                _shift(environ, prefix, rest)
+                return self.mounts[prefix](environ, start_response)
+        try:
+            host_key = self._host_key(environ)
+        except InvalidHost as e:
+            return BadRequest(str(e))(environ, start_response)
+        try:
+            if host_key:
+                entry = self._cache.lease(host_key) or self._cache.load(
+                    host_key, lambda: self._find_by_host(host_key)
+                )
+                if entry is not None:
+                    return _serve(entry, environ, start_response)
+            if self.path_routing:
+                found = first_segment(path_info)
+                if found is not None:
+                    segment, rest = found
+                    path_key = "/" + segment
+                    entry = self._cache.lease(path_key) or self._cache.load(
+                        path_key, lambda: self.registry.find_by_path_prefix(segment)
+                    )
+                    if entry is not None:
+                        _shift(environ, path_key, rest)
+                        return _serve(entry, environ, start_response)
+        except RegistryUnavailable as e:
+            log.warning("cannot resolve a tenant: %s", e)
+            return self._unavailable(environ, start_response)
+        except BuildTimeout as e:
+            log.warning("%s", e)
+            return self._unavailable(environ, start_response)
+        except BuildFailed:
+            return InternalServerError()(environ, start_response)
+        return self.default_app(environ, start_response)
+
+    def _host_key(self, environ: WSGIEnvironment) -> str:
+        """The normalised host to look tenants up by, or "" if it names none."""
+        raw: str | None = environ.get("HTTP_HOST")
+        if raw is not None:
+            key = self._host_keys.get(raw)
+            if key is not None:
+                return key
+        host = request_host(
+            raw,
+            environ.get("SERVER_NAME"),
+            environ.get("SERVER_PORT"),
+            environ.get("wsgi.url_scheme", "http"),
+            environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+        )
+        key = _NO_HOST_TENANT if self._names_no_tenant(host) else host
+        if raw is not None:
+            if len(self._host_keys) >= _HOST_MEMO_SIZE:
+                self._host_keys.clear()
+            self._host_keys[raw] = key
+        return key
+
+    def _names_no_tenant(self, host: str) -> bool:
+        if host.startswith("[") or host.rpartition(".")[2].isdigit():
+            return True  # an IP address
+        return self.base_domain is not None and is_apex(host, self.base_domain)
+
+    def _find_by_host(self, host: str) -> Tenant | None:
+        tenant = self.registry.find_by_host(host)
+        if tenant is None and self.base_domain is not None:
+            label = subdomain_of(host, self.base_domain)
+            if label is not None:
+                tenant = self.registry.find_by_subdomain(label)
+        return tenant
+
+    def _build(self, tenant: Tenant) -> WSGIApplication:
+        if not tenant.is_active:
+            return self.disabled_app
+        return self.create_app(tenant)
+
+    def _unavailable(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        answer = ServiceUnavailable(retry_after=self.retry_after)
+        return answer(environ, start_response)
+
+    # -- cache control ---------------------------------------------------------
+
+    def _on_change(self, change: TenantChange) -> None:
+        self._cache.invalidate(change.slug, change.generation)
+
+    def evict(self, slug: str) -> bool:
+        """Drop ``slug``'s app now; the next request builds a fresh one."""
+        return self._cache.invalidate(slug)
+
+    def invalidate(self, change: TenantChange) -> bool:
+        """Apply a change from the registry's feed: evict the app if older."""
+        return self._cache.invalidate(change.slug, change.generation)
+
+    def stats(self) -> CacheStats:
+        """Hits, misses, builds, evictions and sizes of the app cache."""
+        return self._cache.stats()
+
+    def close(self) -> None:
+        """Stop following the registry and tear every app down."""
+        self._unsubscribe()
+        self._cache.clear()
+
+
+def _serve(
+    entry: Entry, environ: WSGIEnvironment, start_response: StartResponse
+) -> Iterable[bytes]:
+    environ[ENVIRON_KEY] = entry.tenant
+    try:
+        body = entry.app(environ, start_response)
+    except BaseException:
+        entry.release()
+        raise
+    return _LeasedBody(body, entry)
+
+
+class _LeasedBody:
+    """A response body that holds its app's lease until the server closes it."""
+
+    __slots__ = ("_body", "_entry")
+
+    def __init__(self, body: Iterable[bytes], entry: Entry) -> None:
+        self._body = body
+        self._entry: Entry | None = entry
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        entry, self._entry = self._entry, None
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if entry is not None:
+                entry.release()
+
+
+def _shift(environ: WSGIEnvironment, prefix: str, rest: str) -> None:
+    environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
+    environ["PATH_INFO"] = rest
+
+
+def _check_callable(name: str, value: object) -> None:
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, not {type(value).__name__}")
+
+
+def _check_number(
+    name: str,
+    value: Any,
+    *,
+    integer: bool = False,
+    minimum: float,
+    exclusive: bool = False,
+) -> None:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "an integer" if integer else "a number"
+        raise TypeError(f"{name} must be {kind}, not {value!r}")
+    if value < minimum or (exclusive and value == minimum):
+        bound = f"greater than {minimum}" if exclusive else f"at least {minimum}"
+        raise ValueError(f"{name} must be {bound}, not {value!r}")
+
+
+def _check_base_domain(base_domain: str | None) -> str | None:
+    if base_domain is None:
+        return None
+    if not isinstance(base_domain, str):
+        raise TypeError(
+            f"base_domain must be a host name, not {type(base_domain).__name__}"
+        )
+    try:
+        host = parse_host(base_domain)
+    except InvalidHost as e:
+        raise ValueError(f"base_domain {base_domain!r} is not a host name: {e}") from e
+    if ":" in base_domain or host.startswith("["):
+        raise ValueError(
+            f"base_domain {base_domain!r} must be a host name without a port"
+        )
+    return host
+
+
+def _check_mounts(mounts: Mapping[str, WSGIApplication]) -> dict[str, WSGIApplication]:
+    if not isinstance(mounts, Mapping):
+        raise TypeError(f"mounts must be a mapping, not {type(mounts).__name__}")
+    checked = {}
+    for prefix, app in mounts.items():
+        _check_callable(f"mounts[{prefix!r}]", app)
+        checked[normalise_mount_prefix(prefix)] = app
+    return checked
