@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -417,6 +418,48 @@ def _row_to_tenant(registry: TenantRegistry, row: dict[str, Any]) -> NewTenant:
         domains=(row.get("domains") or "").split(),
         config=config,
     )
+
+
+# -- serve ------------------------------------------------------------------------
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface.")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("--reload", is_flag=True, help="Restart when Python files change.")
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Interactive debugger on errors (only on a loopback --host).",
+)
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, reload: bool, debug: bool) -> None:
+    """Run the configured dispatcher with werkzeug's development server.
+
+    Configured by the DISPATCHER_* variables (see dispatcher.wsgi); with the
+    default base domain 'localhost', http://acme.localhost:PORT/ reaches the
+    tenant with subdomain acme, no DNS set-up needed.
+    """
+    from werkzeug.debug import DebuggedApplication
+    from werkzeug.serving import run_simple
+
+    from dispatcher.wsgi import make_application
+
+    if debug and host not in _LOOPBACK:
+        raise BadInput(
+            f"--debug with --host {host!r} would let anyone on the network run "
+            "code; use --host 127.0.0.1"
+        )
+    environ = {**os.environ, DATABASE_URL_VARIABLE: ctx.obj["database_url"]}
+    try:
+        application: Any = make_application(environ)
+    except ValueError as e:
+        raise BadInput(str(e)) from e
+    if debug:
+        application = DebuggedApplication(application, evalex=True)
+    run_simple(host, port, application, use_reloader=reload, threaded=True)
 
 
 # -- output -----------------------------------------------------------------------

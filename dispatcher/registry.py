@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from importlib.resources import files
 from itertools import groupby, islice
 from typing import Any, cast
@@ -179,6 +182,8 @@ class TenantRegistry:
         # Same pool; the option makes SQLite take the write lock at BEGIN.
         self._writer = engine.execution_options(dispatcher_write=True)
         self._listeners: tuple[Callable[[TenantChange], None], ...] = ()
+        # A forked worker must not use the parent's pooled connections.
+        os.register_at_fork(after_in_child=partial(_forget_pool, weakref.ref(self)))
 
     def __repr__(self) -> str:
         return f"<TenantRegistry {self.url}>"
@@ -794,6 +799,13 @@ def _snapshots(rows: Iterable[Row[Any]]) -> list[Tenant]:
             )
         )
     return tenants
+
+
+def _forget_pool(registry: weakref.ref[TenantRegistry]) -> None:
+    alive = registry()
+    if alive is not None:
+        # close=False: the parent still owns those sockets.
+        alive.engine.dispose(close=False)
 
 
 def _create_engine(url: str | URL) -> Engine:

@@ -1,0 +1,104 @@
+"""The environment-configured ``application`` for WSGI servers.
+
+``gunicorn 'dispatcher.wsgi:application'`` or ``tenantctl serve``. Settings:
+
+==============================  ==============================================
+``DISPATCHER_DATABASE_URL``     registry database (default: SQLite file
+                                ``dispatcher.sqlite3`` in the working directory)
+``DISPATCHER_APP_FACTORY``      ``module:function`` building a tenant's app
+                                (default: the demo, ``dispatcher.demo:create_app``)
+``DISPATCHER_DEFAULT_APP``      ``module:function`` returning the app for
+                                requests that name no tenant (default: demo)
+``DISPATCHER_BASE_DOMAIN``      subdomain routing base (default ``localhost``;
+                                empty: no subdomain routing)
+``DISPATCHER_PATH_ROUTING``     ``1``/``0``: route ``/<prefix>/`` (default 1)
+``DISPATCHER_MAX_APPS``         apps kept built (default 1000)
+``DISPATCHER_APP_TTL``          seconds an app is kept (default 3600)
+``DISPATCHER_NEGATIVE_TTL``     seconds an unknown name is remembered (default 5)
+``DISPATCHER_MIGRATE``          ``1``/``0``: upgrade the schema at start (default 1)
+==============================  ==============================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from werkzeug.utils import import_string
+
+from dispatcher.middleware import TenantDispatcher
+from dispatcher.registry import TenantRegistry
+from dispatcher.settings import database_url
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+__all__ = ["make_application"]
+
+T = TypeVar("T", int, float)
+
+DEFAULT_APP_FACTORY = "dispatcher.demo:create_app"
+DEFAULT_DEFAULT_APP = "dispatcher.demo.landing:create_landing_app"
+
+
+def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatcher:
+    """Build the dispatcher the ``DISPATCHER_*`` variables describe."""
+    registry = TenantRegistry(database_url(environ))
+    if _flag(environ, "DISPATCHER_MIGRATE", True):
+        registry.migrate()
+    create_app = _load(environ, "DISPATCHER_APP_FACTORY", DEFAULT_APP_FACTORY)
+    default_factory = _load(environ, "DISPATCHER_DEFAULT_APP", DEFAULT_DEFAULT_APP)
+    default_app: WSGIApplication = default_factory()
+    return TenantDispatcher(
+        registry,
+        create_app,
+        base_domain=environ.get("DISPATCHER_BASE_DOMAIN", "localhost") or None,
+        path_routing=_flag(environ, "DISPATCHER_PATH_ROUTING", True),
+        default_app=default_app,
+        max_apps=_number(environ, "DISPATCHER_MAX_APPS", 1000, int),
+        app_ttl=_number(environ, "DISPATCHER_APP_TTL", 3600.0, float),
+        negative_ttl=_number(environ, "DISPATCHER_NEGATIVE_TTL", 5.0, float),
+    )
+
+
+def _load(environ: Mapping[str, str], name: str, default: str) -> Callable[..., Any]:
+    target = environ.get(name) or default
+    try:
+        loaded = import_string(target)
+    except ImportError as e:
+        raise ValueError(f"{name}={target!r} cannot be imported: {e}") from e
+    if not callable(loaded):
+        raise ValueError(f"{name}={target!r} is not callable")
+    return loaded  # type: ignore[no-any-return]
+
+
+def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    value = environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{name}={value!r} must be 1 or 0")
+
+
+def _number(environ: Mapping[str, str], name: str, default: T, kind: type[T]) -> T:
+    value = environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} must be a number") from None
+
+
+def __getattr__(name: str) -> Any:
+    # Built on first access, not at import: importing this module (say, for
+    # make_application) must not open a database.
+    if name == "application":
+        application = make_application()
+        globals()["application"] = application
+        return application
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
