@@ -237,8 +237,9 @@ class AppCache:
         self._lock = threading.Lock()
         self._dropped: list[tuple[Entry, str]] = []
         self._apps = _Apps(max_apps, timer, self._on_dropped)
-        # Routing key -> entry; read without the lock on the hit path.
-        self._routes: dict[Hashable, Entry] = {}
+        # Routing key -> entry. Read without the lock on the hit path, which
+        # must also check expires_at and acquire() the entry: see lease().
+        self.routes: dict[Hashable, Entry] = {}
         self._negative: TTLCache[Hashable, bool] = TTLCache(
             negative_size, negative_ttl, timer
         )
@@ -258,7 +259,7 @@ class AppCache:
 
     def lease(self, key: Hashable) -> Entry | None:
         """The live entry for ``key``, leased, or None; takes no cache lock."""
-        entry = self._routes.get(key)
+        entry = self.routes.get(key)
         if entry is None or self._timer() >= entry.expires_at or not entry.acquire():
             return None
         entry.used = True
@@ -276,7 +277,7 @@ class AppCache:
         while True:
             with self._lock:
                 self._apps.expire()
-                entry = self._routes.get(key)
+                entry = self.routes.get(key)
                 if entry is not None and self._timer() < entry.expires_at:
                     if entry.acquire():
                         self._hits += 1
@@ -373,10 +374,10 @@ class AppCache:
         return entry
 
     def _link(self, key: Hashable, entry: Entry) -> None:
-        previous = self._routes.get(key)
+        previous = self.routes.get(key)
         if previous is not None and previous is not entry:
             previous.keys.discard(key)
-        self._routes[key] = entry
+        self.routes[key] = entry
         entry.keys.add(key)
 
     # -- eviction --------------------------------------------------------------
@@ -418,8 +419,8 @@ class AppCache:
     def _on_dropped(self, entry: Entry, cause: str) -> None:
         # Called with the lock held: unlink now, retire after the lock is released.
         for key in entry.keys:
-            if self._routes.get(key) is entry:
-                del self._routes[key]
+            if self.routes.get(key) is entry:
+                del self.routes[key]
         self._evictions[cause] += 1
         self._dropped.append((entry, cause))
 

@@ -115,7 +115,10 @@ def db() -> None:
 def db_upgrade(ctx: click.Context, revision: str) -> None:
     """Apply the schema migrations (up to REVISION, default head)."""
     registry = _registry(ctx)
-    registry.migrate(revision)
+    try:
+        registry.migrate(revision)
+    except ValueError as e:
+        raise BadInput(str(e)) from e
     click.echo(f"database {registry.url} upgraded to {revision}")
 
 
@@ -239,12 +242,18 @@ def remove(ctx: click.Context, slug: str, yes: bool) -> None:
     """Delete tenant SLUG and its domains."""
     registry = _registry(ctx)
     tenant = registry.get_tenant(slug)
-    if not yes and not click.confirm(
-        f"Delete tenant {tenant.slug!r} and its domains?", err=True
-    ):
+    if not yes and not _confirm(f"Delete tenant {tenant.slug!r} and its domains?"):
         raise Failed(f"tenant {tenant.slug!r} not removed; pass --yes to skip asking")
     registry.delete_tenant(tenant.slug)
     click.echo(f"removed tenant {tenant.slug!r}")
+
+
+def _confirm(question: str) -> bool:
+    try:
+        return click.confirm(question, err=True)
+    except click.Abort:  # end of input: no answer is not a yes
+        click.echo(err=True)
+        return False
 
 
 # -- config -----------------------------------------------------------------------
@@ -339,37 +348,62 @@ def import_(ctx: click.Context, file: Path, batch_size: int) -> None:
     number and skipped; the others are written. Exits 1 if any row failed.
     """
     registry = _registry(ctx)
-    rows = _read_csv(file)
     specs: list[tuple[int, NewTenant]] = []
-    failed = 0
-    for line, row in rows:
+    problems: list[tuple[int, str]] = []
+    first_line: dict[str, int] = {}
+    for line, row in _read_csv(file):
         try:
-            specs.append((line, _row_to_tenant(registry, row)))
+            spec = _row_to_tenant(registry, row)
         except (InvalidName, InvalidConfig, ValueError) as e:
-            failed += 1
-            click.echo(f"{file}:{line}: {e}", err=True)
+            problems.append((line, str(e)))
+            continue
+        if spec.slug in first_line:
+            problems.append(
+                (
+                    line,
+                    f"tenant {spec.slug!r} is already on line {first_line[spec.slug]}",
+                )
+            )
+            continue
+        first_line[spec.slug] = line
+        specs.append((line, spec))
     counts = dict.fromkeys(ImportStatus, 0)
-    with click.progressbar(
-        length=len(specs), label=f"importing {file.name}", file=sys.stderr
-    ) as bar:
-        lines = {id(spec): line for line, spec in specs}
-        results = registry.import_tenants(
-            (spec for _, spec in specs), batch_size=batch_size
-        )
+    lines = {spec.slug: line for line, spec in specs}
+    results = registry.import_tenants(
+        (spec for _, spec in specs), batch_size=batch_size
+    )
+    with _progress(len(specs), f"importing {file.name}") as bar:
         for result in results:
             counts[result.status] += 1
             if result.error is not None:
-                click.echo(
-                    f"\n{file}:{lines[id(result.spec)]}: {result.error}", err=True
-                )
+                problems.append((lines[result.spec.slug], str(result.error)))
             bar.update(1)
-    failed += counts[ImportStatus.CONFLICT]
+    for line, problem in sorted(problems):
+        click.echo(f"{file}:{line}: {problem}", err=True)
     click.echo(
         f"{counts[ImportStatus.CREATED]} created, "
-        f"{counts[ImportStatus.UNCHANGED]} unchanged, {failed} failed"
+        f"{counts[ImportStatus.UNCHANGED]} unchanged, {len(problems)} failed"
     )
-    if failed:
+    if problems:
         ctx.exit(1)
+
+
+def _progress(length: int, label: str) -> Any:
+    """A progress bar on an interactive stderr; silent otherwise."""
+    if sys.stderr.isatty():
+        return click.progressbar(length=length, label=label, file=sys.stderr)
+    return _NoProgress()
+
+
+class _NoProgress:
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def update(self, steps: int) -> None:
+        return None
 
 
 def _read_csv(file: Path) -> list[tuple[int, dict[str, str]]]:
@@ -406,7 +440,12 @@ def _row_to_tenant(registry: TenantRegistry, row: dict[str, Any]) -> NewTenant:
     if None in row:
         raise ValueError("the row has more fields than the header")
     config_text = (row.get("config") or "").strip()
-    config = json.loads(config_text) if config_text else {}
+    try:
+        config = (
+            json.loads(config_text, parse_constant=_not_json) if config_text else {}
+        )
+    except ValueError as e:
+        raise InvalidConfig(f"config {config_text!r} is not JSON: {e}") from e
     if not isinstance(config, dict):
         raise InvalidConfig(f"config {config_text!r} must be a JSON object")
     return registry.new_tenant(
@@ -506,9 +545,14 @@ def _config_item(item: str) -> tuple[str, Any]:
 
 def _json_or_string(value: str) -> Any:
     try:
-        return json.loads(value)
+        # NaN and Infinity parse in Python but are not JSON: keep them as text.
+        return json.loads(value, parse_constant=_not_json)
     except ValueError:
         return value
+
+
+def _not_json(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _bad_input(message: str) -> NoReturn:

@@ -32,6 +32,7 @@ from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
 from sqlalchemy import (
     URL,
     Connection,
@@ -210,7 +211,10 @@ class TenantRegistry:
         """Apply the migrations up to ``revision``, like ``tenantctl db upgrade``."""
         with self._errors(), self._writer.begin() as connection:
             self._lock_writes(connection)
-            command.upgrade(alembic_config(connection), revision)
+            try:
+                command.upgrade(alembic_config(connection), revision)
+            except CommandError as e:
+                raise ValueError(f"cannot upgrade to revision {revision!r}: {e}") from e
 
     # -- change notification -----------------------------------------------------
 
@@ -644,14 +648,12 @@ class _Transaction:
         """Insert validated, conflict-free tenants with a few batched statements."""
         s = self.session
         emails = {spec.owner_email: spec.owner_name for spec in reversed(specs)}
-        # Results have .keys(), so dict() would take them for mappings: iterate.
-        owner_ids: dict[str, int] = dict(
-            iter(
-                s.execute(
-                    select(UserRow.email, UserRow.id).where(UserRow.email.in_(emails))
-                ).tuples()
+        owner_ids: dict[str, int] = {
+            email: user_id
+            for email, user_id in s.execute(
+                select(UserRow.email, UserRow.id).where(UserRow.email.in_(emails))
             )
-        )
+        }
         new_owners = [
             {"email": email, "name": name}
             for email, name in emails.items()
@@ -659,13 +661,12 @@ class _Transaction:
         ]
         if new_owners:
             owner_ids.update(
-                iter(
-                    s.execute(
-                        insert(UserRow).returning(
-                            UserRow.email, UserRow.id, sort_by_parameter_order=True
-                        ),
-                        new_owners,
-                    ).tuples()
+                (email, user_id)
+                for email, user_id in s.execute(
+                    insert(UserRow).returning(
+                        UserRow.email, UserRow.id, sort_by_parameter_order=True
+                    ),
+                    new_owners,
                 )
             )
         generations = s.scalars(
@@ -771,7 +772,9 @@ def _same(tenant: Tenant, spec: NewTenant) -> bool:
         tenant.owner_email == spec.owner_email
         and tenant.subdomain == spec.subdomain
         and tenant.path_prefix == spec.path_prefix
-        and tenant.domains == spec.domains
+        # The primary domain comes first; the others are stored in host order.
+        and tenant.domains[:1] == spec.domains[:1]
+        and sorted(tenant.domains) == sorted(spec.domains)
         and thaw(tenant.config) == thaw(spec.config)
     )
 
