@@ -74,7 +74,13 @@ def default_teardown(app: WSGIApplication, tenant: Tenant) -> None:
 
 
 class Entry:
-    """A built app, the tenant snapshot it was built from, and its leases."""
+    """A built app, the tenant snapshot it was built from, and its leases.
+
+    Leases are counted without a lock: ``list.append`` and ``list.pop`` are
+    atomic, and a lease taken after ``retire()`` is handed straight back. The
+    one teardown token is popped by whoever sees the entry retired with no
+    lease left, so teardown runs exactly once.
+    """
 
     __slots__ = (
         "app",
@@ -82,10 +88,9 @@ class Entry:
         "expires_at",
         "used",
         "keys",
-        "_lock",
-        "_inflight",
-        "_retired",
-        "_teardown",
+        "retired",
+        "leases",
+        "_token",
     )
 
     def __init__(
@@ -100,46 +105,41 @@ class Entry:
         self.expires_at = expires_at
         self.used = False
         self.keys: set[Hashable] = set()
-        self._lock = threading.Lock()
-        self._inflight = 0
-        self._retired = False
-        self._teardown: Teardown | None = teardown
+        self.retired = False
+        #: One item per in-flight response.
+        self.leases: list[None] = []
+        self._token = [teardown]
 
     def acquire(self) -> bool:
         """Lease the app for one response; False once the entry is retired."""
-        with self._lock:
-            if self._retired:
-                return False
-            self._inflight += 1
-            return True
+        self.leases.append(None)
+        if self.retired:
+            self.release()
+            return False
+        return True
 
     def release(self) -> None:
         """End a lease (the response was closed)."""
-        with self._lock:
-            self._inflight -= 1
-            teardown = self._take_teardown()
-        if teardown is not None:
-            self._run(teardown)
+        self.leases.pop()
+        if self.retired:
+            self._finish()
 
     def retire(self) -> None:
         """No new leases; tear down once the in-flight ones are released."""
-        with self._lock:
-            self._retired = True
-            teardown = self._take_teardown()
-        if teardown is not None:
-            self._run(teardown)
+        self.retired = True
+        self._finish()
 
     @property
     def inflight(self) -> int:
-        return self._inflight
+        return len(self.leases)
 
-    def _take_teardown(self) -> Teardown | None:
-        if not self._retired or self._inflight:
-            return None
-        teardown, self._teardown = self._teardown, None
-        return teardown
-
-    def _run(self, teardown: Teardown) -> None:
+    def _finish(self) -> None:
+        if self.leases:
+            return
+        try:
+            teardown = self._token.pop()
+        except IndexError:
+            return  # somebody else tore it down
         try:
             teardown(self.app, self.tenant)
         except Exception:

@@ -193,22 +193,25 @@ class TenantDispatcher:
     ) -> Iterable[bytes]:
         # The hit path, inlined because it runs on every request: a Host seen
         # before and valid, whose tenant's app is built, fresh and not retired.
+        # Entry.acquire() is spelled out: append a lease, then check retired.
         entry = self._routes.get(self._host_keys.get(environ.get("HTTP_HOST")))  # type: ignore[arg-type]
         if (
             entry is not None
             and self._timer() < entry.expires_at
             and not self._mount_prefixes
-            and entry.acquire()
         ):
-            entry.used = True
-            self._hot_hits += 1
-            environ[ENVIRON_KEY] = entry.tenant
-            try:
-                body = entry.app(environ, start_response)
-            except BaseException:
-                entry.release()
-                raise
-            return _LeasedBody(body, entry)
+            entry.leases.append(None)
+            if not entry.retired:
+                entry.used = True
+                self._hot_hits += 1
+                environ[ENVIRON_KEY] = entry.tenant
+                try:
+                    body = entry.app(environ, start_response)
+                except BaseException:
+                    entry.release()
+                    raise
+                return _LeasedBody(body, entry)
+            entry.release()
         return self._dispatch(environ, start_response)
 
     def _dispatch(
