@@ -38,6 +38,7 @@ them, wrap the dispatcher in :class:`werkzeug.middleware.proxy_fix.ProxyFix`.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
@@ -382,7 +383,7 @@ def _check_number(
     if isinstance(value, bool) or not isinstance(value, kinds):
         kind = "an integer" if integer else "a number"
         raise TypeError(f"{name} must be {kind}, not {value!r}")
-    if value < minimum or (exclusive and value == minimum):
+    if math.isnan(value) or value < minimum or (exclusive and value == minimum):
         bound = f"greater than {minimum}" if exclusive else f"at least {minimum}"
         raise ValueError(f"{name} must be {bound}, not {value!r}")
 

@@ -826,26 +826,30 @@ def _create_engine(url: str | URL) -> Engine:
 
 def _configure_sqlite(engine: Engine) -> None:
     """Make pysqlite transactional the SQLAlchemy way, and writers wait, not fail."""
+    # Several registries may share one engine: install the listeners once.
+    if not event.contains(engine, "connect", _sqlite_connect):
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
 
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # pysqlite's own BEGIN handling breaks SAVEPOINT and defers locks; emit our own.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA busy_timeout = 10000")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        # A write takes the lock at BEGIN, so two writers queue instead of one of
-        # them failing to upgrade a read lock half-way through.
-        if connection.get_execution_options().get("dispatcher_write"):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            connection.exec_driver_sql("BEGIN")
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # pysqlite's own BEGIN handling breaks SAVEPOINT and defers locks; emit our own.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA busy_timeout = 10000")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    # A write takes the lock at BEGIN, so two writers queue instead of one of
+    # them failing to upgrade a read lock half-way through.
+    if connection.get_execution_options().get("dispatcher_write"):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        connection.exec_driver_sql("BEGIN")
 
 
 def _is_missing_table(error: DBAPIError) -> bool:

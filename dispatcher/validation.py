@@ -101,14 +101,16 @@ def normalise_email(value: str) -> str:
         raise InvalidName(f"e-mail must be a string, not {type(value).__name__}")
     address = value.strip()
     local, at, domain = address.rpartition("@")
+    # Addresses are compared case-insensitively in practice; one spelling per
+    # owner. Lower-case before checking: it can change the length.
+    local = local.lower()
     if not at or not _EMAIL_LOCAL.fullmatch(local):
         raise InvalidName(f"e-mail {_shown(value)} must look like 'name@example.com'")
     try:
         domain = normalise_domain(domain)
     except InvalidName as e:
         raise InvalidName(f"e-mail {_shown(value)} has a bad domain: {e}") from e
-    # Addresses are compared case-insensitively in practice; one spelling per owner.
-    return f"{local.lower()}@{domain}"
+    return f"{local}@{domain}"
 
 
 def check_config(value: Mapping[str, Any]) -> dict[str, Any]:
@@ -117,11 +119,8 @@ def check_config(value: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidConfig(
             f"config must be a JSON object (a mapping), not {type(value).__name__}"
         )
-    for key in value:
-        if not isinstance(key, str):
-            raise InvalidConfig(f"config key {key!r} must be a string")
     try:
-        encoded = json.dumps(dict(value), allow_nan=False, default=_refuse)
+        encoded = json.dumps(_plain(value), allow_nan=False)
     except (TypeError, ValueError) as e:
         raise InvalidConfig(f"config is not valid JSON: {e}") from e
     if len(encoded.encode()) > MAX_CONFIG_BYTES:
@@ -133,5 +132,17 @@ def check_config(value: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _refuse(value: object) -> object:
-    raise TypeError(f"{value!r} ({type(value).__name__}) is not a JSON value")
+def _plain(value: Any) -> Any:
+    """Dicts and lists from any mappings and sequences (a snapshot's frozen config)."""
+    if isinstance(value, Mapping):
+        for key in value:
+            if not isinstance(key, str):
+                raise InvalidConfig(f"config key {key!r} must be a string")
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if value is None or isinstance(value, str | int | float):
+        return value
+    raise InvalidConfig(
+        f"config value {value!r} ({type(value).__name__}) is not a JSON value"
+    )
