@@ -284,12 +284,12 @@ class TenantDispatcher:
         return self.base_domain is not None and is_apex(host, self.base_domain)
 
     def _find_by_host(self, host: str) -> Tenant | None:
-        tenant = self.registry.find_by_host(host)
-        if tenant is None and self.base_domain is not None:
+        label = None
+        if self.base_domain is not None:
             label = subdomain_of(host, self.base_domain)
-            if label is not None:
-                tenant = self.registry.find_by_subdomain(label)
-        return tenant
+        if label is None:
+            return self.registry.find_by_host(host)
+        return self.registry.find_by_host_or_subdomain(host, label)
 
     def _build(self, tenant: Tenant) -> WSGIApplication:
         if not tenant.is_active:

@@ -46,6 +46,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
     text,
 )
@@ -58,6 +59,7 @@ from sqlalchemy.exc import (
     ProgrammingError,
 )
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm.attributes import flag_modified
 
 from dispatcher.exceptions import (
     Conflict,
@@ -71,9 +73,11 @@ from dispatcher.tenant import NewTenant, Tenant, TenantChange, freeze, thaw
 from dispatcher.validation import (
     DEFAULT_RESERVED,
     check_config,
+    json_equal,
     normalise_domain,
     normalise_email,
     normalise_label,
+    normalise_owner_name,
 )
 from models import Change as ChangeRow
 from models import Domain as DomainRow
@@ -116,11 +120,18 @@ _BY_SLUG = _SNAPSHOTS.where(TenantRow.slug == _KEY)
 _BY_SUBDOMAIN = _SNAPSHOTS.where(TenantRow.subdomain == _KEY)
 _BY_PATH_PREFIX = _SNAPSHOTS.where(TenantRow.path_prefix == _KEY)
 _matched_domain = aliased(DomainRow)
-_BY_HOST = _SNAPSHOTS.where(
-    TenantRow.id
-    == select(_matched_domain.tenant_id)
+_TENANT_OF_HOST = (
+    select(_matched_domain.tenant_id)
     .where(_matched_domain.host == _KEY)
     .scalar_subquery()
+)
+_BY_HOST = _SNAPSHOTS.where(TenantRow.id == _TENANT_OF_HOST)
+# A custom domain or a subdomain in one statement; both sides use an index.
+_BY_HOST_OR_SUBDOMAIN = _SNAPSHOTS.where(
+    or_(
+        TenantRow.id == _TENANT_OF_HOST,
+        TenantRow.subdomain == bindparam("label", type_=String()),
+    )
 )
 
 
@@ -271,6 +282,21 @@ class TenantRegistry:
         """The tenant whose custom domain is exactly ``host`` (normalised)."""
         return self._find(_BY_HOST, host)
 
+    def find_by_host_or_subdomain(self, host: str, label: str) -> Tenant | None:
+        """The tenant with custom domain ``host``, else with subdomain ``label``.
+
+        One query for the dispatcher's miss path on ``<label>.<base domain>``.
+        """
+        with self._errors(), self.engine.connect() as connection:
+            found = _snapshots(
+                connection.execute(_BY_HOST_OR_SUBDOMAIN, {"key": host, "label": label})
+            )
+        # A custom domain wins over a subdomain, as in the resolution order.
+        for tenant in found:
+            if host in tenant.domains:
+                return tenant
+        return found[0] if found else None
+
     def find_by_subdomain(self, label: str) -> Tenant | None:
         """The tenant routed by this subdomain label (normalised)."""
         return self._find(_BY_SUBDOMAIN, label)
@@ -312,7 +338,7 @@ class TenantRegistry:
         return NewTenant(
             slug=normalise_label(slug, what="slug"),
             owner_email=normalise_email(owner_email),
-            owner_name=_clean_text(owner_name),
+            owner_name=normalise_owner_name(owner_name),
             subdomain=self._label(subdomain, "subdomain"),
             path_prefix=self._label(path_prefix, "path prefix"),
             domains=hosts,
@@ -376,8 +402,10 @@ class TenantRegistry:
             row = tx.tenant(slug)
             config = updates if replace else {**row.config, **updates}
             check_config(config)
-            if config != row.config:
+            if not json_equal(config, row.config):
                 row.config = config
+                # The ORM compares with ==, where True == 1: say it changed.
+                flag_modified(row, "config")
                 tx.record(row, "config")
             return tx.snapshot(row)
 
@@ -386,8 +414,10 @@ class TenantRegistry:
         with self._transaction() as tx:
             row = tx.tenant(slug)
             config = {k: v for k, v in row.config.items() if k not in keys}
-            if config != row.config:
+            if not json_equal(config, row.config):
                 row.config = config
+                # The ORM compares with ==, where True == 1: say it changed.
+                flag_modified(row, "config")
                 tx.record(row, "config")
             return tx.snapshot(row)
 
@@ -775,7 +805,7 @@ def _same(tenant: Tenant, spec: NewTenant) -> bool:
         # The primary domain comes first; the others are stored in host order.
         and tenant.domains[:1] == spec.domains[:1]
         and sorted(tenant.domains) == sorted(spec.domains)
-        and thaw(tenant.config) == thaw(spec.config)
+        and json_equal(tenant.config, spec.config)
     )
 
 

@@ -15,8 +15,11 @@ from dispatcher.exceptions import InvalidConfig, InvalidName
 
 __all__ = [
     "DEFAULT_RESERVED",
+    "MAX_OWNER_NAME",
     "MAX_CONFIG_BYTES",
     "check_config",
+    "json_equal",
+    "normalise_owner_name",
     "normalise_domain",
     "normalise_email",
     "normalise_label",
@@ -34,9 +37,11 @@ DEFAULT_RESERVED = frozenset(
 )  # fmt: skip
 
 MAX_CONFIG_BYTES = 64 * 1024
+MAX_OWNER_NAME = 200  # the column's length
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _LABEL_RULE = "1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
+_IDEOGRAPHIC_DOTS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61", "."))
 _EMAIL_LOCAL = re.compile(r"[^\s@\x00-\x1f\x7f]{1,64}")
 
 
@@ -64,7 +69,8 @@ def normalise_domain(value: str) -> str:
     """Check a custom host name; return it lower-case, punycoded, no final dot."""
     if not isinstance(value, str):
         raise InvalidName(f"host name must be a string, not {type(value).__name__}")
-    host = value.strip()
+    # IDNA treats these full stops as dots; map them before the final dot goes.
+    host = value.strip().translate(_IDEOGRAPHIC_DOTS)
     host = host.removesuffix(".")
     if not host.isascii():
         try:
@@ -123,6 +129,8 @@ def check_config(value: Mapping[str, Any]) -> dict[str, Any]:
         encoded = json.dumps(_plain(value), allow_nan=False)
     except (TypeError, ValueError) as e:
         raise InvalidConfig(f"config is not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise InvalidConfig("config is nested too deeply") from e
     if len(encoded.encode()) > MAX_CONFIG_BYTES:
         raise InvalidConfig(
             f"config is {len(encoded.encode())} bytes as JSON; "
@@ -146,3 +154,24 @@ def _plain(value: Any) -> Any:
     raise InvalidConfig(
         f"config value {value!r} ({type(value).__name__}) is not a JSON value"
     )
+
+
+def json_equal(left: Any, right: Any) -> bool:
+    """Equal as JSON: unlike ``==``, ``True`` and ``1`` differ."""
+    return json.dumps(_plain(left), sort_keys=True) == json.dumps(
+        _plain(right), sort_keys=True
+    )
+
+
+def normalise_owner_name(value: str | None) -> str | None:
+    """Strip an owner's display name; empty becomes None; at most 200 characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidName(f"owner name must be a string, not {type(value).__name__}")
+    name = value.strip()
+    if len(name) > MAX_OWNER_NAME:
+        raise InvalidName(
+            f"owner name {_shown(name)} is longer than {MAX_OWNER_NAME} characters"
+        )
+    return name or None

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import types
+
+import dispatcher
+
+REQUIRED = {
+    "DomainTaken",
+    "InvalidName",
+    "Tenant",
+    "TenantExists",
+    "TenantNotFound",
+    "TenantRegistry",
+}
+
+
+def test_all_is_sorted() -> None:
+    assert dispatcher.__all__ == sorted(dispatcher.__all__)
+
+
+def test_all_has_no_duplicates() -> None:
+    assert len(dispatcher.__all__) == len(set(dispatcher.__all__))
+
+
+def test_all_names_exist() -> None:
+    missing = [name for name in dispatcher.__all__ if not hasattr(dispatcher, name)]
+
+    assert missing == []
+
+
+def test_all_names_are_public() -> None:
+    assert [name for name in dispatcher.__all__ if name.startswith("_")] == []
+
+
+def test_public_names_are_in_all() -> None:
+    # Like httpx: whatever the package imports for its users is listed in __all__.
+    # Submodules (dispatcher.registry, ...) become attributes on import; skip them.
+    public = {
+        name
+        for name, value in vars(dispatcher).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+
+    assert sorted(public - set(dispatcher.__all__)) == []
+
+
+def test_star_import_gives_all() -> None:
+    namespace: dict[str, object] = {}
+    exec("from dispatcher import *", namespace)
+    namespace.pop("__builtins__")
+
+    assert sorted(namespace) == sorted(dispatcher.__all__)
+
+
+def test_required_names_exported() -> None:
+    assert REQUIRED <= set(dispatcher.__all__)
