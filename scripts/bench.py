@@ -1,0 +1,412 @@
+"""Benchmarks of the dispatcher, measured side by side in one run.
+
+    python scripts/bench.py            # the full run whose table is in the README
+    python scripts/bench.py --quick    # smaller counts, a smoke test
+    DISPATCHER_BENCH_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
+        python scripts/bench.py        # adds the cold path on PostgreSQL
+
+The baseline is Flask's documented ``SubdomainDispatcher`` (a dict of apps
+under one lock); werkzeug's ``DispatcherMiddleware`` is shown beside it. Every
+figure is printed with the target it is held to; nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from threading import Lock
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import create_engine, event, make_url, text
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.test import EnvironBuilder
+
+from dispatcher import TenantDispatcher, TenantRegistry
+
+App = Callable[[dict[str, Any], Any], Iterable[bytes]]
+
+
+# -- the baselines -------------------------------------------------------------
+
+
+class SubdomainDispatcher:
+    """Flask's documentation pattern, verbatim but for the create_app call."""
+
+    def __init__(self, domain: str, create_app: Callable[[str], App]) -> None:
+        self.domain = domain
+        self.create_app = create_app
+        self.lock = Lock()
+        self.instances: dict[str, App] = {}
+
+    def get_application(self, host: str) -> App:
+        host = host.split(":")[0]
+        assert host.endswith(self.domain), "Configuration error"
+        subdomain = host[: -len(self.domain)].rstrip(".")
+        with self.lock:
+            app = self.instances.get(subdomain)
+            if app is None:
+                app = self.create_app(subdomain)
+                self.instances[subdomain] = app
+            return app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        app = self.get_application(environ["HTTP_HOST"])
+        return app(environ, start_response)
+
+
+def trivial_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+def hello_flask(_tenant: object = None) -> Flask:
+    app = Flask("hello")
+
+    @app.route("/")
+    def index() -> str:
+        return "Hello, World!"
+
+    return app
+
+
+def _start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+    return None
+
+
+def _request(app: App, environ: dict[str, Any]) -> None:
+    """What a server does: call, drain the body, close it."""
+    body = app(dict(environ), _start_response)
+    for _ in body:
+        pass
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
+
+
+def _per_call(app: App, environ: dict[str, Any], n: int, rounds: int) -> float:
+    """Best-of-``rounds`` seconds per request."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(n):
+            _request(app, environ)
+        best = min(best, (time.perf_counter() - start) / n)
+    return best
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def environ_for(host: str, path: str = "/") -> dict[str, Any]:
+    return EnvironBuilder(path=path, headers={"Host": host}).get_environ()
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:.1f}"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def registry_with(url: str, count: int, prefix: str = "t") -> TenantRegistry:
+    registry = TenantRegistry(url)
+    registry.migrate()
+    specs = (
+        registry.new_tenant(
+            f"{prefix}{i}",
+            owner_email=f"o{i % 100}@bench.test",
+            subdomain=f"{prefix}{i}",
+        )
+        for i in range(count)
+    )
+    for _ in registry.import_tenants(specs, batch_size=1000):
+        pass
+    return registry
+
+
+class QueryCounter:
+    def __init__(self, registry: TenantRegistry) -> None:
+        self.count = 0
+        event.listen(registry.engine, "before_cursor_execute", self._count)
+
+    def _count(self, *args: Any) -> None:
+        self.count += 1
+
+
+# -- 1. hit overhead -----------------------------------------------------------
+
+
+def bench_hit_overhead(url: str, n: int, rounds: int) -> list[tuple[str, str, str]]:
+    registry = registry_with(url, 1, prefix="acme")
+    ours = TenantDispatcher(registry, lambda t: trivial_app, base_domain="example.com")
+    docs = SubdomainDispatcher("example.com", lambda sub: trivial_app)
+    werkzeug = DispatcherMiddleware(trivial_app, {"/acme0": trivial_app})
+    host_environ = environ_for("acme0.example.com")
+    path_environ = environ_for("example.com", "/acme0/")
+    for app, environ in ((ours, host_environ), (docs, host_environ)):
+        _request(app, environ)  # build once: this measures hits
+    times: dict[str, list[float]] = {
+        "direct": [],
+        "docs": [],
+        "werkzeug": [],
+        "ours": [],
+    }
+    for _ in range(rounds):  # interleaved, so drift hits every contender alike
+        times["direct"].append(_per_call(trivial_app, host_environ, n, 1))
+        times["docs"].append(_per_call(docs, host_environ, n, 1))
+        times["werkzeug"].append(_per_call(werkzeug, path_environ, n, 1))
+        times["ours"].append(_per_call(ours, host_environ, n, 1))
+    best = {name: min(values) for name, values in times.items()}
+    docs_over = best["docs"] - best["direct"]
+    rows = []
+    for name, label in (
+        ("docs", "SubdomainDispatcher (Flask docs; baseline)"),
+        ("werkzeug", "werkzeug DispatcherMiddleware (by path)"),
+        ("ours", "TenantDispatcher (validated host, LRU/TTL, versions)"),
+    ):
+        over = best[name] - best["direct"]
+        rows.append(
+            (
+                f"1. hit overhead: {label}",
+                f"{over * 1e6:.2f} µs",
+                f"{over / docs_over:.2f}× baseline",
+            )
+        )
+    rows[-1] = (*rows[-1][:2], rows[-1][2] + " (target ≤ 2×)")
+    return rows
+
+
+# -- 2. Flask hello world ------------------------------------------------------
+
+
+def bench_flask_ratio(url: str, n: int, rounds: int) -> list[tuple[str, str, str]]:
+    registry = registry_with(url, 1, prefix="hello")
+    direct = hello_flask()
+    ours = TenantDispatcher(registry, hello_flask, base_domain="example.com")
+    environ = environ_for("hello0.example.com")
+    _request(ours, environ)
+    direct_times, ours_times = [], []
+    for _ in range(rounds):
+        direct_times.append(_per_call(direct, environ, n, 1))
+        ours_times.append(_per_call(ours, environ, n, 1))
+    direct_rps, ours_rps = 1 / min(direct_times), 1 / min(ours_times)
+    return [
+        ("2. Flask hello world called directly", f"{direct_rps:,.0f} req/s", ""),
+        (
+            "2. Flask hello world through TenantDispatcher",
+            f"{ours_rps:,.0f} req/s",
+            f"{ours_rps / direct_rps:.3f} of direct (target ≥ 0.95)",
+        ),
+    ]
+
+
+# -- 3. cold path --------------------------------------------------------------
+
+
+def bench_cold(url: str, label: str, count: int) -> list[tuple[str, str, str]]:
+    registry = registry_with(url, count, prefix="cold")
+    lookups, builds = [], []
+    for i in range(count):
+        start = time.perf_counter()
+        tenant = registry.find_by_subdomain(f"cold{i}")
+        middle = time.perf_counter()
+        assert tenant is not None
+        hello_flask(tenant)
+        end = time.perf_counter()
+        lookups.append(middle - start)
+        builds.append(end - middle)
+    registry.close()
+    return [
+        (
+            f"3. cold path on {label}: registry lookup",
+            f"p50 {statistics.median(lookups) * 1e3:.3f} ms",
+            f"p99 {percentile(lookups, 0.99) * 1e3:.3f} ms (target p50 < 1 ms)",
+        ),
+        (
+            f"3. cold path on {label}: create_app (hello-world Flask)",
+            f"p50 {statistics.median(builds) * 1e3:.3f} ms",
+            f"p99 {percentile(builds, 0.99) * 1e3:.3f} ms",
+        ),
+    ]
+
+
+# -- 4. memory (each contender in its own process) -----------------------------
+
+
+def memory_child(kind: str, url: str, tenants: int, max_apps: int) -> str:
+    registry = TenantRegistry(url)
+    if kind == "ours":
+        app: App = TenantDispatcher(
+            registry, hello_flask, base_domain="example.com", max_apps=max_apps
+        )
+    else:
+        app = SubdomainDispatcher("example.com", lambda sub: hello_flask())
+    environs = [environ_for(f"mem{i}.example.com") for i in range(tenants)]
+    warm = max_apps
+    for environ in environs[:warm]:
+        _request(app, environ)
+    gc.collect()
+    warm_rss = rss_mib()
+    for environ in environs[warm:]:
+        _request(app, environ)
+    gc.collect()
+    end_rss = rss_mib()
+    live = (
+        len(app.instances) if isinstance(app, SubdomainDispatcher) else app.stats().apps
+    )
+    return f"{warm_rss:.1f} {end_rss:.1f} {live}"
+
+
+def bench_memory(url: str, tenants: int, max_apps: int) -> list[tuple[str, str, str]]:
+    registry_with(url, tenants, prefix="mem").close()
+    rows = []
+    for kind, label in (("docs", "SubdomainDispatcher"), ("ours", "TenantDispatcher")):
+        output = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--memory-child",
+                kind,
+                url,
+                str(tenants),
+                str(max_apps),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        warm, end, live = float(output[0]), float(output[1]), int(output[2])
+        growth = (end - warm) / warm
+        note = (
+            "target: flat within 10%" if kind == "ours" else "grows with every tenant"
+        )
+        rows.append(
+            (
+                f"4. memory, {tenants:,} tenants once each, {label}"
+                + (f" max_apps={max_apps}" if kind == "ours" else ""),
+                f"RSS {warm:.0f} → {end:.0f} MiB ({growth:+.0%}), {live:,} live apps",
+                note,
+            )
+        )
+    return rows
+
+
+# -- 5. flood of unknown hosts -------------------------------------------------
+
+
+def bench_flood(url: str, hosts: int) -> list[tuple[str, str, str]]:
+    registry = registry_with(url, 10, prefix="known")
+    dispatcher = TenantDispatcher(
+        registry, hello_flask, base_domain="example.com", negative_size=10_000
+    )
+    known = [environ_for(f"known{i}.example.com") for i in range(10)]
+
+    def known_latencies(samples: int) -> list[float]:
+        latencies = []
+        for i in range(samples):
+            start = time.perf_counter()
+            _request(dispatcher, known[i % len(known)])
+            latencies.append(time.perf_counter() - start)
+        return latencies
+
+    known_latencies(100)  # build them
+    before = known_latencies(2000)
+    gc.collect()
+    rss_before = rss_mib()
+    queries = QueryCounter(registry)
+    during: list[float] = []
+    for i in range(hosts):
+        _request(dispatcher, environ_for(f"u{i}.example.com"))
+        if i % 50 == 0:
+            during.extend(known_latencies(1))
+    gc.collect()
+    rss_after = rss_mib()
+    stats = dispatcher.stats()
+    return [
+        (
+            f"5. flood of {hosts:,} distinct unknown hosts",
+            f"{queries.count:,} queries, RSS {rss_before:.0f} → {rss_after:.0f} MiB",
+            f"{stats.negative_entries:,} negative entries (bound 10,000); "
+            f"{stats.apps} known apps still cached",
+        ),
+        (
+            "5. known tenant latency before → during the flood",
+            f"p50 {us(statistics.median(before))} → {us(statistics.median(during))} µs",
+            f"p99 {us(percentile(before, 0.99))} → {us(percentile(during, 0.99))} µs",
+        ),
+    ]
+
+
+# -- driver --------------------------------------------------------------------
+
+
+def postgres_schema_url(base: str) -> tuple[str, Callable[[], None]]:
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+
+    def drop() -> None:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False), drop
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Dispatcher benchmarks.")
+    parser.add_argument("--quick", action="store_true", help="smaller counts")
+    parser.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        kind, url, tenants, max_apps = args.memory_child
+        print(memory_child(kind, url, int(tenants), int(max_apps)))
+        return
+    scale = 10 if args.quick else 1
+    rows: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def sqlite(name: str) -> str:
+            return f"sqlite:///{Path(tmp) / name}.sqlite3"
+
+        rows += bench_hit_overhead(sqlite("hit"), 100_000 // scale, 7)
+        rows += bench_flask_ratio(sqlite("flask"), 20_000 // scale, 7)
+        rows += bench_cold(sqlite("cold"), "SQLite", 1000 // scale)
+        pg = os.environ.get("DISPATCHER_BENCH_POSTGRES_URL")
+        if pg:
+            url, drop = postgres_schema_url(pg)
+            try:
+                rows += bench_cold(url, "PostgreSQL", 1000 // scale)
+            finally:
+                drop()
+        rows += bench_memory(sqlite("memory"), 10_000 // scale, 100 // scale)
+        rows += bench_flood(sqlite("flood"), 100_000 // scale)
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
+    print("| measure | figure | against |")
+    print("|---|---|---|")
+    for measure, figure, against in rows:
+        print(f"| {measure} | {figure} | {against} |")
+
+
+if __name__ == "__main__":
+    main()
