@@ -403,6 +403,16 @@ class AppCache:
         self._retire_dropped()
         return evicted
 
+    def forget_routes(self, matches: Callable[[Hashable], bool]) -> None:
+        """Drop the routing keys ``matches`` picks; their apps stay built.
+
+        The next request for such a key looks its tenant up again and reuses
+        the app if the tenant's version is unchanged.
+        """
+        with self._lock:
+            for key in [key for key in self.routes if matches(key)]:
+                self.routes.pop(key).keys.discard(key)
+
     def clear(self) -> None:
         """Evict every app (for example at shutdown)."""
         with self._lock:

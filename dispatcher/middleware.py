@@ -62,7 +62,7 @@ from dispatcher.cache import (
     Timer,
     default_teardown,
 )
-from dispatcher.exceptions import InvalidHost, RegistryUnavailable
+from dispatcher.exceptions import InvalidHost, RegistryUnavailable, SchemaMissing
 from dispatcher.registry import TenantRegistry
 from dispatcher.resolve import (
     first_segment,
@@ -150,7 +150,7 @@ class TenantDispatcher:
         _check_callable("timer", timer)
         _check_number("max_apps", max_apps, integer=True, minimum=1)
         _check_number("negative_size", negative_size, integer=True, minimum=1)
-        _check_number("retry_after", retry_after, integer=True, minimum=0)
+        _check_number("retry_after", retry_after, integer=True, minimum=1)
         for name, value in (
             ("app_ttl", app_ttl),
             ("negative_ttl", negative_ttl),
@@ -177,9 +177,10 @@ class TenantDispatcher:
             negative_ttl=negative_ttl,
             build_timeout=build_timeout,
             failure_backoff=failure_backoff,
-            teardown=teardown,
+            teardown=self._teardown_tenant_app,
             timer=timer,
         )
+        self.teardown = teardown
         self._host_keys: dict[str, str] = {}
         self._routes = self._cache.routes
         self._timer = timer
@@ -247,7 +248,7 @@ class TenantDispatcher:
                     if entry is not None:
                         _shift(environ, path_key, rest)
                         return _serve(entry, environ, start_response)
-        except RegistryUnavailable as e:
+        except (RegistryUnavailable, SchemaMissing) as e:
             log.warning("cannot resolve a tenant: %s", e)
             return self._unavailable(environ, start_response)
         except BuildTimeout as e:
@@ -296,6 +297,11 @@ class TenantDispatcher:
             return self.disabled_app
         return self.create_app(tenant)
 
+    def _teardown_tenant_app(self, app: WSGIApplication, tenant: Tenant) -> None:
+        # The disabled app is shared by every disabled tenant: never torn down.
+        if app is not self.disabled_app:
+            self.teardown(app, tenant)
+
     def _unavailable(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
@@ -305,7 +311,7 @@ class TenantDispatcher:
     # -- cache control ---------------------------------------------------------
 
     def _on_change(self, change: TenantChange) -> None:
-        self._cache.invalidate(change.slug, change.generation)
+        self.invalidate(change)
 
     def evict(self, slug: str) -> bool:
         """Drop ``slug``'s app now; the next request builds a fresh one."""
@@ -313,7 +319,12 @@ class TenantDispatcher:
 
     def invalidate(self, change: TenantChange) -> bool:
         """Apply a change from the registry's feed: evict the app if older."""
-        return self._cache.invalidate(change.slug, change.generation)
+        evicted = self._cache.invalidate(change.slug, change.generation)
+        if change.operation in _NEW_HOSTS:
+            # A new custom domain wins over a subdomain some host already
+            # routes to: look every host up again (path routes cannot clash).
+            self._cache.forget_routes(_is_host_key)
+        return evicted
 
     def stats(self) -> CacheStats:
         """Hits, misses, builds, evictions and sizes of the app cache."""
@@ -324,6 +335,13 @@ class TenantDispatcher:
         """Stop following the registry and tear every app down."""
         self._unsubscribe()
         self._cache.clear()
+
+
+_NEW_HOSTS = frozenset({"created", "domain_added"})
+
+
+def _is_host_key(key: object) -> bool:
+    return isinstance(key, str) and not key.startswith("/")
 
 
 def _serve(
