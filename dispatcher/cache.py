@@ -23,12 +23,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from functools import partial
 from statistics import quantiles
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cachetools import LRUCache, TLRUCache, TTLCache
 
-from dispatcher.exceptions import DispatcherError
+from dispatcher.exceptions import DispatcherError, RegistryUnavailable, SchemaMissing
 from dispatcher.tenant import Tenant
 
 if TYPE_CHECKING:
@@ -154,9 +155,13 @@ class _Apps(TLRUCache[str, Entry]):
     """
 
     def __init__(
-        self, maxsize: int, timer: Timer, dropped: Callable[[Entry, str], None]
+        self,
+        maxsize: int,
+        timer: Timer,
+        dropped: Callable[[Entry, str], None],
+        grace: float,
     ) -> None:
-        super().__init__(maxsize, _expires_at, timer)
+        super().__init__(maxsize, partial(_expires_at, grace), timer)
         self._dropped = dropped
 
     def popitem(self) -> tuple[str, Entry]:
@@ -176,8 +181,18 @@ class _Apps(TLRUCache[str, Entry]):
         return expired
 
 
-def _expires_at(_slug: str, entry: Entry, _now: float) -> float:
-    return entry.expires_at
+def _expires_at(grace: float, _slug: str, entry: Entry, _now: float) -> float:
+    return entry.expires_at + grace
+
+
+def _fresh(error: BaseException) -> BaseException:
+    """A new exception like ``error``, for another caller to raise."""
+    try:
+        copy = type(error)(*error.args)
+    except Exception:
+        return error
+    copy.__cause__ = error.__cause__
+    return copy
 
 
 class _Flight:
@@ -226,29 +241,39 @@ class AppCache:
         negative_ttl: float = 5.0,
         build_timeout: float = 30.0,
         failure_backoff: float = 5.0,
+        stale_if_error: float | None = None,
         teardown: Teardown = default_teardown,
         timer: Timer = time.monotonic,
     ) -> None:
         self._build = build
         self._app_ttl = app_ttl
+        if stale_if_error is None:
+            stale_if_error = app_ttl
         self._build_timeout = build_timeout
+        self._failure_backoff = failure_backoff
         self._teardown = teardown
         self._timer = timer
         self._lock = threading.Lock()
         self._dropped: list[tuple[Entry, str]] = []
-        self._apps = _Apps(max_apps, timer, self._on_dropped)
+        # Expired apps stay in the cache for stale_if_error more seconds: not
+        # served, unless the database is down when they are due for a rebuild.
+        self._apps = _Apps(max_apps, timer, self._on_dropped, stale_if_error)
         # Routing key -> entry. Read without the lock on the hit path, which
         # must also check expires_at and acquire() the entry: see lease().
         self.routes: dict[Hashable, Entry] = {}
         self._negative: TTLCache[Hashable, bool] = TTLCache(
             negative_size, negative_ttl, timer
         )
-        self._failures: TTLCache[Hashable, BuildFailed] = TTLCache(
+        # Routing key -> (slug, failure) while the failed build backs off.
+        self._failures: TTLCache[Hashable, tuple[str, BuildFailed]] = TTLCache(
             max_apps, failure_backoff, timer
         )
         # Newest change seen per slug, so a build that raced a change is not kept.
         self._changed: LRUCache[str, int] = LRUCache(max(max_apps, 1000))
+        # Bumped when negative answers or routes are dropped, so a lookup that
+        # raced the drop does not store what was just dropped.
         self._negative_clears = 0
+        self._route_clears = 0
         self._flights: dict[Hashable, _Flight] = {}
         self._build_times: deque[float] = deque(maxlen=1000)
         self._hits = self._misses = self._negative_hits = 0
@@ -272,16 +297,22 @@ class AppCache:
         """The leased entry for ``key``, building it if needed; None if unknown.
 
         ``lookup`` runs at most once at a time per key and its errors propagate
-        uncached. Raises :class:`BuildFailed` or :class:`BuildTimeout`.
+        uncached, except that an expired app is served a while longer when the
+        lookup cannot reach the database. Raises :class:`BuildFailed` or
+        :class:`BuildTimeout`.
         """
         while True:
             with self._lock:
                 self._apps.expire()
+                now = self._timer()
                 entry = self.routes.get(key)
-                if entry is not None and self._timer() < entry.expires_at:
-                    if entry.acquire():
+                stale = None
+                if entry is not None:
+                    if now < entry.expires_at and entry.acquire():
+                        entry.used = True
                         self._hits += 1
                         return entry
+                    stale = entry
                 if key in self._negative:
                     self._negative_hits += 1
                     return None
@@ -290,24 +321,27 @@ class AppCache:
                 leader = flight is None and failure is None
                 if leader:
                     flight = self._flights[key] = _Flight()
-                    clears = self._negative_clears
+                    epochs = (self._negative_clears, self._route_clears)
                     self._misses += 1
             self._retire_dropped()
             if failure is not None:
-                raise failure
+                # A fresh exception each time: re-raising one object would
+                # grow its traceback with every request of the backoff.
+                raise _fresh(failure[1])
             assert flight is not None
             if leader:
-                return self._lead(key, flight, lookup, clears)
+                return self._lead(key, flight, lookup, epochs, stale)
             if not flight.done.wait(self._build_timeout):
                 raise BuildTimeout(
                     f"the app for {key!r} was not built within "
                     f"{self._build_timeout:g} s"
                 )
             if flight.error is not None:
-                raise flight.error
+                raise _fresh(flight.error)
             if flight.entry is None:
                 return None
             if flight.entry.acquire():
+                self._hits += 1
                 return flight.entry
             # Retired in between: go round again.
 
@@ -316,11 +350,18 @@ class AppCache:
         key: Hashable,
         flight: _Flight,
         lookup: Callable[[], Tenant | None],
-        clears: int,
+        epochs: tuple[int, int],
+        stale: Entry | None,
     ) -> Entry | None:
         try:
-            tenant = lookup()
-            entry = None if tenant is None else self._entry_for(key, tenant)
+            try:
+                tenant = lookup()
+            except (RegistryUnavailable, SchemaMissing):
+                if stale is None or not self._keep_stale(stale):
+                    raise
+                entry: Entry | None = stale
+            else:
+                entry = None if tenant is None else self._entry_for(key, tenant, epochs)
         except BaseException as e:
             flight.error = e
             raise
@@ -331,19 +372,37 @@ class AppCache:
                 del self._flights[key]
                 if flight.error is None and flight.entry is None:
                     # A tenant created meanwhile cleared the negative cache.
-                    if clears == self._negative_clears:
+                    if epochs[0] == self._negative_clears:
                         self._negative[key] = True
             flight.done.set()
         if entry is not None and not entry.acquire():
             return self.load(key, lookup)
         return entry
 
-    def _entry_for(self, key: Hashable, tenant: Tenant) -> Entry:
+    def _keep_stale(self, entry: Entry) -> bool:
+        """Serve an expired app a while longer, since the database is down."""
+        with self._lock:
+            if self._apps.get(entry.tenant.slug) is not entry:
+                return False  # evicted meanwhile, or past its stale window
+            entry.expires_at = self._timer() + self._failure_backoff
+        log.warning(
+            "serving the expired app of tenant %r: the registry is unavailable",
+            entry.tenant.slug,
+        )
+        return True
+
+    def _entry_for(
+        self, key: Hashable, tenant: Tenant, epochs: tuple[int, int]
+    ) -> Entry:
         """Reuse the slug's app if it is this version; otherwise build one."""
         with self._lock:
             entry = self._apps.get(tenant.slug)
-            if entry is not None and entry.tenant.version == tenant.version:
-                self._link(key, entry)
+            if (
+                entry is not None
+                and entry.tenant.version == tenant.version
+                and self._timer() < entry.expires_at
+            ):
+                self._link(key, entry, epochs)
                 return entry
         started = self._timer()
         try:
@@ -354,8 +413,8 @@ class AppCache:
             log.exception("building the app of tenant %r failed", tenant.slug)
             with self._lock:
                 self._build_failures += 1
-                self._failures[key] = failure
-            raise failure from e
+                self._failures[key] = (tenant.slug, failure)
+            raise _fresh(failure) from e
         entry = Entry(app, tenant, self._timer() + self._app_ttl, self._teardown)
         with self._lock:
             self._builds += 1
@@ -363,17 +422,23 @@ class AppCache:
             if tenant.version >= self._changed.get(tenant.slug, 0):
                 old = self._apps.get(tenant.slug)
                 if old is not None:
-                    self._forget(old, "invalidated")
+                    expired = self._timer() >= old.expires_at
+                    self._forget(old, "expired" if expired else "invalidated")
                 self._apps[tenant.slug] = entry
-                self._link(key, entry)
+                self._link(key, entry, epochs)
             else:
                 # The tenant changed while this was built: drop it, and the
                 # caller finds the entry retired and looks the tenant up again.
+                self._evictions["invalidated"] += 1
                 self._dropped.append((entry, "invalidated"))
         self._retire_dropped()
         return entry
 
-    def _link(self, key: Hashable, entry: Entry) -> None:
+    def _link(self, key: Hashable, entry: Entry, epochs: tuple[int, int]) -> None:
+        if epochs[1] != self._route_clears:
+            # Routes were dropped while this lookup ran (a new custom domain may
+            # now own this host): serve this request, keep no route.
+            return
         previous = self.routes.get(key)
         if previous is not None and previous is not entry:
             previous.keys.discard(key)
@@ -382,18 +447,24 @@ class AppCache:
 
     # -- eviction --------------------------------------------------------------
 
-    def invalidate(self, slug: str, generation: int | None = None) -> bool:
+    def invalidate(
+        self, slug: str, generation: int | None = None, *, names_changed: bool = True
+    ) -> bool:
         """Evict ``slug``'s app if older than ``generation`` (any age if None).
 
-        Also forgets every "no such tenant" answer, since the change may have
-        made one of them wrong. Returns whether an app was evicted.
+        ``names_changed`` (a tenant was created or got a new subdomain, path
+        prefix or domain) also forgets every "no such tenant" answer, since one
+        of them may now be wrong. Returns whether an app was evicted.
         """
         with self._lock:
             if generation is not None:
                 self._changed[slug] = max(generation, self._changed.get(slug, 0))
-            self._negative.clear()
-            self._negative_clears += 1
-            self._failures.clear()
+            if names_changed:
+                self._negative.clear()
+                self._negative_clears += 1
+            # The change may have mended what made the build fail.
+            for key in [k for k, (s, _) in self._failures.items() if s == slug]:
+                del self._failures[key]
             entry = self._apps.get(slug)
             evicted = entry is not None and (
                 generation is None or entry.tenant.version < generation
@@ -410,6 +481,7 @@ class AppCache:
         the app if the tenant's version is unchanged.
         """
         with self._lock:
+            self._route_clears += 1
             for key in [key for key in self.routes if matches(key)]:
                 self.routes.pop(key).keys.discard(key)
 
@@ -445,9 +517,11 @@ class AppCache:
 
     def stats(self) -> CacheStats:
         with self._lock:
+            self._apps.expire()
             times = sorted(self._build_times)
             evictions = dict(self._evictions)
-            apps, negative = len(self._apps), len(self._negative)
+            apps, negative = int(self._apps.currsize), len(self._negative)
+        self._retire_dropped()
         p50 = p90 = p99 = None
         if len(times) == 1:
             p50 = p90 = p99 = times[0]
@@ -469,11 +543,18 @@ class AppCache:
         )
 
     def __len__(self) -> int:
-        return len(self._apps)
+        """Apps held, counting expired ones kept for ``stale_if_error``."""
+        with self._lock:
+            self._apps.expire()
+            size = self._apps.currsize
+        self._retire_dropped()
+        return int(size)
+
+    def entries(self) -> list[Entry]:
+        """The entries held, expired ones kept for ``stale_if_error`` included."""
+        with self._lock:
+            return [entry for _, entry in self._apps.items()]
 
     def __contains__(self, slug: object) -> bool:
-        return slug in self._apps
-
-    def entries(self) -> list[Any]:
         with self._lock:
-            return list(self._apps.values())
+            return slug in self._apps.keys()

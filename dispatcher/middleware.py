@@ -29,7 +29,8 @@ A request is resolved in this order:
 5. ``default_app``, or 404.
 
 A disabled tenant gets ``disabled_app`` (default: 403). While the database is
-unreachable, tenants already built keep being served; others get 503.
+unreachable, tenants already built keep being served (past ``app_ttl`` for up
+to ``stale_if_error`` more seconds); others get 503.
 
 ``X-Forwarded-Host`` and similar headers are ignored. Behind a proxy that sets
 them, wrap the dispatcher in :class:`werkzeug.middleware.proxy_fix.ProxyFix`.
@@ -113,6 +114,8 @@ class TenantDispatcher:
     :param negative_size: most unknown names remembered.
     :param build_timeout: seconds a request waits for another's build of its app.
     :param failure_backoff: seconds before a failed build is tried again.
+    :param stale_if_error: seconds past ``app_ttl`` an app may still be served
+        while the database is down (default: ``app_ttl``).
     :param retry_after: ``Retry-After`` seconds sent with 503 answers.
     :param teardown: called once per evicted app, after its last response.
     :param timer: a monotonic clock in seconds.
@@ -134,6 +137,7 @@ class TenantDispatcher:
         negative_size: int = 10_000,
         build_timeout: float = 30.0,
         failure_backoff: float = 5.0,
+        stale_if_error: float | None = None,
         retry_after: int = 5,
         teardown: Teardown = default_teardown,
         timer: Timer = time.monotonic,
@@ -151,6 +155,8 @@ class TenantDispatcher:
         _check_number("max_apps", max_apps, integer=True, minimum=1)
         _check_number("negative_size", negative_size, integer=True, minimum=1)
         _check_number("retry_after", retry_after, integer=True, minimum=1)
+        if stale_if_error is not None:
+            _check_number("stale_if_error", stale_if_error, minimum=0)
         for name, value in (
             ("app_ttl", app_ttl),
             ("negative_ttl", negative_ttl),
@@ -177,6 +183,7 @@ class TenantDispatcher:
             negative_ttl=negative_ttl,
             build_timeout=build_timeout,
             failure_backoff=failure_backoff,
+            stale_if_error=stale_if_error,
             teardown=self._teardown_tenant_app,
             timer=timer,
         )
@@ -319,7 +326,11 @@ class TenantDispatcher:
 
     def invalidate(self, change: TenantChange) -> bool:
         """Apply a change from the registry's feed: evict the app if older."""
-        evicted = self._cache.invalidate(change.slug, change.generation)
+        evicted = self._cache.invalidate(
+            change.slug,
+            change.generation,
+            names_changed=change.operation in _NEW_NAMES,
+        )
         if change.operation in _NEW_HOSTS:
             # A new custom domain wins over a subdomain some host already
             # routes to: look every host up again (path routes cannot clash).
@@ -338,6 +349,8 @@ class TenantDispatcher:
 
 
 _NEW_HOSTS = frozenset({"created", "domain_added"})
+# Changes that can make a name that was unknown route to a tenant.
+_NEW_NAMES = _NEW_HOSTS | {"subdomain", "path_prefix"}
 
 
 def _is_host_key(key: object) -> bool:
