@@ -37,6 +37,7 @@ from sqlalchemy import (
     URL,
     Connection,
     Engine,
+    Executable,
     Row,
     Select,
     String,
@@ -260,14 +261,12 @@ class TenantRegistry:
             .order_by(ChangeRow.generation)
             .limit(limit)
         )
-        with self._errors(), self.engine.connect() as connection:
-            return [TenantChange(*row) for row in connection.execute(statement)]
+        return [TenantChange(row[0], row[1], row[2]) for row in self._read(statement)]
 
     def latest_generation(self) -> int:
         """The generation of the newest change, or 0 if there is none."""
         statement = select(func.coalesce(func.max(ChangeRow.generation), 0))
-        with self._errors(), self.engine.connect() as connection:
-            return int(connection.execute(statement).scalar_one())
+        return int(self._read(statement)[0][0])
 
     # -- reads ---------------------------------------------------------------------
 
@@ -287,10 +286,9 @@ class TenantRegistry:
 
         One query for the dispatcher's miss path on ``<label>.<base domain>``.
         """
-        with self._errors(), self.engine.connect() as connection:
-            found = _snapshots(
-                connection.execute(_BY_HOST_OR_SUBDOMAIN, {"key": host, "label": label})
-            )
+        found = _snapshots(
+            self._read(_BY_HOST_OR_SUBDOMAIN, {"key": host, "label": label})
+        )
         # A custom domain wins over a subdomain, as in the resolution order.
         for tenant in found:
             if host in tenant.domains:
@@ -310,13 +308,30 @@ class TenantRegistry:
         statement = _SNAPSHOTS
         if status is not None:
             statement = statement.where(TenantRow.status == TenantStatus(status))
-        with self._errors(), self.engine.connect() as connection:
-            return _snapshots(connection.execute(statement))
+        return _snapshots(self._read(statement))
 
     def _find(self, statement: Select[Any], key: str) -> Tenant | None:
-        with self._errors(), self.engine.connect() as connection:
-            found = _snapshots(connection.execute(statement, {"key": key}))
+        found = _snapshots(self._read(statement, {"key": key}))
         return found[0] if found else None
+
+    def _read(
+        self, statement: Executable, parameters: Mapping[str, Any] | None = None
+    ) -> Sequence[Row[Any]]:
+        """Run a read; once more on a fresh connection if the pooled one was dead.
+
+        A database restart kills every pooled connection; the first use of one
+        invalidates the pool, and the retry connects anew. This replaces a
+        pre-ping round trip on every checkout.
+        """
+        with self._errors():
+            try:
+                with self.engine.connect() as connection:
+                    return connection.execute(statement, parameters).all()
+            except DBAPIError as e:
+                if not e.connection_invalidated:
+                    raise
+            with self.engine.connect() as connection:
+                return connection.execute(statement, parameters).all()
 
     # -- validation ----------------------------------------------------------------
 
@@ -843,8 +858,8 @@ def _forget_pool(registry: weakref.ref[TenantRegistry]) -> None:
 
 def _create_engine(url: str | URL) -> Engine:
     try:
-        # pre_ping: a connection broken by a database restart is replaced, not used.
-        return create_engine(url, pool_pre_ping=True)
+        # No pre-ping: reads retry once on a dead connection (see _read).
+        return create_engine(url)
     except ArgumentError as e:
         raise ValueError(f"database URL {str(url)!r} is not valid: {e}") from e
     except ModuleNotFoundError as e:
