@@ -261,7 +261,10 @@ class TenantRegistry:
             .order_by(ChangeRow.generation)
             .limit(limit)
         )
-        return [TenantChange(row[0], row[1], row[2]) for row in self._read(statement)]
+        return [
+            TenantChange(row.generation, row.slug, row.operation)
+            for row in self._read(statement)
+        ]
 
     def latest_generation(self) -> int:
         """The generation of the newest change, or 0 if there is none."""
