@@ -187,16 +187,32 @@ class TenantRegistry:
             )
         if isinstance(reserved, str):
             raise TypeError("reserved must be a collection of labels, not a string")
-        self.engine = engine
         self.reserved = frozenset(label.lower() for label in reserved)
+        self.engine = engine
+        self._listeners: tuple[Callable[[TenantChange], None], ...] = ()
+        # A forked worker must not use the parent's pooled connections.
+        os.register_at_fork(after_in_child=partial(_forget_pool, weakref.ref(self)))
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine; assigning one reconfigures the registry for it."""
+        return self._engine
+
+    @engine.setter
+    def engine(self, engine: Engine) -> None:
+        self._engine = engine
         self._is_postgres = engine.dialect.name == "postgresql"
         if engine.dialect.name == "sqlite":
             _configure_sqlite(engine)
         # Same pool; the option makes SQLite take the write lock at BEGIN.
         self._writer = engine.execution_options(dispatcher_write=True)
-        self._listeners: tuple[Callable[[TenantChange], None], ...] = ()
-        # A forked worker must not use the parent's pooled connections.
-        os.register_at_fork(after_in_child=partial(_forget_pool, weakref.ref(self)))
+        # Reads are single statements: autocommit spares a BEGIN and a ROLLBACK
+        # round trip on every miss of the dispatcher. On SQLite the connections
+        # are already in autocommit mode (see _sqlite_connect): just skip BEGIN.
+        if engine.dialect.name == "sqlite":
+            self._reader = engine.execution_options(dispatcher_read=True)
+        else:
+            self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def __repr__(self) -> str:
         return f"<TenantRegistry {self.url}>"
@@ -328,12 +344,12 @@ class TenantRegistry:
         """
         with self._errors():
             try:
-                with self.engine.connect() as connection:
+                with self._reader.connect() as connection:
                     return connection.execute(statement, parameters).all()
             except DBAPIError as e:
                 if not e.connection_invalidated:
                     raise
-            with self.engine.connect() as connection:
+            with self._reader.connect() as connection:
                 return connection.execute(statement, parameters).all()
 
     # -- validation ----------------------------------------------------------------
@@ -570,16 +586,38 @@ class TenantRegistry:
     @contextmanager
     def _transaction(self) -> Iterator[_Transaction]:
         """One serialised write transaction; publishes its changes after commit."""
-        with self._errors(), Session(self._writer, expire_on_commit=False) as session:
+        with self._errors(), self._write_session() as session:
             tx = _Transaction(session)
             try:
-                with session.begin():
-                    self._lock_writes(session.connection())
-                    yield tx
+                yield tx
+                session.commit()
             except IntegrityError as e:
                 # Only a writer that bypasses the registry's lock gets here.
                 raise _conflict(e) from e
         self._publish(tx.changes)
+
+    @contextmanager
+    def _write_session(self) -> Iterator[Session]:
+        """A session in a begun, write-locked transaction, rolled back unless
+        committed.
+
+        Nothing is written before the lock is taken, so a pooled connection
+        found dead there is replaced once, as for reads.
+        """
+        for attempt in (1, 2):
+            session = Session(self._writer, expire_on_commit=False)
+            try:
+                session.begin()
+                self._lock_writes(session.connection())
+                break
+            except DBAPIError as e:
+                session.close()
+                if attempt == 2 or not e.connection_invalidated:
+                    raise
+        try:
+            yield session
+        finally:
+            session.close()
 
     def _lock_writes(self, connection: Connection) -> None:
         if self._is_postgres:
@@ -894,9 +932,10 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_begin(connection: Connection) -> None:
     # A write takes the lock at BEGIN, so two writers queue instead of one of
     # them failing to upgrade a read lock half-way through.
-    if connection.get_execution_options().get("dispatcher_write"):
+    options = connection.get_execution_options()
+    if options.get("dispatcher_write"):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
+    elif not options.get("dispatcher_read"):
         connection.exec_driver_sql("BEGIN")
 
 

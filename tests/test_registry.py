@@ -7,12 +7,13 @@ import logging
 import math
 import operator
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, make_url, text
 
 from dispatcher import (
     Conflict,
@@ -1802,3 +1803,40 @@ def test_race_versions_distinct(
     changes = registry.changes_since(0)
     assert [c.generation for c in changes] == sorted({c.generation for c in changes})
     assert len(changes) == 2 + 2 * ROUNDS
+
+
+def test_pooled_connections_killed_by_the_server_are_replaced(
+    database_url: str, backend: str
+) -> None:
+    """After a database restart, the next read and write succeed: no pre-ping,
+    one retry on a fresh connection."""
+    if backend != "postgresql":
+        pytest.skip("only a server can kill the pool's connections")
+    name = f"probe_{uuid.uuid4().hex[:10]}"
+    url = make_url(database_url).update_query_dict({"application_name": name})
+    registry = TenantRegistry(url.render_as_string(hide_password=False))
+    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        registry.migrate()
+        registry.create_tenant("acme", owner_email="owner@acme.test", subdomain="acme")
+        assert registry.find_by_subdomain("acme") is not None  # pool warm
+
+        for operation in ("read", "write"):
+            with admin.connect() as connection:
+                # In the select list, so it runs only for the rows kept.
+                killed = connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid, 5000) "
+                        "FROM pg_stat_activity WHERE application_name = :name"
+                    ),
+                    {"name": name},
+                ).all()
+            assert killed and all(ok for (ok,) in killed)
+            if operation == "read":
+                found = registry.find_by_subdomain("acme")
+                assert found is not None and found.slug == "acme"
+            else:
+                assert registry.disable_tenant("acme").status is TenantStatus.DISABLED
+    finally:
+        registry.close()
+        admin.dispose()
