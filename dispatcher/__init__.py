@@ -20,6 +20,8 @@ from dispatcher.exceptions import TenantExists as TenantExists
 from dispatcher.exceptions import TenantNotFound as TenantNotFound
 from dispatcher.middleware import TenantDisabled as TenantDisabled
 from dispatcher.middleware import TenantDispatcher as TenantDispatcher
+from dispatcher.provisioning import Provisioner as Provisioner
+from dispatcher.provisioning import ProvisioningFailed as ProvisioningFailed
 from dispatcher.registry import ImportResult as ImportResult
 from dispatcher.registry import ImportStatus as ImportStatus
 from dispatcher.registry import TenantRegistry as TenantRegistry
@@ -41,6 +43,8 @@ __all__ = [
     "InvalidHost",
     "InvalidName",
     "NewTenant",
+    "Provisioner",
+    "ProvisioningFailed",
     "RegistryError",
     "RegistryUnavailable",
     "SchemaMissing",

@@ -396,8 +396,13 @@ class TenantRegistry:
         path_prefix: str | None = None,
         domains: Iterable[str] = (),
         config: Mapping[str, Any] | None = None,
+        disabled_reason: str | None = None,
     ) -> Tenant:
-        """Create a tenant (and its owner, if new); the first domain is primary."""
+        """Create a tenant (and its owner, if new); the first domain is primary.
+
+        With ``disabled_reason`` the tenant starts disabled, for example while
+        provisioning hooks prepare it.
+        """
         spec = self.new_tenant(
             slug,
             owner_email=owner_email,
@@ -416,7 +421,12 @@ class TenantRegistry:
                 subdomain=spec.subdomain,
                 path_prefix=spec.path_prefix,
                 config=thaw(spec.config),
-                status=TenantStatus.ACTIVE,
+                status=(
+                    TenantStatus.ACTIVE
+                    if disabled_reason is None
+                    else TenantStatus.DISABLED
+                ),
+                disabled_reason=_clean_text(disabled_reason),
                 domains=[
                     DomainRow(host=host, is_primary=index == 0)
                     for index, host in enumerate(spec.domains)

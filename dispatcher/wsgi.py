@@ -7,8 +7,9 @@
                                 ``dispatcher.sqlite3`` in the working directory)
 ``DISPATCHER_APP_FACTORY``      ``module:function`` building a tenant's app
                                 (default: the demo, ``dispatcher.demo:create_app``)
-``DISPATCHER_DEFAULT_APP``      ``module:function`` returning the app for
-                                requests that name no tenant (default: demo)
+``DISPATCHER_DEFAULT_APP``      ``module:function(registry, base_domain)``
+                                returning the app for requests that name no
+                                tenant (default: the demo's signup site)
 ``DISPATCHER_BASE_DOMAIN``      subdomain routing base (default ``localhost``;
                                 empty: no subdomain routing)
 ``DISPATCHER_PATH_ROUTING``     ``1``/``0``: route ``/<prefix>/`` (default 1)
@@ -39,7 +40,7 @@ __all__ = ["make_application"]
 T = TypeVar("T", int, float)
 
 DEFAULT_APP_FACTORY = "dispatcher.demo:create_app"
-DEFAULT_DEFAULT_APP = "dispatcher.demo.landing:create_landing_app"
+DEFAULT_DEFAULT_APP = "dispatcher.demo.signup:create_signup_app"
 
 
 def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatcher:
@@ -49,11 +50,16 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
         registry.migrate()
     create_app = _load(environ, "DISPATCHER_APP_FACTORY", DEFAULT_APP_FACTORY)
     default_factory = _load(environ, "DISPATCHER_DEFAULT_APP", DEFAULT_DEFAULT_APP)
-    default_app: WSGIApplication = default_factory()
+    # The dispatcher checks it; the signup app needs the same spelling.
+    base_domain = (
+        environ.get("DISPATCHER_BASE_DOMAIN", "localhost").strip().lower().rstrip(".")
+        or None
+    )
+    default_app: WSGIApplication = default_factory(registry, base_domain)
     return TenantDispatcher(
         registry,
         create_app,
-        base_domain=environ.get("DISPATCHER_BASE_DOMAIN", "localhost") or None,
+        base_domain=base_domain,
         path_routing=_flag(environ, "DISPATCHER_PATH_ROUTING", True),
         default_app=default_app,
         max_apps=_number(environ, "DISPATCHER_MAX_APPS", 1000, int),

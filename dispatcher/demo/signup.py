@@ -1,0 +1,127 @@
+"""The demo's default app: the signup page on the apex, "no such site" elsewhere.
+
+A valid signup creates the tenant (subdomain and path prefix both its name)
+and redirects to ``http://<name>.<base domain>:<port>/``, which the dispatcher
+serves on that very request: no restart, no cache to wait for.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import Flask, Response, redirect, render_template, request
+from werkzeug.wrappers import Response as BaseResponse
+
+from dispatcher.exceptions import (
+    Conflict,
+    InvalidConfig,
+    InvalidName,
+    RegistryUnavailable,
+)
+from dispatcher.provisioning import Provisioner, ProvisioningFailed
+from dispatcher.registry import TenantRegistry
+
+CSRF_COOKIE = "signup_csrf"
+MAX_ORGANISATION = 100
+BLUE, GREY = "#3b5bdb", "#495057"
+
+
+def create_signup_app(
+    registry: TenantRegistry,
+    base_domain: str | None,
+    provisioner: Provisioner | None = None,
+) -> Flask:
+    """The signup site for ``registry``; tenants live under ``base_domain``."""
+    app = Flask(__name__)
+    provisioner = provisioner or Provisioner(registry)
+
+    def on_apex() -> bool:
+        host = request.host.rpartition(":")[0] or request.host
+        if request.host.startswith("["):
+            return True
+        return base_domain is None or host.lower() in (
+            base_domain,
+            f"www.{base_domain}",
+        )
+
+    @app.route("/", methods=["GET", "POST"])
+    def signup() -> Response | BaseResponse | tuple[str, int]:
+        if not on_apex():
+            page = render_template("not_found.html", apex=apex_url(), colour=GREY)
+            return page, 404
+        if request.method == "GET":
+            return form({}, None, 200)
+        fields = {
+            name: request.form.get(name, "").strip()
+            for name in ("organisation", "subdomain", "email")
+        }
+        sent = request.form.get("csrf_token", "")
+        expected = request.cookies.get(CSRF_COOKIE, "")
+        if not expected or not secrets.compare_digest(sent, expected):
+            return form(fields, "The form expired; please send it again.", 400)
+        error, status = check(fields)
+        if error is None:
+            name = fields["subdomain"].lower()
+            try:
+                provisioner.create(
+                    name,
+                    owner_email=fields["email"],
+                    subdomain=name,
+                    path_prefix=name,
+                    config={
+                        "name": fields["organisation"],
+                        "greeting": f"Welcome to {fields['organisation']}!",
+                    },
+                )
+            except (InvalidName, InvalidConfig) as e:
+                error, status = str(e), 422
+            except Conflict:
+                error, status = f"The name {name!r} is taken; choose another.", 409
+            except (RegistryUnavailable, ProvisioningFailed):
+                error, status = "Sign-up is unavailable; please try later.", 503
+            else:
+                return redirect(tenant_home(name), code=303)
+        return form(fields, error, status)
+
+    def check(fields: dict[str, str]) -> tuple[str | None, int]:
+        if not fields["organisation"]:
+            return "Please name your organisation.", 422
+        if len(fields["organisation"]) > MAX_ORGANISATION:
+            return (
+                f"The organisation name is longer than {MAX_ORGANISATION} characters.",
+                422,
+            )
+        return None, 200
+
+    def form(fields: dict[str, str], error: str | None, status: int) -> Response:
+        token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
+        page = render_template(
+            "signup.html",
+            fields=fields,
+            error=error,
+            csrf_token=token,
+            base_domain=base_domain,
+            colour=BLUE,
+        )
+        response = Response(page, status=status)
+        # Double-submit cookie: a cross-site form cannot read it to copy it into
+        # the form, and it needs no server-side secret shared between workers.
+        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="Strict")
+        return response
+
+    def port_suffix() -> str:
+        host = request.host
+        port = host.rpartition(":")[2] if ":" in host.rpartition("]")[2] else ""
+        return f":{port}" if port else ""
+
+    def tenant_home(name: str) -> str:
+        if base_domain is None:
+            return f"/{name}/"
+        return f"{request.scheme}://{name}.{base_domain}{port_suffix()}/"
+
+    def apex_url() -> str:
+        if base_domain is None:
+            return "/"
+        return f"{request.scheme}://{base_domain}{port_suffix()}/"
+
+    return app
