@@ -100,9 +100,7 @@ def test_path_prefix_reaches_the_tenant_with_prefixed_links(server: int) -> None
         pytest.param("a_b.localhost", 400, id="underscore"),
         pytest.param("user@acme.localhost", 400, id="userinfo"),
         pytest.param("acme.localhost:99999", 400, id="port out of range"),
-        pytest.param(
-            "nobody.localhost", 200, id="unknown subdomain gets the default app"
-        ),
+        pytest.param("nobody.localhost", 404, id="unknown subdomain: no such site"),
     ],
 )
 def test_bad_and_unknown_hosts(server: int, host: str, expected: int) -> None:
