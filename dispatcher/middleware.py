@@ -40,9 +40,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import (
@@ -74,7 +77,7 @@ from dispatcher.resolve import (
     request_host,
     subdomain_of,
 )
-from dispatcher.tenant import Tenant, TenantChange
+from dispatcher.tenant import RESYNC, Tenant, TenantChange
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -116,6 +119,9 @@ class TenantDispatcher:
     :param failure_backoff: seconds before a failed build is tried again.
     :param stale_if_error: seconds past ``app_ttl`` an app may still be served
         while the database is down (default: ``app_ttl``).
+    :param poll_interval: follow other processes' registry writes, polling
+        at most this often (PostgreSQL also wakes on NOTIFY); None: only this
+        registry object's own writes evict.
     :param retry_after: ``Retry-After`` seconds sent with 503 answers.
     :param teardown: called once per evicted app, after its last response.
     :param timer: a monotonic clock in seconds.
@@ -138,6 +144,7 @@ class TenantDispatcher:
         build_timeout: float = 30.0,
         failure_backoff: float = 5.0,
         stale_if_error: float | None = None,
+        poll_interval: float | None = 1.0,
         retry_after: int = 5,
         teardown: Teardown = default_teardown,
         timer: Timer = time.monotonic,
@@ -157,6 +164,8 @@ class TenantDispatcher:
         _check_number("retry_after", retry_after, integer=True, minimum=1)
         if stale_if_error is not None:
             _check_number("stale_if_error", stale_if_error, minimum=0)
+        if poll_interval is not None:
+            _check_number("poll_interval", poll_interval, minimum=0, exclusive=True)
         for name, value in (
             ("app_ttl", app_ttl),
             ("negative_ttl", negative_ttl),
@@ -192,8 +201,14 @@ class TenantDispatcher:
         self._routes = self._cache.routes
         self._timer = timer
         self._hot_hits = 0
-        # Changes written through this registry object evict at once.
+        # Changes written through this registry object evict at once; with a
+        # poll_interval, the registry's follower publishes everyone else's.
         self._unsubscribe = registry.subscribe(self._on_change)
+        self.poll_interval = poll_interval
+        self._following_in: int | None = None
+        # A forked worker starts its own follower on its first request, which
+        # must take the slow path to notice: forget the parent's host memo.
+        os.register_at_fork(after_in_child=partial(_forget_hosts, weakref.ref(self)))
 
     # -- the request path ------------------------------------------------------
 
@@ -250,7 +265,7 @@ class TenantDispatcher:
                     segment, rest = found
                     path_key = "/" + segment
                     entry = self._cache.lease(path_key) or self._cache.load(
-                        path_key, lambda: self.registry.find_by_path_prefix(segment)
+                        path_key, lambda: self._find_by_path_prefix(segment)
                     )
                     if entry is not None:
                         _shift(environ, path_key, rest)
@@ -291,7 +306,12 @@ class TenantDispatcher:
             return True  # an IP address
         return self.base_domain is not None and is_apex(host, self.base_domain)
 
+    def _find_by_path_prefix(self, segment: str) -> Tenant | None:
+        self._follow()
+        return self.registry.find_by_path_prefix(segment)
+
     def _find_by_host(self, host: str) -> Tenant | None:
+        self._follow()
         label = None
         if self.base_domain is not None:
             label = subdomain_of(host, self.base_domain)
@@ -317,6 +337,14 @@ class TenantDispatcher:
 
     # -- cache control ---------------------------------------------------------
 
+    def _follow(self) -> None:
+        # Before the first lookup in each process: the follower reads the
+        # feed's newest generation (one indexed query), so no change committed
+        # after this lookup can be missed; its threads do the rest.
+        if self.poll_interval is not None and self._following_in != os.getpid():
+            self._following_in = os.getpid()
+            self.registry.follow(self.poll_interval)
+
     def _on_change(self, change: TenantChange) -> None:
         self.invalidate(change)
 
@@ -326,6 +354,11 @@ class TenantDispatcher:
 
     def invalidate(self, change: TenantChange) -> bool:
         """Apply a change from the registry's feed: evict the app if older."""
+        if change.operation == RESYNC:
+            # What was built before the follower started may predate changes
+            # it will never report.
+            self._cache.clear()
+            return True
         evicted = self._cache.invalidate(
             change.slug,
             change.generation,
@@ -346,6 +379,12 @@ class TenantDispatcher:
         """Stop following the registry and tear every app down."""
         self._unsubscribe()
         self._cache.clear()
+
+
+def _forget_hosts(dispatcher: weakref.ref[TenantDispatcher]) -> None:
+    alive = dispatcher()
+    if alive is not None:
+        alive._host_keys.clear()
 
 
 _NEW_HOSTS = frozenset({"created", "domain_added"})

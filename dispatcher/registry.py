@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -65,11 +66,13 @@ from sqlalchemy.orm.attributes import flag_modified
 from dispatcher.exceptions import (
     Conflict,
     DomainTaken,
+    RegistryError,
     RegistryUnavailable,
     SchemaMissing,
     TenantExists,
     TenantNotFound,
 )
+from dispatcher.follower import ChangeFollower
 from dispatcher.tenant import NewTenant, Tenant, TenantChange, freeze, thaw
 from dispatcher.validation import (
     DEFAULT_RESERVED,
@@ -92,6 +95,8 @@ log = logging.getLogger(__name__)
 
 # Any constant works; it only has to be the same in every process.
 _WRITE_LOCK_KEY = 0x7E4A47_5EED
+DEFAULT_CHANNEL = "dispatcher_changes"
+_CHANNEL = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 _COLUMNS = (
     TenantRow.id,
@@ -173,6 +178,7 @@ class TenantRegistry:
         url_or_engine: str | URL | Engine,
         *,
         reserved: Collection[str] = DEFAULT_RESERVED,
+        channel: str = DEFAULT_CHANNEL,
     ) -> None:
         if isinstance(url_or_engine, Engine):
             engine = url_or_engine
@@ -187,8 +193,17 @@ class TenantRegistry:
             )
         if isinstance(reserved, str):
             raise TypeError("reserved must be a collection of labels, not a string")
+        if not _CHANNEL.fullmatch(channel):
+            raise ValueError(
+                f"channel {channel!r} must be 1-63 of a-z, 0-9 and '_', "
+                "starting with a letter"
+            )
         self.reserved = frozenset(label.lower() for label in reserved)
+        self.channel = channel
         self.engine = engine
+        self._follower: ChangeFollower | None = None
+        # Generations this object published itself, until the follower sees them.
+        self._published: set[int] = set()
         self._listeners: tuple[Callable[[TenantChange], None], ...] = ()
         # A forked worker must not use the parent's pooled connections.
         os.register_at_fork(after_in_child=partial(_forget_pool, weakref.ref(self)))
@@ -223,7 +238,9 @@ class TenantRegistry:
         return self.engine.url.render_as_string(hide_password=True)
 
     def close(self) -> None:
-        """Close pooled connections (only of an engine this registry created)."""
+        """Stop following changes; close pooled connections of an owned engine."""
+        if self._follower is not None:
+            self._follower.stop()
         if self._owns_engine:
             self.engine.dispose()
 
@@ -258,6 +275,43 @@ class TenantRegistry:
             self._listeners = tuple(f for f in self._listeners if f is not listener)
 
         return unsubscribe
+
+    def follow(self, poll_interval: float = 1.0) -> ChangeFollower:
+        """Publish every process's changes to this object's subscribers.
+
+        Starts (once per process, also after fork) a :class:`ChangeFollower`
+        that polls the change feed every ``poll_interval`` seconds and, on
+        PostgreSQL, wakes on ``NOTIFY`` at once.
+        """
+        if self._follower is None:
+            self._follower = ChangeFollower(
+                self, self._publish_followed, poll_interval=poll_interval
+            )
+        self._follower.start()
+        return self._follower
+
+    @property
+    def can_listen(self) -> bool:
+        """Whether writes are announced with ``NOTIFY`` (PostgreSQL)."""
+        return self._is_postgres
+
+    def listen(self) -> _Listener:
+        """A dedicated connection that waits for the registry's ``NOTIFY``."""
+        if not self._is_postgres:
+            raise RegistryError(f"{self.url} cannot LISTEN; poll changes_since()")
+        return _Listener(self.engine.url, self.channel)
+
+    def _publish_followed(self, change: TenantChange) -> None:
+        # This object's own writes were published when they committed.
+        if change.generation in self._published:
+            self._published.discard(change.generation)
+            return
+        self._publish((change,))
+
+    def _publish_written(self, changes: Sequence[TenantChange]) -> None:
+        if self._follower is not None and self._follower.running:
+            self._published.update(change.generation for change in changes)
+        self._publish(changes)
 
     def _publish(self, changes: Iterable[TenantChange]) -> None:
         for change in changes:
@@ -600,11 +654,18 @@ class TenantRegistry:
             tx = _Transaction(session)
             try:
                 yield tx
+                if tx.changes and self._is_postgres:
+                    # Delivered at commit, to every process LISTENing.
+                    session.execute(
+                        select(
+                            func.pg_notify(self.channel, str(tx.changes[-1].generation))
+                        )
+                    )
                 session.commit()
             except IntegrityError as e:
                 # Only a writer that bypasses the registry's lock gets here.
                 raise _conflict(e) from e
-        self._publish(tx.changes)
+        self._publish_written(tx.changes)
 
     @contextmanager
     def _write_session(self) -> Iterator[Session]:
@@ -797,6 +858,41 @@ class _Transaction:
             TenantChange(generation, spec.slug, "created")
             for spec, generation in zip(specs, generations, strict=True)
         )
+
+
+class _Listener:
+    """A psycopg connection of its own, ``LISTEN``-ing on the registry's channel."""
+
+    def __init__(self, url: URL, channel: str) -> None:
+        import psycopg
+
+        self._connection = psycopg.connect(
+            url.set(drivername="postgresql").render_as_string(hide_password=False),
+            autocommit=True,
+            connect_timeout=5,
+        )
+        try:
+            # The channel was checked to be a plain identifier.
+            self._connection.execute(f"LISTEN {channel}")
+        except BaseException:
+            self._connection.close()
+            raise
+
+    def wait(self, timeout: float) -> bool:
+        """Whether a notification arrived within ``timeout`` seconds."""
+        arrived = False
+        for _ in self._connection.notifies(timeout=timeout, stop_after=1):
+            arrived = True
+        return arrived
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> _Listener:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 @dataclass

@@ -10,7 +10,19 @@ from typing import Any
 
 from models import TenantStatus
 
-__all__ = ["NewTenant", "Tenant", "TenantChange", "TenantStatus", "freeze", "thaw"]
+__all__ = [
+    "RESYNC",
+    "NewTenant",
+    "Tenant",
+    "TenantChange",
+    "TenantStatus",
+    "freeze",
+    "thaw",
+]
+
+#: The operation of a change that means "anything may have changed": a
+#: follower that starts cannot know what happened before it did.
+RESYNC = "resync"
 
 
 def freeze(value: Any) -> Any:

@@ -88,13 +88,17 @@ class Clock:
 
 
 @pytest.fixture
-def registry(registry: TenantRegistry) -> CountingRegistry:
+def registry(registry: TenantRegistry) -> Iterator[CountingRegistry]:
     """conftest's migrated registry, seen through a subclass that counts lookups.
 
     It shares the engine; tenants are written through this object, so its
     in-process change notification reaches the dispatchers built on it.
+    Closed before conftest's registry disposes the shared engine, so its
+    change follower stops first.
     """
-    return CountingRegistry(registry.engine)
+    counting = CountingRegistry(registry.engine)
+    yield counting
+    counting.close()
 
 
 #: The tenants every test starts with, written in one transaction.
