@@ -60,6 +60,7 @@ class ChangeFollower:
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._poll_lock = threading.Lock()
 
     @property
     def running(self) -> bool:
@@ -118,6 +119,11 @@ class ChangeFollower:
 
     def poll(self) -> int:
         """Publish the changes since the last poll; returns how many there were."""
+        # One poll at a time, or two could publish the same change.
+        with self._poll_lock:
+            return self._poll()
+
+    def _poll(self) -> int:
         if self.generation is None:
             self.generation = self.registry.latest_generation()
             self.publish(TenantChange(self.generation, "", RESYNC))

@@ -62,13 +62,16 @@ class Provisioner:
             raise TypeError(
                 f"registry must be a TenantRegistry, not {type(registry).__name__}"
             )
-        for name, hooks in (("on_create", on_create), ("on_delete", on_delete)):
-            for hook in hooks:
-                if not callable(hook):
-                    raise TypeError(f"{name} hook {hook!r} is not callable")
         self.registry = registry
         self.on_create = tuple(on_create)
         self.on_delete = tuple(on_delete)
+        for name, hooks in (
+            ("on_create", self.on_create),
+            ("on_delete", self.on_delete),
+        ):
+            for hook in hooks:
+                if not callable(hook):
+                    raise TypeError(f"{name} hook {hook!r} is not callable")
 
     def create(
         self,

@@ -16,6 +16,8 @@
 ``DISPATCHER_MAX_APPS``         apps kept built (default 1000)
 ``DISPATCHER_APP_TTL``          seconds an app is kept (default 3600)
 ``DISPATCHER_NEGATIVE_TTL``     seconds an unknown name is remembered (default 5)
+``DISPATCHER_POLL_INTERVAL``    seconds between polls of the change feed
+                                (default 1; 0: do not follow other processes)
 ``DISPATCHER_MIGRATE``          ``1``/``0``: upgrade the schema at start (default 1)
 ==============================  ==============================================
 """
@@ -44,10 +46,10 @@ DEFAULT_DEFAULT_APP = "dispatcher.demo.signup:create_signup_app"
 
 
 def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatcher:
-    """Build the dispatcher the ``DISPATCHER_*`` variables describe."""
-    registry = TenantRegistry(database_url(environ))
-    if _flag(environ, "DISPATCHER_MIGRATE", True):
-        registry.migrate()
+    """Build the dispatcher the ``DISPATCHER_*`` variables describe.
+
+    Every setting is checked before the database is opened (and migrated).
+    """
     create_app = _load(environ, "DISPATCHER_APP_FACTORY", DEFAULT_APP_FACTORY)
     default_factory = _load(environ, "DISPATCHER_DEFAULT_APP", DEFAULT_DEFAULT_APP)
     # The dispatcher checks it; the signup app needs the same spelling.
@@ -55,17 +57,46 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
         environ.get("DISPATCHER_BASE_DOMAIN", "localhost").strip().lower().rstrip(".")
         or None
     )
-    default_app: WSGIApplication = default_factory(registry, base_domain)
-    return TenantDispatcher(
-        registry,
-        create_app,
-        base_domain=base_domain,
-        path_routing=_flag(environ, "DISPATCHER_PATH_ROUTING", True),
-        default_app=default_app,
-        max_apps=_number(environ, "DISPATCHER_MAX_APPS", 1000, int),
-        app_ttl=_number(environ, "DISPATCHER_APP_TTL", 3600.0, float),
-        negative_ttl=_number(environ, "DISPATCHER_NEGATIVE_TTL", 5.0, float),
-    )
+    poll_interval = _number(environ, "DISPATCHER_POLL_INTERVAL", 1.0, float)
+    options: dict[str, Any] = {
+        "base_domain": base_domain,
+        "path_routing": _flag(environ, "DISPATCHER_PATH_ROUTING", True),
+        "max_apps": _number(environ, "DISPATCHER_MAX_APPS", 1000, int),
+        "app_ttl": _number(environ, "DISPATCHER_APP_TTL", 3600.0, float),
+        "negative_ttl": _number(environ, "DISPATCHER_NEGATIVE_TTL", 5.0, float),
+        "poll_interval": poll_interval or None,
+    }
+    migrate = _flag(environ, "DISPATCHER_MIGRATE", True)
+    # No connection yet: engines connect on first use.
+    registry = TenantRegistry(database_url(environ))
+    try:
+        default_app: WSGIApplication = default_factory(registry, base_domain)
+        try:
+            dispatcher = TenantDispatcher(
+                registry, create_app, default_app=default_app, **options
+            )
+        except ValueError as e:
+            raise ValueError(f"{_variable_in(str(e))}: {e}") from e
+        if migrate:
+            registry.migrate()
+    except BaseException:
+        registry.close()
+        raise
+    return dispatcher
+
+
+_VARIABLES = {
+    "base_domain": "DISPATCHER_BASE_DOMAIN",
+    "max_apps": "DISPATCHER_MAX_APPS",
+    "app_ttl": "DISPATCHER_APP_TTL",
+    "negative_ttl": "DISPATCHER_NEGATIVE_TTL",
+    "poll_interval": "DISPATCHER_POLL_INTERVAL",
+}
+
+
+def _variable_in(message: str) -> str:
+    """The variable behind the dispatcher argument a message starts with."""
+    return _VARIABLES.get(message.split(" ", 1)[0], "DISPATCHER_* settings")
 
 
 def _load(environ: Mapping[str, str], name: str, default: str) -> Callable[..., Any]:

@@ -15,11 +15,14 @@ from werkzeug.wrappers import Response as BaseResponse
 from dispatcher.exceptions import (
     Conflict,
     InvalidConfig,
+    InvalidHost,
     InvalidName,
     RegistryUnavailable,
+    SchemaMissing,
 )
 from dispatcher.provisioning import Provisioner, ProvisioningFailed
 from dispatcher.registry import TenantRegistry
+from dispatcher.resolve import is_apex, parse_host
 
 CSRF_COOKIE = "signup_csrf"
 MAX_ORGANISATION = 100
@@ -36,13 +39,13 @@ def create_signup_app(
     provisioner = provisioner or Provisioner(registry)
 
     def on_apex() -> bool:
-        host = request.host.rpartition(":")[0] or request.host
-        if request.host.startswith("["):
+        if base_domain is None:
             return True
-        return base_domain is None or host.lower() in (
-            base_domain,
-            f"www.{base_domain}",
-        )
+        try:
+            host = parse_host(request.host)
+        except InvalidHost:
+            return False
+        return host.startswith("[") or is_apex(host, base_domain)
 
     @app.route("/", methods=["GET", "POST"])
     def signup() -> Response | BaseResponse | tuple[str, int]:
@@ -57,13 +60,16 @@ def create_signup_app(
         }
         sent = request.form.get("csrf_token", "")
         expected = request.cookies.get(CSRF_COOKIE, "")
-        if not expected or not secrets.compare_digest(sent, expected):
+        # Bytes: compare_digest refuses non-ASCII str.
+        if not expected or not secrets.compare_digest(sent.encode(), expected.encode()):
             return form(fields, "The form expired; please send it again.", 400)
         error, status = check(fields)
         if error is None:
-            name = fields["subdomain"].lower()
+            # The registry normalises and checks the name (lower-casing it
+            # only once it is known to be ASCII).
+            name = fields["subdomain"]
             try:
-                provisioner.create(
+                tenant = provisioner.create(
                     name,
                     owner_email=fields["email"],
                     subdomain=name,
@@ -76,11 +82,13 @@ def create_signup_app(
             except (InvalidName, InvalidConfig) as e:
                 error, status = str(e), 422
             except Conflict:
-                error, status = f"The name {name!r} is taken; choose another.", 409
-            except (RegistryUnavailable, ProvisioningFailed):
+                # Only a valid, hence ASCII, name can be taken.
+                taken = name.strip().lower()
+                error, status = f"The name {taken!r} is taken; choose another.", 409
+            except (RegistryUnavailable, SchemaMissing, ProvisioningFailed):
                 error, status = "Sign-up is unavailable; please try later.", 503
             else:
-                return redirect(tenant_home(name), code=303)
+                return redirect(tenant_home(tenant.slug), code=303)
         return form(fields, error, status)
 
     def check(fields: dict[str, str]) -> tuple[str | None, int]:

@@ -1,0 +1,205 @@
+"""Following the change feed: another registry object stands for another process."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from werkzeug.test import Client
+
+from dispatcher import Tenant, TenantChange, TenantDispatcher, TenantRegistry
+from dispatcher.follower import ChangeFollower
+from dispatcher.tenant import RESYNC
+
+#: Bounds a real wait for a notification; far above the expected ~10 ms.
+NOTIFY_TIMEOUT = 5.0
+
+
+@pytest.fixture
+def other(database_url: str, registry: TenantRegistry) -> Iterator[TenantRegistry]:
+    """A second registry object on the same database: "another process"."""
+    other = TenantRegistry(database_url)
+    yield other
+    other.close()
+
+
+def create_app(tenant: Tenant) -> Flask:
+    app = Flask(tenant.slug)
+
+    @app.route("/")
+    def index() -> dict[str, object]:
+        return {"tenant": tenant.slug, "config": dict(tenant.config)}
+
+    return app
+
+
+def test_poll_publishes_exactly_the_changes_since_start(
+    registry: TenantRegistry, other: TenantRegistry
+) -> None:
+    registry.create_tenant("before", owner_email="o@x.test")
+    seen: list[TenantChange] = []
+    follower = ChangeFollower(other, seen.append, poll_interval=60)
+    follower.generation = other.latest_generation()
+
+    registry.create_tenant("acme", owner_email="o@x.test")
+    registry.disable_tenant("acme", "unpaid")
+    registry.delete_tenant("acme")
+
+    assert follower.poll() == 3
+    assert [(c.slug, c.operation) for c in seen] == [
+        ("acme", "created"),
+        ("acme", "disabled"),
+        ("acme", "deleted"),
+    ]
+    assert follower.poll() == 0
+
+
+def test_poll_pages_through_a_long_backlog(
+    registry: TenantRegistry, other: TenantRegistry
+) -> None:
+    seen: list[TenantChange] = []
+    follower = ChangeFollower(other, seen.append, poll_interval=60)
+    follower.generation = other.latest_generation()
+    specs = [registry.new_tenant(f"t{i}", owner_email="o@x.test") for i in range(1500)]
+    list(registry.import_tenants(specs, batch_size=1500))
+
+    assert follower.poll() == 1500
+    assert len({change.generation for change in seen}) == 1500
+
+
+def test_first_poll_without_a_generation_publishes_resync(
+    other: TenantRegistry,
+) -> None:
+    seen: list[TenantChange] = []
+    follower = ChangeFollower(other, seen.append, poll_interval=60)
+
+    follower.poll()
+
+    assert [change.operation for change in seen] == [RESYNC]
+
+
+def test_own_writes_are_not_published_twice(registry: TenantRegistry) -> None:
+    seen: list[TenantChange] = []
+    registry.subscribe(seen.append)
+    follower = registry.follow(poll_interval=60)
+
+    registry.create_tenant("acme", owner_email="o@x.test")
+    follower.poll()
+
+    assert [change.operation for change in seen] == ["created"]
+
+
+def test_another_process_write_evicts_the_dispatchers_app(
+    registry: TenantRegistry, other: TenantRegistry
+) -> None:
+    registry.create_tenant(
+        "acme", owner_email="o@x.test", subdomain="acme", config={"colour": "red"}
+    )
+    dispatcher = TenantDispatcher(
+        other, create_app, base_domain="example.com", poll_interval=60
+    )
+    client = Client(dispatcher)
+    assert client.get("/", headers={"Host": "acme.example.com"}).json == {
+        "tenant": "acme",
+        "config": {"colour": "red"},
+    }
+    follower = other.follow()
+
+    registry.update_config("acme", {"colour": "blue"})
+    follower.poll()
+    blue = client.get("/", headers={"Host": "acme.example.com"})
+    registry.disable_tenant("acme")
+    follower.poll()
+    disabled = client.get("/", headers={"Host": "acme.example.com"})
+    registry.delete_tenant("acme")
+    follower.poll()
+    deleted = client.get("/", headers={"Host": "acme.example.com"})
+    dispatcher.close()
+
+    assert blue.json == {"tenant": "acme", "config": {"colour": "blue"}}
+    assert disabled.status_code == 403
+    assert deleted.status_code == 404
+
+
+def test_a_tenant_created_elsewhere_clears_negative_answers(
+    registry: TenantRegistry, other: TenantRegistry
+) -> None:
+    dispatcher = TenantDispatcher(
+        other, create_app, base_domain="example.com", negative_ttl=3600
+    )
+    client = Client(dispatcher)
+    assert client.get("/", headers={"Host": "new.example.com"}).status_code == 404
+    follower = other.follow()
+
+    registry.create_tenant("new", owner_email="o@x.test", subdomain="new")
+    follower.poll()
+    response = client.get("/", headers={"Host": "new.example.com"})
+    dispatcher.close()
+
+    assert response.status_code == 200
+
+
+def test_notify_wakes_the_follower_at_once(
+    registry: TenantRegistry, other: TenantRegistry, backend: str
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("NOTIFY is PostgreSQL's; SQLite is followed by polling")
+    arrived = threading.Event()
+
+    def on_change(change: TenantChange) -> None:
+        if change.slug == "acme":
+            arrived.set()
+
+    other.subscribe(on_change)
+    # An hour between polls: only a notification can deliver within the bound.
+    follower = other.follow(poll_interval=3600)
+    listening = threading.Event()
+    # The listener wakes the poller once when it connects; wait for that poll.
+    other.subscribe(lambda change: None)
+    deadline_hit = not _wait_until(
+        lambda: len(follower._threads) == 2 and follower.generation is not None
+    )
+    assert not deadline_hit
+    listening.set()
+    _wait_for_listener(registry)
+
+    registry.create_tenant("acme", owner_email="o@x.test")
+
+    assert arrived.wait(NOTIFY_TIMEOUT)
+
+
+def test_stop_ends_the_threads(other: TenantRegistry) -> None:
+    follower = other.follow(poll_interval=3600)
+    threads = list(follower._threads)
+
+    other.close()
+
+    assert not follower.running
+    assert not threads[0].is_alive()
+
+
+def _wait_until(condition: object, timeout: float = NOTIFY_TIMEOUT) -> bool:
+    event = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if condition():  # type: ignore[operator]
+            return True
+        event.wait(0.01)
+    return False
+
+
+def _wait_for_listener(registry: TenantRegistry) -> None:
+    """Until some session LISTENs on the registry's channel (bounded)."""
+    from sqlalchemy import text
+
+    def listening() -> bool:
+        with registry.engine.connect() as connection:
+            return bool(
+                connection.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE query = :listen"),
+                    {"listen": f"LISTEN {registry.channel}"},
+                ).scalar()
+            )
+
+    assert _wait_until(listening)

@@ -1,0 +1,390 @@
+"""``dispatcher.wsgi``: the application the ``DISPATCHER_*`` variables describe.
+
+Settings that do not depend on the database run on the default SQLite file,
+in the test's own working directory; what does (the URL, the migration) runs
+on the backend under test.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from flask import Flask
+from sqlalchemy import make_url
+from werkzeug.test import Client, TestResponse
+
+import dispatcher.wsgi as wsgi
+from dispatcher import TenantDispatcher, TenantRegistry
+from dispatcher.demo import create_app as demo_create_app
+from dispatcher.exceptions import SchemaMissing
+from dispatcher.wsgi import make_application
+
+DEFAULT_FILE = "dispatcher.sqlite3"
+FORM = {"organisation": "Acme Corp", "subdomain": "acme", "email": "ada@acme.test"}
+
+Build = Callable[..., TenantDispatcher]
+
+
+@pytest.fixture
+def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory, where the default SQLite file would land."""
+    directory = tmp_path / "cwd"
+    directory.mkdir()
+    monkeypatch.chdir(directory)
+    return directory
+
+
+@pytest.fixture
+def build(cwd: Path) -> Iterator[Build]:
+    """``make_application`` on the given variables; closed after the test."""
+    made: list[TenantDispatcher] = []
+
+    def build(**environ: str) -> TenantDispatcher:
+        application = make_application(environ)
+        made.append(application)
+        return application
+
+    yield build
+    for application in made:
+        close(application)
+
+
+def close(application: TenantDispatcher) -> None:
+    application.close()
+    application.registry.close()
+
+
+def get(client: Client, host: str = "localhost:8000", path: str = "/") -> TestResponse:
+    return client.get(path, base_url=f"http://{host}", buffered=True)
+
+
+def sign_up(client: Client, host: str = "localhost:8000") -> TestResponse:
+    """Load the signup form, then send it as a browser would."""
+    page = get(client, host)
+    assert page.status_code == 200, page.text
+    found = re.search(r'name="csrf_token" value="([^"]*)"', page.text)
+    assert found is not None
+    data = {**FORM, "csrf_token": html.unescape(found.group(1))}
+    return client.post("/", base_url=f"http://{host}", data=data, buffered=True)
+
+
+def follow(client: Client, response: TestResponse) -> TestResponse:
+    location = urlsplit(response.headers["Location"])
+    return get(client, location.netloc or "localhost:8000", location.path)
+
+
+def add_tenant(application: TenantDispatcher, slug: str) -> None:
+    application.registry.create_tenant(
+        slug,
+        owner_email=f"owner@{slug}.test",
+        subdomain=slug,
+        path_prefix=slug,
+        config={"greeting": f"Hello from {slug}"},
+    )
+
+
+# -- defaults -------------------------------------------------------------------
+
+
+def test_defaults(build: Build, cwd: Path) -> None:
+    application = build()
+    # The SQLite file in the working directory, migrated: a fresh clone works.
+    assert sorted(p.name for p in cwd.iterdir() if p.suffix == ".sqlite3") == [
+        DEFAULT_FILE
+    ]
+    assert application.registry.url == f"sqlite:///{DEFAULT_FILE}"
+    assert application.base_domain == "localhost"
+    assert application.path_routing is True
+    assert application.create_app is demo_create_app
+    assert isinstance(application.default_app, Flask)
+    assert application.default_app.import_name == "dispatcher.demo.signup"
+
+    client = Client(application)
+    response = sign_up(client)
+    assert response.status_code == 303
+    assert response.headers["Location"] == "http://acme.localhost:8000/"
+    home = follow(client, response)
+    assert home.status_code == 200
+    assert "Welcome to Acme Corp!" in home.text
+    assert get(client, path="/acme/about").status_code == 200
+    assert get(client, "nobody.localhost:8000").status_code == 404
+
+
+def test_without_arguments_it_reads_os_environ(
+    cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DISPATCHER_BASE_DOMAIN", "Example.COM.")
+    monkeypatch.setenv("DISPATCHER_PATH_ROUTING", "0")
+    application = make_application()
+    try:
+        assert application.base_domain == "example.com"
+        assert application.path_routing is False
+        assert (cwd / DEFAULT_FILE).exists()
+    finally:
+        close(application)
+
+
+def test_the_database_url_is_honoured(
+    build: Build, cwd: Path, database_url: str
+) -> None:
+    # An empty database: the schema is migrated at start.
+    application = build(DISPATCHER_DATABASE_URL=database_url)
+    expected = make_url(database_url).render_as_string(hide_password=True)
+    assert application.registry.url == expected
+    assert list(cwd.iterdir()) == []
+
+    client = Client(application)
+    response = sign_up(client)
+    assert response.status_code == 303
+    assert "Welcome to Acme Corp!" in follow(client, response).text
+    with TenantRegistry(database_url) as other:
+        assert [t.slug for t in other.list_tenants()] == ["acme"]
+
+
+# -- routing settings -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_base_domain_disables_subdomain_routing(
+    build: Build, value: str
+) -> None:
+    application = build(DISPATCHER_BASE_DOMAIN=value)
+    assert application.base_domain is None
+    add_tenant(application, "beta")
+    client = Client(application)
+
+    by_subdomain = get(client, "beta.localhost:8000")
+    assert by_subdomain.status_code == 200
+    assert "Start your site" in by_subdomain.text  # the signup site, not beta
+    by_path = get(client, "localhost:8000", "/beta/")
+    assert by_path.status_code == 200
+    assert "Hello from beta" in by_path.text
+
+    # The signup site sends new tenants to their path instead.
+    response = sign_up(client)
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/acme/"
+    assert "Welcome to Acme Corp!" in follow(client, response).text
+
+
+def test_the_base_domain_is_normalised(build: Build) -> None:
+    application = build(DISPATCHER_BASE_DOMAIN=" Example.COM. ")
+    assert application.base_domain == "example.com"
+    client = Client(application)
+    response = sign_up(client, "example.com:8000")
+    assert response.status_code == 303
+    assert response.headers["Location"] == "http://acme.example.com:8000/"
+    assert "Welcome to Acme Corp!" in follow(client, response).text
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("", True, id="unset"),
+        pytest.param("1", True, id="1"),
+        pytest.param("true", True, id="true"),
+        pytest.param(" YES ", True, id="yes"),
+        pytest.param("on", True, id="on"),
+        pytest.param("0", False, id="0"),
+        pytest.param("False", False, id="false"),
+        pytest.param("no", False, id="no"),
+        pytest.param("off", False, id="off"),
+    ],
+)
+def test_path_routing_flag(build: Build, value: str, expected: bool) -> None:
+    application = build(DISPATCHER_PATH_ROUTING=value)
+    assert application.path_routing is expected
+    add_tenant(application, "beta")
+    client = Client(application)
+    assert get(client, "beta.localhost:8000").status_code == 200
+    assert get(client, "localhost:8000", "/beta/").status_code == (
+        200 if expected else 404
+    )
+
+
+@pytest.mark.parametrize(("value", "apps"), [("1", 1), ("", 2), ("5", 2)])
+def test_max_apps(build: Build, value: str, apps: int) -> None:
+    application = build(DISPATCHER_MAX_APPS=value)
+    client = Client(application)
+    for slug in ("alpha", "beta"):
+        add_tenant(application, slug)
+        assert get(client, f"{slug}.localhost:8000").status_code == 200
+    assert application.stats().apps == apps
+
+
+def test_other_numbers_are_accepted(build: Build) -> None:
+    application = build(
+        DISPATCHER_APP_TTL="1.5", DISPATCHER_NEGATIVE_TTL=" 2 ", DISPATCHER_MAX_APPS="7"
+    )
+    add_tenant(application, "beta")
+    assert get(Client(application), "beta.localhost:8000").status_code == 200
+
+
+def test_a_custom_app_factory(build: Build) -> None:
+    application = build(
+        DISPATCHER_APP_FACTORY="dispatcher.demo.tenant_app:create_app",
+        DISPATCHER_DEFAULT_APP="dispatcher.demo.signup:create_signup_app",
+    )
+    assert application.create_app is demo_create_app
+
+
+# -- bad settings ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        pytest.param("DISPATCHER_MAX_APPS", "abc", id="max-apps-abc"),
+        pytest.param("DISPATCHER_MAX_APPS", "1.5", id="max-apps-float"),
+        pytest.param("DISPATCHER_APP_TTL", "soon", id="app-ttl"),
+        pytest.param("DISPATCHER_NEGATIVE_TTL", "5s", id="negative-ttl"),
+        pytest.param("DISPATCHER_PATH_ROUTING", "maybe", id="path-routing"),
+        pytest.param("DISPATCHER_MIGRATE", "perhaps", id="migrate"),
+        pytest.param("DISPATCHER_APP_FACTORY", "nonexistent.module:x", id="no-module"),
+        pytest.param("DISPATCHER_APP_FACTORY", "dispatcher.demo:nope", id="no-attr"),
+        pytest.param("DISPATCHER_APP_FACTORY", "os:sep", id="not-callable"),
+        pytest.param("DISPATCHER_DEFAULT_APP", "nonexistent:x", id="default-module"),
+        pytest.param("DISPATCHER_DEFAULT_APP", "os:sep", id="default-not-callable"),
+    ],
+)
+def test_a_bad_value_names_the_variable(build: Build, name: str, value: str) -> None:
+    with pytest.raises(ValueError, match=name) as raised:
+        build(**{name: value})
+    assert repr(value) in str(raised.value)
+
+
+def test_a_bad_database_url_is_a_value_error(build: Build) -> None:
+    with pytest.raises(ValueError, match="database URL 'not a url' is not valid"):
+        build(DISPATCHER_DATABASE_URL="not a url")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        pytest.param("DISPATCHER_MAX_APPS", "0", id="max-apps-0"),
+        pytest.param("DISPATCHER_APP_TTL", "-1", id="app-ttl-negative"),
+        pytest.param("DISPATCHER_NEGATIVE_TTL", "nan", id="negative-ttl-nan"),
+        pytest.param("DISPATCHER_BASE_DOMAIN", "localhost:8000", id="base-port"),
+    ],
+)
+def test_an_out_of_range_value_names_the_variable(
+    build: Build, name: str, value: str
+) -> None:
+    with pytest.raises(ValueError, match=name):
+        build(**{name: value})
+
+
+# -- the schema -----------------------------------------------------------------
+
+
+def test_without_migration_an_empty_database_answers_503(
+    build: Build, database_url: str
+) -> None:
+    application = build(DISPATCHER_DATABASE_URL=database_url, DISPATCHER_MIGRATE="0")
+    client = Client(application)
+    for host, path in [("acme.localhost:8000", "/"), ("localhost:8000", "/acme/")]:
+        response = get(client, host, path)
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "5"
+    # The signup form itself needs no database.
+    assert get(client).status_code == 200
+    with TenantRegistry(database_url) as other, pytest.raises(SchemaMissing):
+        other.list_tenants()
+
+
+def test_without_migration_a_signup_answers_503(
+    build: Build, database_url: str
+) -> None:
+    application = build(DISPATCHER_DATABASE_URL=database_url, DISPATCHER_MIGRATE="0")
+    response = sign_up(Client(application))
+    assert response.status_code == 503
+    assert "Sign-up is unavailable" in response.text
+
+
+def test_without_migration_a_migrated_database_works(
+    build: Build, registry: TenantRegistry, database_url: str
+) -> None:
+    registry.create_tenant("beta", owner_email="owner@beta.test", subdomain="beta")
+    application = build(DISPATCHER_DATABASE_URL=database_url, DISPATCHER_MIGRATE="0")
+    assert get(Client(application), "beta.localhost:8000").status_code == 200
+
+
+# -- the module-level application -----------------------------------------------
+
+
+@pytest.fixture
+def no_application(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dispatcher.wsgi`` without a built ``application``, restored afterwards."""
+    # setitem first, so that undoing removes whatever the test built.
+    monkeypatch.setitem(vars(wsgi), "application", None)
+    monkeypatch.delitem(vars(wsgi), "application")
+
+
+def test_importing_the_module_opens_no_database(
+    cwd: Path, no_application: None
+) -> None:
+    importlib.reload(wsgi)
+    assert "application" not in vars(wsgi)
+    assert list(cwd.iterdir()) == []
+
+
+def test_a_fresh_import_opens_no_database(cwd: Path) -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
+    code = (
+        "import os, dispatcher.wsgi as m\n"
+        "assert 'application' not in vars(m)\n"
+        "print(sorted(os.listdir('.')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    assert list(cwd.iterdir()) == []
+
+
+def test_the_application_is_built_on_first_access(
+    cwd: Path, monkeypatch: pytest.MonkeyPatch, no_application: None
+) -> None:
+    monkeypatch.setenv("DISPATCHER_BASE_DOMAIN", "example.com")
+    assert "application" not in vars(wsgi)
+    assert not (cwd / DEFAULT_FILE).exists()
+
+    application = wsgi.application
+    try:
+        assert isinstance(application, TenantDispatcher)
+        assert application.base_domain == "example.com"
+        assert (cwd / DEFAULT_FILE).exists()
+        # Built once, then an ordinary module attribute.
+        assert vars(wsgi)["application"] is application
+        assert wsgi.application is application
+        from dispatcher.wsgi import application as imported
+
+        assert imported is application
+        page = get(Client(application), "example.com")
+        assert page.status_code == 200
+        assert "Start your site" in page.text
+    finally:
+        close(application)
+
+
+def test_other_missing_attributes_raise_attribute_error(cwd: Path) -> None:
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        wsgi.nope  # noqa: B018
+    assert not hasattr(wsgi, "applications")
+    assert list(cwd.iterdir()) == []
