@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import http.client
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -361,6 +363,122 @@ def bench_flood(url: str, hosts: int) -> list[tuple[str, str, str]]:
     ]
 
 
+# -- 6. cross-process invalidation ---------------------------------------------
+
+
+def probe_app(tenant: Any) -> App:
+    """Tenant app for the gunicorn runs: answers ``<pid> <version>``."""
+    body = f"{os.getpid()} {tenant.version}".encode()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+
+    return app
+
+
+def _http(port: int, host: str) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.putrequest("GET", "/", skip_host=True)
+        connection.putheader("Host", host)
+        connection.putheader("Connection", "close")
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def bench_invalidation(
+    url: str, label: str, changes: int, workers: int = 4
+) -> list[tuple[str, str, str]]:
+    """Commit → the last worker's first response built from the new version."""
+    registry = registry_with(url, 1, prefix="inv")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DISPATCHER_DATABASE_URL": url,
+        "DISPATCHER_BASE_DOMAIN": "example.com",
+        "DISPATCHER_APP_FACTORY": "bench:probe_app",
+        "DISPATCHER_POLL_INTERVAL": "1",
+        "PYTHONPATH": str(Path(__file__).parent),
+    }
+    command = [sys.executable, "-m", "gunicorn", "-w", str(workers)]
+    command += ["--bind", f"127.0.0.1:{port}", "--no-control-socket"]
+    server = subprocess.Popen(
+        [*command, "dispatcher.wsgi:application"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    host = "inv0.example.com"
+    latencies: list[float] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _http(port, host)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("gunicorn did not start") from None
+                time.sleep(0.05)
+        pids: set[str] = set()
+        for _ in range(400):  # every worker builds the app and starts following
+            pids.add(_http(port, host)[1].split()[0])
+            if len(pids) == workers and _ > 100:
+                break
+        for i in range(changes):
+            version = registry.update_config("inv0", {"n": i}).version
+            committed = time.perf_counter()
+            fresh: dict[str, float] = {}
+            while len(fresh) < workers and time.perf_counter() - committed < 10:
+                status, body = _http(port, host)
+                pid, seen = body.split()
+                if int(seen) >= version and pid not in fresh:
+                    fresh[pid] = time.perf_counter() - committed
+            latencies.append(max(fresh.values()))
+            time.sleep(0.3)  # let the workers settle between changes
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        registry.close()
+    return [
+        (
+            f"6. invalidation, {label}, {workers} gunicorn workers",
+            f"p50 {statistics.median(latencies) * 1e3:.0f} ms, "
+            f"p99 {percentile(latencies, 0.99) * 1e3:.0f} ms",
+            "commit → last worker's first fresh response",
+        )
+    ]
+
+
+def bench_poll_cost(url: str, label: str, tenants: int) -> list[tuple[str, str, str]]:
+    registry = registry_with(url, tenants, prefix="many")
+    newest = registry.latest_generation()
+    times = []
+    for _ in range(200):
+        start = time.perf_counter()
+        registry.changes_since(newest)
+        times.append(time.perf_counter() - start)
+    registry.close()
+    return [
+        (
+            f"6. one poll of the change feed, {label}, {tenants:,} tenants",
+            f"p50 {statistics.median(times) * 1e3:.3f} ms",
+            f"p99 {percentile(times, 0.99) * 1e3:.3f} ms",
+        )
+    ]
+
+
 # -- driver --------------------------------------------------------------------
 
 
@@ -407,6 +525,18 @@ def main() -> None:
                 drop()
         rows += bench_memory(sqlite("memory"), 10_000 // scale, 100 // scale)
         rows += bench_flood(sqlite("flood"), 100_000 // scale)
+        rows += bench_invalidation(sqlite("inv"), "SQLite, poll every 1 s", 30 // scale)
+        rows += bench_poll_cost(sqlite("poll"), "SQLite", 100_000 // scale)
+        if pg:
+            for bench, args in (
+                (bench_invalidation, ("PostgreSQL, NOTIFY", 30 // scale)),
+                (bench_poll_cost, ("PostgreSQL", 100_000 // scale)),
+            ):
+                url, drop = postgres_schema_url(pg)
+                try:
+                    rows += bench(url, *args)  # type: ignore[operator]
+                finally:
+                    drop()
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
     print("| measure | figure | against |")
     print("|---|---|---|")

@@ -41,7 +41,8 @@ def server_database_url() -> Iterator[str | None]:
         yield None
         return
     name = f"dispatcher_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    # pre_ping: a test may restart the server between creating and dropping.
+    admin = create_engine(base, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:
@@ -59,7 +60,9 @@ def database_url(server_database_url: str | None, tmp_path: Path) -> Iterator[st
         yield f"sqlite:///{tmp_path / 'registry.sqlite3'}"
         return
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(server_database_url, isolation_level="AUTOCOMMIT")
+    engine = create_engine(
+        server_database_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True
+    )
     with engine.connect() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
