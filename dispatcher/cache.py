@@ -274,6 +274,7 @@ class AppCache:
         # raced the drop does not store what was just dropped.
         self._negative_clears = 0
         self._route_clears = 0
+        self._app_clears = 0
         self._flights: dict[Hashable, _Flight] = {}
         self._build_times: deque[float] = deque(maxlen=1000)
         self._hits = self._misses = self._negative_hits = 0
@@ -321,7 +322,11 @@ class AppCache:
                 leader = flight is None and failure is None
                 if leader:
                     flight = self._flights[key] = _Flight()
-                    epochs = (self._negative_clears, self._route_clears)
+                    epochs = (
+                        self._negative_clears,
+                        self._route_clears,
+                        self._app_clears,
+                    )
                     self._misses += 1
             self._retire_dropped()
             if failure is not None:
@@ -350,7 +355,7 @@ class AppCache:
         key: Hashable,
         flight: _Flight,
         lookup: Callable[[], Tenant | None],
-        epochs: tuple[int, int],
+        epochs: tuple[int, int, int],
         stale: Entry | None,
     ) -> Entry | None:
         try:
@@ -392,7 +397,7 @@ class AppCache:
         return True
 
     def _entry_for(
-        self, key: Hashable, tenant: Tenant, epochs: tuple[int, int]
+        self, key: Hashable, tenant: Tenant, epochs: tuple[int, int, int]
     ) -> Entry:
         """Reuse the slug's app if it is this version; otherwise build one."""
         with self._lock:
@@ -419,7 +424,10 @@ class AppCache:
         with self._lock:
             self._builds += 1
             self._build_times.append(self._timer() - started)
-            if tenant.version >= self._changed.get(tenant.slug, 0):
+            if (
+                tenant.version >= self._changed.get(tenant.slug, 0)
+                and epochs[2] == self._app_clears
+            ):
                 old = self._apps.get(tenant.slug)
                 if old is not None:
                     expired = self._timer() >= old.expires_at
@@ -427,14 +435,15 @@ class AppCache:
                 self._apps[tenant.slug] = entry
                 self._link(key, entry, epochs)
             else:
-                # The tenant changed while this was built: drop it, and the
-                # caller finds the entry retired and looks the tenant up again.
+                # The tenant changed (or everything was evicted) while this
+                # was built: drop it, and the caller finds the entry retired
+                # and looks the tenant up again.
                 self._evictions["invalidated"] += 1
                 self._dropped.append((entry, "invalidated"))
         self._retire_dropped()
         return entry
 
-    def _link(self, key: Hashable, entry: Entry, epochs: tuple[int, int]) -> None:
+    def _link(self, key: Hashable, entry: Entry, epochs: tuple[int, int, int]) -> None:
         if epochs[1] != self._route_clears:
             # Routes were dropped while this lookup ran (a new custom domain may
             # now own this host): serve this request, keep no route.
@@ -459,6 +468,8 @@ class AppCache:
         with self._lock:
             if generation is not None:
                 self._changed[slug] = max(generation, self._changed.get(slug, 0))
+            else:
+                self._app_clears += 1  # no version to compare builds in flight to
             if names_changed:
                 self._negative.clear()
                 self._negative_clears += 1
@@ -488,11 +499,29 @@ class AppCache:
     def clear(self) -> None:
         """Evict every app (for example at shutdown)."""
         with self._lock:
+            self._app_clears += 1
             for entry in list(self._apps.values()):
                 self._forget(entry, "invalidated")
             self._negative.clear()
             self._negative_clears += 1
         self._retire_dropped()
+
+    def forget_everything(self) -> None:
+        """Drop every entry without tearing anything down.
+
+        For a forked child: the apps it inherited belong to the parent (their
+        pools hold the parent's sockets), so it must neither use nor close them.
+        """
+        self._lock = threading.Lock()  # the parent's may have been held at fork
+        self._apps.clear()
+        self.routes.clear()
+        self._negative.clear()
+        self._failures.clear()
+        self._flights.clear()
+        self._dropped.clear()
+        self._negative_clears += 1
+        self._route_clears += 1
+        self._app_clears += 1
 
     def _forget(self, entry: Entry, cause: str) -> None:
         self._apps.pop(entry.tenant.slug, None)

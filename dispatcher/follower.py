@@ -77,10 +77,11 @@ class ChangeFollower:
             if self.running:
                 return
             # A fresh start, also after fork: the parent's threads are gone.
-            self._pid = os.getpid()
             try:
                 self.generation = self.registry.latest_generation()
-            except RegistryError:
+            except Exception as e:
+                # The poll thread asks again, then publishes RESYNC.
+                log.warning("following changes from an unknown generation: %s", e)
                 self.generation = None
             self._stop = threading.Event()
             self._wake = threading.Event()
@@ -98,6 +99,8 @@ class ChangeFollower:
             ]
             for thread in self._threads:
                 thread.start()
+            # Only now: a start that failed half-way is tried again.
+            self._pid = os.getpid()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the threads; wait (at most ``timeout`` s) for the poll thread.

@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -169,10 +170,14 @@ class TenantDispatcher:
         for name, value in (
             ("app_ttl", app_ttl),
             ("negative_ttl", negative_ttl),
-            ("build_timeout", build_timeout),
             ("failure_backoff", failure_backoff),
         ):
             _check_number(name, value, minimum=0, exclusive=True)
+        # Waited for with Event.wait, which refuses infinity.
+        _check_number("build_timeout", build_timeout, minimum=0, exclusive=True)
+        _check_finite("build_timeout", build_timeout)
+        if poll_interval is not None:
+            _check_finite("poll_interval", poll_interval)
         self.registry = registry
         self.create_app = create_app
         self.base_domain = _check_base_domain(base_domain)
@@ -206,9 +211,9 @@ class TenantDispatcher:
         self._unsubscribe = registry.subscribe(self._on_change)
         self.poll_interval = poll_interval
         self._following_in: int | None = None
-        # A forked worker starts its own follower on its first request, which
-        # must take the slow path to notice: forget the parent's host memo.
-        os.register_at_fork(after_in_child=partial(_forget_hosts, weakref.ref(self)))
+        # A forked worker starts afresh: see _forked().
+        os.register_at_fork(after_in_child=partial(_after_fork, weakref.ref(self)))
+        self._follow_lock = threading.Lock()
 
     # -- the request path ------------------------------------------------------
 
@@ -340,10 +345,26 @@ class TenantDispatcher:
     def _follow(self) -> None:
         # Before the first lookup in each process: the follower reads the
         # feed's newest generation (one indexed query), so no change committed
-        # after this lookup can be missed; its threads do the rest.
-        if self.poll_interval is not None and self._following_in != os.getpid():
-            self._following_in = os.getpid()
-            self.registry.follow(self.poll_interval)
+        # after this lookup can be missed; its threads do the rest. Lookups
+        # racing the first one wait for it.
+        if self.poll_interval is None or self._following_in == os.getpid():
+            return
+        with self._follow_lock:
+            if self._following_in != os.getpid():
+                self.registry.follow(self.poll_interval)
+                self._following_in = os.getpid()
+
+    def _forked(self) -> None:
+        """In a forked child: nothing built in the parent may serve here.
+
+        Its apps may predate changes this process's follower will never see
+        (it starts at the generation of its own first lookup), and they hold
+        the parent's connections. Everything is looked up and built anew.
+        """
+        self._host_keys.clear()
+        self._cache.forget_everything()
+        self._follow_lock = threading.Lock()
+        self._following_in = None
 
     def _on_change(self, change: TenantChange) -> None:
         self.invalidate(change)
@@ -376,15 +397,19 @@ class TenantDispatcher:
         return replace(stats, hits=stats.hits + self._hot_hits)
 
     def close(self) -> None:
-        """Stop following the registry and tear every app down."""
+        """Stop hearing the registry's changes and tear every app down.
+
+        The registry's change follower (shared by its dispatchers) runs until
+        ``registry.close()``.
+        """
         self._unsubscribe()
         self._cache.clear()
 
 
-def _forget_hosts(dispatcher: weakref.ref[TenantDispatcher]) -> None:
+def _after_fork(dispatcher: weakref.ref[TenantDispatcher]) -> None:
     alive = dispatcher()
     if alive is not None:
-        alive._host_keys.clear()
+        alive._forked()
 
 
 _NEW_HOSTS = frozenset({"created", "domain_added"})
@@ -456,6 +481,11 @@ def _check_number(
     if math.isnan(value) or value < minimum or (exclusive and value == minimum):
         bound = f"greater than {minimum}" if exclusive else f"at least {minimum}"
         raise ValueError(f"{name} must be {bound}, not {value!r}")
+
+
+def _check_finite(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number of seconds, not {value!r}")
 
 
 def _check_base_domain(base_domain: str | None) -> str | None:

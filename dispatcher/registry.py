@@ -21,6 +21,7 @@ import datetime as dt
 import logging
 import os
 import re
+import threading
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -56,10 +57,10 @@ from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
     IntegrityError,
-    InterfaceError,
     OperationalError,
     ProgrammingError,
 )
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -202,6 +203,7 @@ class TenantRegistry:
         self.channel = channel
         self.engine = engine
         self._follower: ChangeFollower | None = None
+        self._follow_lock = threading.Lock()
         # Generations this object published itself, until the follower sees them.
         self._published: set[int] = set()
         self._listeners: tuple[Callable[[TenantChange], None], ...] = ()
@@ -283,10 +285,11 @@ class TenantRegistry:
         that polls the change feed every ``poll_interval`` seconds and, on
         PostgreSQL, wakes on ``NOTIFY`` at once.
         """
-        if self._follower is None:
-            self._follower = ChangeFollower(
-                self, self._publish_followed, poll_interval=poll_interval
-            )
+        with self._follow_lock:
+            if self._follower is None:
+                self._follower = ChangeFollower(
+                    self, self._publish_followed, poll_interval=poll_interval
+                )
         self._follower.start()
         return self._follower
 
@@ -707,14 +710,18 @@ class TenantRegistry:
                     f"the database {self.url} has no tenant tables; "
                     "run 'tenantctl db upgrade' first"
                 ) from e
-            if isinstance(e, OperationalError):
-                raise RegistryUnavailable(
-                    f"the database {self.url} is unavailable: {_first_line(e)}"
-                ) from e
-            raise
-        except InterfaceError as e:
             raise RegistryUnavailable(
                 f"the database {self.url} is unavailable: {_first_line(e)}"
+            ) from e
+        except PoolTimeout as e:
+            raise RegistryUnavailable(
+                f"the database {self.url} has no free connection: {e}"
+            ) from e
+        except DBAPIError as e:
+            # IntegrityError became a Conflict inside the transaction; any
+            # other driver error is the database's trouble, not the caller's.
+            raise RegistryUnavailable(
+                f"the database {self.url} failed: {_first_line(e)}"
             ) from e
 
 

@@ -1711,3 +1711,37 @@ def test_dispatcher_does_not_keep_a_host_route_that_raced_a_new_custom_domain(
     assert request.join().get_json()["slug"] == "acme"  # what it saw
 
     assert get(dispatcher, host("acme")).get_json()["slug"] == "rival"
+
+
+@pytest.mark.parametrize("evict", ["clear", "evict-without-generation"])
+def test_a_build_that_raced_an_eviction_of_everything_is_not_kept(
+    registry: TenantRegistry,
+    new_cache: Callable[..., AppCache],
+    builds: Builds,
+    teardowns: Teardowns,
+    evict: str,
+) -> None:
+    """clear() (a follower's RESYNC) and evict(slug) carry no version to
+    compare a build in flight with: such a build must not be kept either."""
+    tenant = create(registry, "acme")
+    cache = new_cache()
+    lookup = Lookup(tenant)
+    release = threading.Event()
+    builds.hooks["acme"] = Waits(release)
+
+    leader = Background(lambda: fetch(cache, host("acme"), lookup))
+    try:
+        assert builds.started("acme").wait(WAIT)
+        if evict == "clear":
+            cache.clear()
+        else:
+            cache.invalidate("acme")
+    finally:
+        release.set()
+        leader.wait()
+    del builds.hooks["acme"]
+    served = leader.join()
+
+    assert fetch(cache, host("acme"), lookup) is served
+    assert builds.count["acme"] == 2
+    assert teardowns.of(builds.apps[0]) == 1

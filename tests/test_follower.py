@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections.abc import Iterator
 
@@ -203,3 +205,73 @@ def _wait_for_listener(registry: TenantRegistry) -> None:
             )
 
     assert _wait_until(listening)
+
+
+def test_a_worker_forked_from_a_warm_parent_follows_changes(
+    registry: TenantRegistry, other: TenantRegistry
+) -> None:
+    """Apps the parent built must not serve in the child: the child's follower
+    starts at its own first lookup and could not evict them."""
+    registry.create_tenant(
+        "acme", owner_email="o@x.test", subdomain="acme", config={"n": 0}
+    )
+    dispatcher = TenantDispatcher(
+        other, create_app, base_domain="example.com", poll_interval=3600
+    )
+    client = Client(dispatcher)
+    assert client.get("/", headers={"Host": "acme.example.com"}).json == {
+        "tenant": "acme",
+        "config": {"n": 0},
+    }
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return to pytest
+        status = 1
+        try:
+            first = client.get("/", headers={"Host": "acme.example.com"}).json
+            assert other._follower is not None
+            following = other._follower.running  # its threads, in this process
+            registry.update_config("acme", {"n": 1})
+            other._follower.poll()
+            second = client.get("/", headers={"Host": "acme.example.com"}).json
+            os.write(write, json.dumps([following, first, second]).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read) as answers:
+        reported = answers.read()
+    _, status = os.waitpid(pid, 0)
+    dispatcher.close()
+
+    assert status == 0, "the child failed"
+    assert json.loads(reported) == [
+        True,
+        {"tenant": "acme", "config": {"n": 0}},
+        {"tenant": "acme", "config": {"n": 1}},
+    ]
+
+
+def test_a_failed_start_is_tried_again(other: TenantRegistry) -> None:
+    calls = []
+    original = other.latest_generation
+
+    def flaky() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("pool exhausted")
+        return original()
+
+    other.latest_generation = flaky  # type: ignore[method-assign]
+    seen: list[TenantChange] = []
+    follower = ChangeFollower(other, seen.append, poll_interval=3600)
+
+    follower.start()
+    try:
+        # Started from an unknown generation: the first poll resyncs.
+        assert follower.running
+        assert follower.generation is None or seen[:1] == [
+            TenantChange(follower.generation, "", RESYNC)
+        ]
+    finally:
+        follower.stop()

@@ -1246,3 +1246,33 @@ def test_good_configuration_is_normalised(
         assert list(dispatcher.mounts) == ["/static"]
     finally:
         dispatcher.close()
+
+
+def test_no_free_connection_is_503(
+    database_url: str, create_app: Callable[[Tenant], Flask]
+) -> None:
+    """A pool that stays exhausted is database trouble: 503, not 500."""
+    engine = create_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=0.1)
+    registry = TenantRegistry(engine)
+    registry.migrate()
+    dispatcher = TenantDispatcher(registry, create_app, base_domain=BASE)
+    try:
+        with engine.connect():  # the only connection, held
+            response = fetch(Client(dispatcher), "acme.example.com")
+    finally:
+        dispatcher.close()
+        registry.close()
+        engine.dispose()
+
+    assert response.status_code == 503
+    assert "Retry-After" in response.headers
+
+
+@pytest.mark.parametrize("name", ["build_timeout", "poll_interval"])
+def test_infinite_waits_are_refused(
+    unreachable_url: str, create_app: Callable[[Tenant], Flask], name: str
+) -> None:
+    """Event.wait(inf) raises: an infinite wait must fail at configuration."""
+    with CountingRegistry(unreachable_url) as down:
+        with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+            TenantDispatcher(down, create_app, **{name: math.inf})
