@@ -276,6 +276,8 @@ class AppCache:
         self._route_clears = 0
         self._app_clears = 0
         self._flights: dict[Hashable, _Flight] = {}
+        # (slug, version) -> the build in progress, for every routing key.
+        self._building: dict[tuple[str, int], _Flight] = {}
         self._build_times: deque[float] = deque(maxlen=1000)
         self._hits = self._misses = self._negative_hits = 0
         self._builds = self._build_failures = 0
@@ -399,7 +401,12 @@ class AppCache:
     def _entry_for(
         self, key: Hashable, tenant: Tenant, epochs: tuple[int, int, int]
     ) -> Entry:
-        """Reuse the slug's app if it is this version; otherwise build one."""
+        """Reuse the slug's app if it is this version; otherwise build one.
+
+        Single-flight again per (slug, version): cold requests for one tenant
+        under several names (domain, subdomain, path) cause one build.
+        """
+        build = (tenant.slug, tenant.version)
         with self._lock:
             entry = self._apps.get(tenant.slug)
             if (
@@ -409,6 +416,40 @@ class AppCache:
             ):
                 self._link(key, entry, epochs)
                 return entry
+            flight = self._building.get(build)
+            leader = flight is None
+            if flight is None:
+                flight = self._building[build] = _Flight()
+        if leader:
+            try:
+                flight.entry = self._build_entry(key, tenant, epochs)
+                return flight.entry
+            except BaseException as e:
+                flight.error = e
+                raise
+            finally:
+                with self._lock:
+                    del self._building[build]
+                flight.done.set()
+        if not flight.done.wait(self._build_timeout):
+            raise BuildTimeout(
+                f"the app of tenant {tenant.slug!r} was not built within "
+                f"{self._build_timeout:g} s"
+            )
+        if flight.error is not None:
+            if isinstance(flight.error, BuildFailed):
+                with self._lock:
+                    self._failures[key] = (tenant.slug, flight.error)
+            raise _fresh(flight.error)
+        assert flight.entry is not None
+        with self._lock:
+            if self._apps.get(tenant.slug) is flight.entry:
+                self._link(key, flight.entry, epochs)
+        return flight.entry
+
+    def _build_entry(
+        self, key: Hashable, tenant: Tenant, epochs: tuple[int, int, int]
+    ) -> Entry:
         started = self._timer()
         try:
             app = self._build(tenant)
@@ -518,6 +559,7 @@ class AppCache:
         self._negative.clear()
         self._failures.clear()
         self._flights.clear()
+        self._building.clear()
         self._dropped.clear()
         self._negative_clears += 1
         self._route_clears += 1

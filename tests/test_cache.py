@@ -1745,3 +1745,40 @@ def test_a_build_that_raced_an_eviction_of_everything_is_not_kept(
     assert fetch(cache, host("acme"), lookup) is served
     assert builds.count["acme"] == 2
     assert teardowns.of(builds.apps[0]) == 1
+
+
+def test_cold_requests_under_several_names_build_once(
+    registry: TenantRegistry,
+    new_cache: Callable[..., AppCache],
+    builds: Builds,
+) -> None:
+    """Subdomain, custom domain and path prefix of one cold tenant: one build."""
+    tenant = create(registry, "acme")
+    cache = new_cache()
+    release = threading.Event()
+    builds.hooks["acme"] = Waits(release)
+    keys = [host("acme"), "shop.acme.test", "/acme"]
+
+    callers = [Background(lambda k=k: fetch(cache, k, Lookup(tenant))) for k in keys]
+    try:
+        assert builds.started("acme").wait(WAIT)
+        # The other two lookups are done and waiting for that build.
+        assert _wait_until(lambda: cache.stats().misses == len(keys))
+    finally:
+        release.set()
+        for caller in callers:
+            caller.wait()
+    entries = {id(caller.join()) for caller in callers}
+
+    assert builds.count["acme"] == 1
+    assert len(entries) == 1
+    assert all(cache.lease(key) is not None for key in keys)
+
+
+def _wait_until(condition: Callable[[], bool]) -> bool:
+    done = threading.Event()
+    for _ in range(int(WAIT / 0.01)):
+        if condition():
+            return True
+        done.wait(0.01)
+    return False
