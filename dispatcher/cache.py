@@ -294,6 +294,10 @@ class AppCache:
         self._hits += 1
         return entry
 
+    def get(self, key: Hashable, lookup: Callable[[], Tenant | None]) -> Entry | None:
+        """:meth:`lease` without a lock if it can, else :meth:`load`."""
+        return self.lease(key) or self.load(key, lookup)
+
     # -- miss path -------------------------------------------------------------
 
     def load(self, key: Hashable, lookup: Callable[[], Tenant | None]) -> Entry | None:

@@ -22,7 +22,8 @@ from dispatcher.exceptions import (
     InvalidName,
 )
 from dispatcher.registry import ImportStatus, TenantRegistry
-from dispatcher.settings import DATABASE_URL_VARIABLE, database_url
+from dispatcher.settings import DATABASE_URL_VARIABLE
+from dispatcher.settings import database_url as default_database_url
 from dispatcher.tenant import NewTenant, Tenant, TenantStatus
 
 __all__ = ["cli", "main"]
@@ -94,11 +95,7 @@ def _json_option(function: F) -> F:
 @click.pass_context
 def cli(ctx: click.Context, database_url: str | None) -> None:
     """Manage the tenants of a tenant-aware Flask deployment."""
-    ctx.ensure_object(dict)["database_url"] = database_url or _default_url()
-
-
-def _default_url() -> str:
-    return database_url()
+    ctx.ensure_object(dict)["database_url"] = database_url or default_database_url()
 
 
 # -- db ---------------------------------------------------------------------------

@@ -259,9 +259,7 @@ class TenantDispatcher:
             return BadRequest(str(e))(environ, start_response)
         try:
             if host_key:
-                entry = self._cache.lease(host_key) or self._cache.load(
-                    host_key, lambda: self._find_by_host(host_key)
-                )
+                entry = self._cache.get(host_key, lambda: self._find_by_host(host_key))
                 if entry is not None:
                     return _serve(entry, environ, start_response)
             if self.path_routing:
@@ -269,7 +267,7 @@ class TenantDispatcher:
                 if found is not None:
                     segment, rest = found
                     path_key = "/" + segment
-                    entry = self._cache.lease(path_key) or self._cache.load(
+                    entry = self._cache.get(
                         path_key, lambda: self._find_by_path_prefix(segment)
                     )
                     if entry is not None:

@@ -307,7 +307,7 @@ def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
 
 def fetch(cache: AppCache, key: str, lookup: Callable[[], Tenant | None]) -> Any:
     """One request the way the dispatcher makes it; the lease ends at once."""
-    entry = cache.lease(key) or cache.load(key, lookup)
+    entry = cache.get(key, lookup)
     if entry is not None:
         entry.release()
     return entry
@@ -315,7 +315,7 @@ def fetch(cache: AppCache, key: str, lookup: Callable[[], Tenant | None]) -> Any
 
 def leased(cache: AppCache, key: str, lookup: Callable[[], Tenant | None]) -> Entry:
     """The entry for ``key``, leased: a response still in flight."""
-    entry = cache.lease(key) or cache.load(key, lookup)
+    entry = cache.get(key, lookup)
     assert entry is not None
     return entry
 
