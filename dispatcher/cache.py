@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from statistics import quantiles
@@ -221,6 +221,9 @@ class CacheStats:
     build_time_p50: float | None
     build_time_p90: float | None
     build_time_p99: float | None
+    #: Responses a server dropped without ``close()``: their lease was
+    #: released when the body was collected.
+    leaked_leases: int = 0
 
 
 class AppCache:
@@ -529,6 +532,14 @@ class AppCache:
                 self._forget(entry, "invalidated")
         self._retire_dropped()
         return evicted
+
+    def forget_unknown(self, keys: Iterable[Hashable]) -> None:
+        """Forget that these routing keys named no tenant (one may now)."""
+        with self._lock:
+            for key in keys:
+                self._negative.pop(key, None)
+            # A lookup racing this one must not store its stale "unknown".
+            self._negative_clears += 1
 
     def forget_routes(self, matches: Callable[[Hashable], bool]) -> None:
         """Drop the routing keys ``matches`` picks; their apps stay built.

@@ -13,6 +13,7 @@ from models import TenantStatus
 __all__ = [
     "RESYNC",
     "NewTenant",
+    "NewNames",
     "Tenant",
     "TenantChange",
     "TenantStatus",
@@ -103,9 +104,21 @@ class NewTenant:
 
 
 @dataclass(frozen=True, slots=True)
+class NewNames:
+    """The names a change made route to its tenant (all normalised)."""
+
+    subdomain: str | None = None
+    path_prefix: str | None = None
+    domains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class TenantChange:
     """One entry of the registry's change feed."""
 
     generation: int
     slug: str
     operation: str
+    #: What the change made route to the tenant, so a process forgets only
+    #: those "unknown name" answers; None when not recorded: any name may have.
+    names: NewNames | None = None
