@@ -534,12 +534,20 @@ class AppCache:
         return evicted
 
     def forget_unknown(self, keys: Iterable[Hashable]) -> None:
-        """Forget that these routing keys named no tenant (one may now)."""
+        """Look these routing keys up again: a change made them name a tenant.
+
+        Drops their "no such tenant" answers and their routes (the apps stay
+        built); every other key is untouched.
+        """
         with self._lock:
             for key in keys:
                 self._negative.pop(key, None)
-            # A lookup racing this one must not store its stale "unknown".
+                entry = self.routes.pop(key, None)
+                if entry is not None:
+                    entry.keys.discard(key)
+            # Lookups racing this one must not store what was just dropped.
             self._negative_clears += 1
+            self._route_clears += 1
 
     def forget_routes(self, matches: Callable[[Hashable], bool]) -> None:
         """Drop the routing keys ``matches`` picks; their apps stay built.
