@@ -43,10 +43,8 @@ import math
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import (
@@ -57,6 +55,7 @@ from werkzeug.exceptions import (
     ServiceUnavailable,
 )
 
+from dispatcher import forks
 from dispatcher.cache import (
     AppCache,
     BuildFailed,
@@ -211,9 +210,9 @@ class TenantDispatcher:
         self._unsubscribe = registry.subscribe(self._on_change)
         self.poll_interval = poll_interval
         self._following_in: int | None = None
-        # A forked worker starts afresh: see _forked().
-        os.register_at_fork(after_in_child=partial(_after_fork, weakref.ref(self)))
         self._follow_lock = threading.Lock()
+        # A forked worker starts afresh: see _forked().
+        forks.on_fork_in_child(self, TenantDispatcher._forked)
 
     # -- the request path ------------------------------------------------------
 
@@ -357,7 +356,8 @@ class TenantDispatcher:
 
         Its apps may predate changes this process's follower will never see
         (it starts at the generation of its own first lookup), and they hold
-        the parent's connections. Everything is looked up and built anew.
+        the parent's connections. Everything is looked up and built anew, and
+        every lock is new: another thread of the parent may have held one.
         """
         self._host_keys.clear()
         self._cache.forget_everything()
@@ -402,12 +402,6 @@ class TenantDispatcher:
         """
         self._unsubscribe()
         self._cache.clear()
-
-
-def _after_fork(dispatcher: weakref.ref[TenantDispatcher]) -> None:
-    alive = dispatcher()
-    if alive is not None:
-        alive._forked()
 
 
 _NEW_HOSTS = frozenset({"created", "domain_added"})

@@ -8,10 +8,17 @@ unit-tested in ``test_resolve.py``.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
+import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -20,7 +27,7 @@ from sqlalchemy import create_engine, event
 from werkzeug.test import Client, EnvironBuilder, TestResponse, run_wsgi_app
 from werkzeug.wrappers import Request, Response
 
-from dispatcher import Tenant, TenantDispatcher, TenantRegistry, current_tenant
+from dispatcher import Tenant, TenantDispatcher, TenantRegistry, current_tenant, forks
 
 BASE = "example.com"
 
@@ -1276,3 +1283,113 @@ def test_infinite_waits_are_refused(
     with CountingRegistry(unreachable_url) as down:
         with pytest.raises(ValueError, match=f"{name} must be a finite number"):
             TenantDispatcher(down, create_app, **{name: math.inf})
+
+
+# -- fork -----------------------------------------------------------------------
+
+#: Bounds the parent's wait for a forked child: a child stuck on a lock is killed.
+FORK_DEADLINE = 15.0
+
+
+def _run_in_child(child: Callable[[], bool]) -> int | None:
+    """Fork; the child's exit status says whether ``child()`` held (None: hung).
+
+    The child never returns to pytest: it reports through its exit status only
+    (0 yes, 1 no, 2 it raised). A child alive after ``FORK_DEADLINE`` is killed.
+    """
+    pid = os.fork()
+    if pid == 0:
+        status = 2
+        try:
+            status = 0 if child() else 1
+        finally:
+            os._exit(status)
+    deadline = time.monotonic() + FORK_DEADLINE
+    pause = threading.Event()
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        pause.wait(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+@contextmanager
+def _held_by_another_thread(lock: Any) -> Iterator[None]:
+    """``lock`` held by a thread of its own, as a racing first lookup would."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            held.set()
+            release.wait(FORK_DEADLINE)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    try:
+        assert held.wait(5.0)
+        yield
+    finally:
+        release.set()
+        thread.join(5.0)
+
+
+def _fork_hooks_of(kind: type) -> int:
+    return sum(1 for owner in list(forks._hooks) if isinstance(owner, kind))
+
+
+def _after_fork_partials() -> int:
+    """Per-instance ``os.register_at_fork`` callbacks still alive in this process.
+
+    The interpreter keeps every callback registered at fork forever, so one
+    registered per dispatcher outlives the dispatcher.
+    """
+    gc.collect()
+    return sum(
+        1
+        for obj in gc.get_objects()
+        if isinstance(obj, partial)
+        and getattr(obj.func, "__module__", None) == "dispatcher.middleware"
+    )
+
+
+def test_dispatchers_register_no_fork_hook_of_their_own(
+    registry: CountingRegistry, create_app: Callable[[Tenant], Flask]
+) -> None:
+    hooks, partials = _fork_hooks_of(TenantDispatcher), _after_fork_partials()
+    made = [
+        TenantDispatcher(registry, create_app, base_domain=BASE) for _ in range(100)
+    ]
+    # Each one is reset in a forked child, through the one shared hook...
+    assert _fork_hooks_of(TenantDispatcher) == hooks + 100
+    for dispatcher in made:
+        dispatcher.close()
+    del made, dispatcher
+    gc.collect()
+    # ...and nothing of theirs outlives them.
+    assert _fork_hooks_of(TenantDispatcher) == hooks
+    assert _after_fork_partials() == partials
+
+
+@pytest.mark.filterwarnings(
+    # Python 3.12+ warns on any fork of a threaded process: forking one is the test.
+    "ignore:This process .* is multi-threaded:DeprecationWarning"
+)
+def test_a_child_forked_while_the_follow_lock_is_held_looks_tenants_up(
+    make_dispatcher: Callable[..., TenantDispatcher], tenants: dict[str, Tenant]
+) -> None:
+    dispatcher = make_dispatcher(poll_interval=0.05)
+    client = Client(dispatcher)
+    assert fetch(client, "beta.example.com").get_json()["tenant"] == "beta"
+
+    def child() -> bool:
+        # A cold name: the lookup must take the follow lock first.
+        response = fetch(client, "acme.example.com")
+        return response.status_code == 200 and response.get_json()["tenant"] == "acme"
+
+    with _held_by_another_thread(dispatcher._follow_lock):
+        status = _run_in_child(child)
+    assert status is not None, "the child hung: it inherited a held lock"
+    assert status == 0, f"the child could not look acme up (status {status})"
