@@ -481,7 +481,7 @@ def serve(ctx: click.Context, host: str, port: int, reload: bool, debug: bool) -
     from werkzeug.debug import DebuggedApplication
     from werkzeug.serving import run_simple
 
-    from dispatcher.wsgi import make_application
+    from dispatcher.wsgi import make_application, migrate_at_start
 
     if debug and host not in _LOOPBACK:
         raise BadInput(
@@ -491,6 +491,9 @@ def serve(ctx: click.Context, host: str, port: int, reload: bool, debug: bool) -
     environ = {**os.environ, DATABASE_URL_VARIABLE: ctx.obj["database_url"]}
     try:
         application: Any = make_application(environ)
+        # Once, before serving; the reloader's parent does not serve.
+        if not reload or os.environ.get("WERKZEUG_RUN_MAIN") == "true":
+            migrate_at_start(environ)
     except ValueError as e:
         raise BadInput(str(e)) from e
     if debug:

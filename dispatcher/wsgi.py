@@ -18,18 +18,28 @@
 ``DISPATCHER_NEGATIVE_TTL``     seconds an unknown name is remembered (default 5)
 ``DISPATCHER_POLL_INTERVAL``    seconds between polls of the change feed
                                 (default 1; 0: do not follow other processes)
-``DISPATCHER_MIGRATE``          ``1``/``0``: upgrade the schema at start (default 1)
+``DISPATCHER_MIGRATE``          ``1``/``0``: upgrade the schema once when the
+                                server starts (default 1; see below)
 ==============================  ==============================================
+
+Building the application opens no database connection, so a worker boots (and
+a crashed or recycled one comes back) while the database is down; cold tenants
+get 503 until it is back. Migrating is the server start's job, not a worker's:
+:func:`migrate_at_start` runs once in gunicorn's master (``gunicorn -c
+python:dispatcher.gunicorn_conf ...``) and in ``tenantctl serve``; deploys run
+``tenantctl db upgrade``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from werkzeug.utils import import_string
 
+from dispatcher.exceptions import RegistryUnavailable
 from dispatcher.middleware import TenantDispatcher
 from dispatcher.registry import TenantRegistry
 from dispatcher.settings import database_url
@@ -37,7 +47,9 @@ from dispatcher.settings import database_url
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = ["make_application"]
+__all__ = ["make_application", "migrate_at_start"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T", int, float)
 
@@ -48,7 +60,8 @@ DEFAULT_DEFAULT_APP = "dispatcher.demo.signup:create_signup_app"
 def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatcher:
     """Build the dispatcher the ``DISPATCHER_*`` variables describe.
 
-    Every setting is checked before the database is opened (and migrated).
+    Every setting is checked, and no database connection is opened: a worker
+    must boot whether or not the database is up.
     """
     create_app = _load(environ, "DISPATCHER_APP_FACTORY", DEFAULT_APP_FACTORY)
     default_factory = _load(environ, "DISPATCHER_DEFAULT_APP", DEFAULT_DEFAULT_APP)
@@ -58,6 +71,8 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
         or None
     )
     poll_interval = _number(environ, "DISPATCHER_POLL_INTERVAL", 1.0, float)
+    # Read by migrate_at_start; a typo should stop the server here too.
+    _flag(environ, "DISPATCHER_MIGRATE", True)
     options: dict[str, Any] = {
         "base_domain": base_domain,
         "path_routing": _flag(environ, "DISPATCHER_PATH_ROUTING", True),
@@ -66,7 +81,6 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
         "negative_ttl": _number(environ, "DISPATCHER_NEGATIVE_TTL", 5.0, float),
         "poll_interval": poll_interval or None,
     }
-    migrate = _flag(environ, "DISPATCHER_MIGRATE", True)
     # No connection yet: engines connect on first use.
     registry = TenantRegistry(database_url(environ))
     try:
@@ -77,12 +91,34 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
             )
         except ValueError as e:
             raise ValueError(f"{_variable_in(str(e))}: {e}") from e
-        if migrate:
-            registry.migrate()
     except BaseException:
         registry.close()
         raise
     return dispatcher
+
+
+def migrate_at_start(environ: Mapping[str, str] = os.environ) -> bool:
+    """Upgrade the schema once as a server starts, unless ``DISPATCHER_MIGRATE=0``.
+
+    For the process that starts the server (gunicorn's master, ``tenantctl
+    serve``), never for each worker. An unreachable database is logged, not
+    raised: the server starts anyway, answers 503 for tenants it cannot look
+    up, and serves them as soon as the database is back (an empty database then
+    needs ``tenantctl db upgrade``). Returns whether the schema was upgraded.
+    """
+    if not _flag(environ, "DISPATCHER_MIGRATE", True):
+        return False
+    with TenantRegistry(database_url(environ)) as registry:
+        try:
+            registry.migrate()
+        except RegistryUnavailable as e:
+            log.warning(
+                "not migrating the schema at start: %s; the server starts anyway "
+                "(run 'tenantctl db upgrade' once the database is back)",
+                e,
+            )
+            return False
+    return True
 
 
 _VARIABLES = {

@@ -180,10 +180,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def gunicorn_command(
-    app: str, *, port: int, workers: int, preload: bool = False
+    app: str,
+    *,
+    port: int,
+    workers: int,
+    preload: bool = False,
+    config: str = "python:dispatcher.gunicorn_conf",
 ) -> list[str]:
-    """``gunicorn -w WORKERS --bind 127.0.0.1:PORT [--preload] APP``."""
-    command = [sys.executable, "-m", "gunicorn", "-w", str(workers)]
+    """``gunicorn -c CONFIG -w WORKERS --bind 127.0.0.1:PORT [--preload] APP``.
+
+    The default CONFIG is the one the README gives: it migrates once, in the master.
+    """
+    command = [sys.executable, "-m", "gunicorn", "-c", config, "-w", str(workers)]
     command += ["--bind", f"127.0.0.1:{port}"]
     if preload:
         command.append("--preload")

@@ -26,7 +26,7 @@ import dispatcher.wsgi as wsgi
 from dispatcher import TenantDispatcher, TenantRegistry
 from dispatcher.demo import create_app as demo_create_app
 from dispatcher.exceptions import SchemaMissing
-from dispatcher.wsgi import make_application
+from dispatcher.wsgi import make_application, migrate_at_start
 
 DEFAULT_FILE = "dispatcher.sqlite3"
 FORM = {"organisation": "Acme Corp", "subdomain": "acme", "email": "ada@acme.test"}
@@ -45,11 +45,16 @@ def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def build(cwd: Path) -> Iterator[Build]:
-    """``make_application`` on the given variables; closed after the test."""
+    """A server's start on the given variables: ``make_application``, then
+    ``migrate_at_start`` (as gunicorn's master or ``tenantctl serve`` do).
+
+    Closed after the test.
+    """
     made: list[TenantDispatcher] = []
 
     def build(**environ: str) -> TenantDispatcher:
         application = make_application(environ)
+        migrate_at_start(environ)
         made.append(application)
         return application
 
@@ -128,6 +133,7 @@ def test_without_arguments_it_reads_os_environ(
     try:
         assert application.base_domain == "example.com"
         assert application.path_routing is False
+        assert migrate_at_start() is True
         assert (cwd / DEFAULT_FILE).exists()
     finally:
         close(application)
@@ -285,6 +291,44 @@ def test_an_out_of_range_value_names_the_variable(
 
 # -- the schema -----------------------------------------------------------------
 
+UNREACHABLE = "postgresql+psycopg://nobody@127.0.0.1:9/nowhere"
+
+
+def test_building_the_application_needs_no_database(cwd: Path) -> None:
+    # A worker boots, and a crashed one comes back, while the database is down.
+    application = make_application({"DISPATCHER_DATABASE_URL": UNREACHABLE})
+    try:
+        client = Client(application)
+        for host, path in [("acme.localhost:8000", "/"), ("localhost:8000", "/acme/")]:
+            response = get(client, host, path)
+            assert response.status_code == 503
+            assert response.headers["Retry-After"] == "5"
+        # The signup form itself needs no database.
+        assert get(client).status_code == 200
+    finally:
+        close(application)
+
+
+def test_migrating_at_start_tolerates_an_outage(
+    cwd: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="dispatcher.wsgi"):
+        assert migrate_at_start({"DISPATCHER_DATABASE_URL": UNREACHABLE}) is False
+    [record] = caplog.records
+    assert "not migrating the schema at start" in record.getMessage()
+    assert "tenantctl db upgrade" in record.getMessage()
+
+
+def test_migrating_at_start_can_be_turned_off(cwd: Path) -> None:
+    assert migrate_at_start({"DISPATCHER_MIGRATE": "0"}) is False
+    assert list(cwd.iterdir()) == []
+
+
+def test_migrating_at_start_upgrades_an_empty_database(database_url: str) -> None:
+    assert migrate_at_start({"DISPATCHER_DATABASE_URL": database_url}) is True
+    with TenantRegistry(database_url) as registry:
+        assert registry.list_tenants() == []
+
 
 def test_without_migration_an_empty_database_answers_503(
     build: Build, database_url: str
@@ -369,7 +413,8 @@ def test_the_application_is_built_on_first_access(
     try:
         assert isinstance(application, TenantDispatcher)
         assert application.base_domain == "example.com"
-        assert (cwd / DEFAULT_FILE).exists()
+        # A worker boots without its database: nothing connected yet.
+        assert not (cwd / DEFAULT_FILE).exists()
         # Built once, then an ordinary module attribute.
         assert vars(wsgi)["application"] is application
         assert wsgi.application is application
