@@ -1,0 +1,174 @@
+"""Tenant-safe Flask sessions: a key per tenant, a cookie scoped to the tenant.
+
+Usage, in your ``create_app``::
+
+    from flask import Flask
+    from dispatcher.sessions import init_tenant_sessions
+
+
+    def create_app(tenant):
+        app = Flask(__name__)
+        app.config.update(tenant.config)
+        init_tenant_sessions(
+            app,
+            tenant,
+            os.environ["SECRET_KEY"],  # one secret for the whole deployment
+            previous_secrets=[os.environ["OLD_SECRET_KEY"]],  # while rotating
+        )
+        return app
+
+Why: with path routing every tenant is on the same host, and Flask's session
+cookie has ``Path=/``, so a browser sends tenant A's session to tenant B.
+With one ``SECRET_KEY`` for all tenants B accepts it; with a key per tenant,
+logging into A overwrites (logs you out of) B. :func:`init_tenant_sessions`
+fixes both:
+
+- **A key per tenant.** ``SECRET_KEY`` is HKDF-SHA256 (RFC 5869) of the
+  deployment secret with the tenant's slug and a label of this library as
+  context: stable across processes and restarts, different for every slug,
+  and no tenant's key tells anything about another's or the deployment
+  secret. A cookie signed for A fails B's signature check.
+- **A cookie per tenant.** :class:`TenantSessionInterface` sets the cookie's
+  ``Path`` to the request's ``SCRIPT_NAME`` (``/acme`` when the tenant is
+  reached by path prefix, ``/`` by subdomain or custom domain; computed per
+  request, since one tenant app can be reached both ways), and never a
+  ``Domain``: the cookie is host-only, so ``acme.example.com`` does not share
+  it with ``example.com`` or ``beta.example.com``. A ``SESSION_COOKIE_DOMAIN``
+  or ``SESSION_COOKIE_PATH`` already configured is refused with
+  :class:`ValueError`; one set later is ignored. ``SameSite`` defaults to
+  ``Lax`` if the app chose none.
+
+Path-routed tenants still share one origin (scheme, host, port): the browser
+keeps their cookies apart, but their pages' scripts can reach each other.
+Tenants whose code or content you do not trust belong on subdomains.
+
+Rotation: put the new secret in ``secret`` and the old one in
+``previous_secrets``; cookies signed with the old one are still accepted
+(Flask's ``SECRET_KEY_FALLBACKS``, derived the same way) and every response
+that changes the session signs it with the new one. Once the longest session
+lifetime (``PERMANENT_SESSION_LIFETIME``, 31 days by default) has passed,
+drop the old secret. To log everyone out at once, change the secret without
+keeping the old one.
+
+The deployment secret must be at least :data:`MIN_SECRET_BYTES` bytes; make
+one with ``python -c 'import secrets; print(secrets.token_urlsafe(32))'``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from flask import request
+from flask.sessions import SecureCookieSessionInterface
+
+from dispatcher.tenant import Tenant
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+__all__ = [
+    "MIN_SECRET_BYTES",
+    "TenantSessionInterface",
+    "derive_tenant_secret",
+    "hkdf_sha256",
+    "init_tenant_sessions",
+]
+
+#: The shortest deployment secret accepted, in bytes (UTF-8 for a str).
+MIN_SECRET_BYTES = 32
+
+# HKDF's "info": what the key is for. A new use of the deployment secret gets a
+# label of its own, so its keys never equal the session keys.
+_SESSION_KEY_LABEL = b"flask-tenant-dispatcher/session-key/v1\x00"
+_KEY_BYTES = 32
+
+
+def hkdf_sha256(ikm: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-SHA256 (RFC 5869): ``length`` bytes of key from ``ikm``."""
+    if not 0 < length <= 255 * hashlib.sha256().digest_size:
+        raise ValueError(f"length {length} must be between 1 and 8160 bytes")
+    prk = hmac.new(salt, ikm, hashlib.sha256).digest()
+    okm, block, counter = b"", b"", 1
+    while len(okm) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        okm += block
+        counter += 1
+    return okm[:length]
+
+
+def derive_tenant_secret(secret: str | bytes, slug: str) -> bytes:
+    """Tenant ``slug``'s session key, derived from the deployment ``secret``."""
+    ikm = _secret_bytes(secret, "secret")
+    if not slug:
+        raise ValueError("slug must not be empty: the key is derived from it")
+    return hkdf_sha256(
+        ikm, salt=b"", info=_SESSION_KEY_LABEL + slug.encode(), length=_KEY_BYTES
+    )
+
+
+def init_tenant_sessions(
+    app: Flask,
+    tenant: Tenant | str,
+    secret: str | bytes,
+    *,
+    previous_secrets: Iterable[str | bytes] = (),
+) -> None:
+    """Give ``app`` tenant ``tenant``'s session key and tenant-scoped cookies.
+
+    ``tenant`` is the snapshot ``create_app`` receives, or its slug. Sets
+    ``SECRET_KEY``, ``SECRET_KEY_FALLBACKS`` (from ``previous_secrets``) and
+    the app's session interface; see the module docstring.
+    """
+    slug = tenant.slug if isinstance(tenant, Tenant) else tenant
+    key = derive_tenant_secret(secret, slug)
+    fallbacks = [
+        derive_tenant_secret(_secret_bytes(old, f"previous_secrets[{i}]"), slug)
+        for i, old in enumerate(previous_secrets)
+    ]
+    for name in ("SESSION_COOKIE_DOMAIN", "SESSION_COOKIE_PATH"):
+        value = app.config.get(name)
+        if value:
+            raise ValueError(
+                f"{name}={value!r} is set on tenant {slug!r}'s app: tenant "
+                "sessions are host-only and their path is each request's "
+                "SCRIPT_NAME; remove the setting"
+            )
+    app.config["SECRET_KEY"] = key
+    app.config["SECRET_KEY_FALLBACKS"] = fallbacks
+    if app.config.get("SESSION_COOKIE_SAMESITE") is None:
+        app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.session_interface = TenantSessionInterface()
+    app.extensions["dispatcher.sessions"] = slug
+
+
+class TenantSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, scoped to the tenant of each request."""
+
+    def get_cookie_domain(self, app: Flask) -> None:
+        # Host-only whatever the config says: a Domain= on the parent domain
+        # would hand the cookie to every other tenant's subdomain.
+        return None
+
+    def get_cookie_path(self, app: Flask) -> str:
+        # SCRIPT_NAME is "/acme" when the dispatcher routed by path prefix and
+        # "" when by host; the same app can be reached both ways.
+        return quote(request.script_root, safe="/") or "/"
+
+
+def _secret_bytes(secret: str | bytes, name: str) -> bytes:
+    if isinstance(secret, str):
+        secret = secret.encode()
+    elif not isinstance(secret, bytes):
+        raise TypeError(f"{name} must be str or bytes, not {type(secret).__name__}")
+    if len(secret) < MIN_SECRET_BYTES:
+        # The length only: an error message must not leak the secret.
+        raise ValueError(
+            f"{name} must be at least {MIN_SECRET_BYTES} bytes long, not "
+            f"{len(secret)}; make one with: python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'"
+        )
+    return secret
