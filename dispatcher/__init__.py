@@ -13,11 +13,13 @@ from dispatcher.exceptions import DomainTaken as DomainTaken
 from dispatcher.exceptions import InvalidConfig as InvalidConfig
 from dispatcher.exceptions import InvalidHost as InvalidHost
 from dispatcher.exceptions import InvalidName as InvalidName
+from dispatcher.exceptions import OwnerExists as OwnerExists
 from dispatcher.exceptions import RegistryError as RegistryError
 from dispatcher.exceptions import RegistryUnavailable as RegistryUnavailable
 from dispatcher.exceptions import SchemaMissing as SchemaMissing
 from dispatcher.exceptions import TenantExists as TenantExists
 from dispatcher.exceptions import TenantNotFound as TenantNotFound
+from dispatcher.exceptions import TooManyDomains as TooManyDomains
 from dispatcher.middleware import TenantDisabled as TenantDisabled
 from dispatcher.middleware import TenantDispatcher as TenantDispatcher
 from dispatcher.provisioning import Provisioner as Provisioner
@@ -43,6 +45,7 @@ __all__ = [
     "InvalidHost",
     "InvalidName",
     "NewTenant",
+    "OwnerExists",
     "Provisioner",
     "ProvisioningFailed",
     "RegistryError",
@@ -56,6 +59,7 @@ __all__ = [
     "TenantNotFound",
     "TenantRegistry",
     "TenantStatus",
+    "TooManyDomains",
     "current_tenant",
     "default_teardown",
     "tenant_from_environ",

@@ -10,7 +10,10 @@ The tree, so callers can catch as narrowly or as widely as they need::
         ├── TenantNotFound (also LookupError)
         ├── Conflict
         │   ├── TenantExists             the slug is taken
-        │   └── DomainTaken              a subdomain, path prefix or host is taken
+        │   ├── DomainTaken              a subdomain, path prefix or host is taken
+        │   ├── OwnerExists              the owner's account exists, and may not
+        │   │                            be attached to without proof of control
+        │   └── TooManyDomains           a tenant would exceed the domain limit
         ├── SchemaMissing                the database has not been migrated
         └── RegistryUnavailable          the database cannot be reached
 
@@ -45,7 +48,7 @@ class TenantNotFound(RegistryError, LookupError):
 
 
 class Conflict(RegistryError):
-    """A write would break a uniqueness rule; nothing was written."""
+    """A write would break a uniqueness rule or a limit; nothing was written."""
 
 
 class TenantExists(Conflict):
@@ -54,6 +57,15 @@ class TenantExists(Conflict):
 
 class DomainTaken(Conflict):
     """Another tenant already routes this subdomain, path prefix or host name."""
+
+
+class OwnerExists(Conflict):
+    """An account with this owner e-mail exists, and the caller (a signup) may
+    not attach a new tenant to it without proof that it controls the address."""
+
+
+class TooManyDomains(Conflict):
+    """A tenant would have more custom domains than the registry allows."""
 
 
 class SchemaMissing(RegistryError):

@@ -83,9 +83,15 @@ class Provisioner:
         path_prefix: str | None = None,
         domains: Iterable[str] = (),
         config: Mapping[str, Any] | None = None,
+        allow_existing_owner: bool = True,
     ) -> Tenant:
         """Create and prepare a tenant; raises the registry's errors when a
-        name is invalid or taken, :class:`ProvisioningFailed` when a hook fails."""
+        name is invalid or taken, :class:`ProvisioningFailed` when a hook fails.
+
+        A public signup passes ``allow_existing_owner=False``: an owner e-mail
+        that already has an account then raises
+        :class:`~dispatcher.exceptions.OwnerExists` before any hook runs.
+        """
         tenant = self.registry.create_tenant(
             slug,
             owner_email=owner_email,
@@ -95,6 +101,7 @@ class Provisioner:
             domains=domains,
             config=config,
             disabled_reason=PROVISIONING if self.on_create else None,
+            allow_existing_owner=allow_existing_owner,
         )
         if not self.on_create:
             return tenant

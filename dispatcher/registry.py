@@ -67,6 +67,9 @@ from sqlalchemy.orm.attributes import flag_modified
 from dispatcher.exceptions import (
     Conflict,
     DomainTaken,
+    InvalidHost,
+    InvalidName,
+    OwnerExists,
     RegistryError,
     RegistryUnavailable,
     SchemaMissing,
@@ -74,6 +77,7 @@ from dispatcher.exceptions import (
     TenantNotFound,
 )
 from dispatcher.follower import ChangeFollower
+from dispatcher.resolve import parse_host
 from dispatcher.tenant import NewTenant, Tenant, TenantChange, freeze, thaw
 from dispatcher.validation import (
     DEFAULT_RESERVED,
@@ -172,6 +176,10 @@ class TenantRegistry:
     :param url_or_engine: a SQLAlchemy URL (``sqlite:///file``,
         ``postgresql+psycopg://...``) or an :class:`~sqlalchemy.Engine`.
     :param reserved: labels no tenant may use as subdomain or path prefix.
+    :param base_domain: the dispatcher's base domain (tenants are served as
+        ``<subdomain>.<base_domain>``); a custom domain equal to it or under it
+        is refused, so it can never take over another tenant's subdomain or a
+        reserved one. None: no such check (the dispatcher routes no subdomains).
     """
 
     def __init__(
@@ -180,6 +188,7 @@ class TenantRegistry:
         *,
         reserved: Collection[str] = DEFAULT_RESERVED,
         channel: str = DEFAULT_CHANNEL,
+        base_domain: str | None = None,
     ) -> None:
         if isinstance(url_or_engine, Engine):
             engine = url_or_engine
@@ -200,6 +209,7 @@ class TenantRegistry:
                 "starting with a letter"
             )
         self.reserved = frozenset(label.lower() for label in reserved)
+        self.base_domain = _check_base_domain(base_domain)
         self.channel = channel
         self.engine = engine
         self._follower: ChangeFollower | None = None
@@ -426,6 +436,8 @@ class TenantRegistry:
         if isinstance(domains, str):
             raise TypeError("domains must be a collection of host names, not a string")
         hosts = tuple(dict.fromkeys(normalise_domain(host) for host in domains))
+        for host in hosts:
+            self._check_outside_base(host)
         return NewTenant(
             slug=normalise_label(slug, what="slug"),
             owner_email=normalise_email(owner_email),
@@ -435,6 +447,22 @@ class TenantRegistry:
             domains=hosts,
             config=freeze(check_config(config or {})),
         )
+
+    def _check_outside_base(self, host: str) -> None:
+        """Refuse a custom domain that would shadow ``<label>.<base_domain>``."""
+        base = self.base_domain
+        if base is None:
+            return
+        if host == base:
+            raise InvalidName(
+                f"host name {host!r} is the base domain {base!r}; "
+                "a custom domain must lie outside it"
+            )
+        if host.endswith("." + base):
+            raise InvalidName(
+                f"host name {host!r} is under the base domain {base!r}; "
+                "use a subdomain instead"
+            )
 
     def _label(self, value: str | None, what: str) -> str | None:
         if value is None:
@@ -454,11 +482,15 @@ class TenantRegistry:
         domains: Iterable[str] = (),
         config: Mapping[str, Any] | None = None,
         disabled_reason: str | None = None,
+        allow_existing_owner: bool = True,
     ) -> Tenant:
         """Create a tenant (and its owner, if new); the first domain is primary.
 
         With ``disabled_reason`` the tenant starts disabled, for example while
-        provisioning hooks prepare it.
+        provisioning hooks prepare it. With ``allow_existing_owner=False`` (a
+        public signup, which has no proof that the caller controls the
+        address) an owner e-mail that already has an account, in any spelling,
+        raises :class:`OwnerExists` and nothing is written.
         """
         spec = self.new_tenant(
             slug,
@@ -471,7 +503,9 @@ class TenantRegistry:
         )
         with self._transaction() as tx:
             tx.check_free(spec)
-            owner = tx.owner(spec.owner_email, spec.owner_name)
+            owner = tx.owner(
+                spec.owner_email, spec.owner_name, existing=allow_existing_owner
+            )
             row = TenantRow(
                 slug=spec.slug,
                 owner=owner,
@@ -575,6 +609,7 @@ class TenantRegistry:
     def add_domain(self, slug: str, host: str, *, primary: bool = False) -> Tenant:
         """Route ``host`` to the tenant; its first domain becomes the primary one."""
         host = normalise_domain(host)
+        self._check_outside_base(host)
         with self._transaction() as tx:
             row = tx.tenant(slug)
             current = {domain.host: domain for domain in row.domains}
@@ -626,6 +661,10 @@ class TenantRegistry:
             yield from self._import_batch(batch)
 
     def _import_batch(self, batch: Sequence[NewTenant]) -> list[ImportResult]:
+        # Specs from new_tenant() passed this already; one built by hand may not.
+        for spec in batch:
+            for host in spec.domains:
+                self._check_outside_base(host)
         with self._transaction() as tx:
             session = tx.session
             slugs = {spec.slug for spec in batch}
@@ -741,10 +780,16 @@ class _Transaction:
             raise TenantNotFound(f"no tenant has the slug {slug!r}")
         return row
 
-    def owner(self, email: str, name: str | None) -> UserRow:
+    def owner(self, email: str, name: str | None, *, existing: bool = True) -> UserRow:
+        """The owner's account, created if new; ``existing=False`` refuses one."""
         user = self.session.scalars(
             select(UserRow).where(UserRow.email == email)
         ).one_or_none()
+        if user is not None and not existing:
+            raise OwnerExists(
+                f"an account for {email!r} already exists; a new tenant is "
+                "attached to it only with proof of control of that address"
+            )
         if user is None:
             user = UserRow(email=email, name=name)
             self.session.add(user)
@@ -1001,6 +1046,25 @@ def _snapshots(rows: Iterable[Row[Any]]) -> list[Tenant]:
             )
         )
     return tenants
+
+
+def _check_base_domain(base_domain: str | None) -> str | None:
+    """Normalise the base domain as the dispatcher does (``parse_host``)."""
+    if base_domain is None:
+        return None
+    if not isinstance(base_domain, str):
+        raise TypeError(
+            f"base_domain must be a host name, not {type(base_domain).__name__}"
+        )
+    try:
+        host = parse_host(base_domain)
+    except InvalidHost as e:
+        raise ValueError(f"base_domain {base_domain!r} is not a host name: {e}") from e
+    if ":" in base_domain or host.startswith("["):
+        raise ValueError(
+            f"base_domain {base_domain!r} must be a host name without a port"
+        )
+    return host
 
 
 def _forget_pool(registry: weakref.ref[TenantRegistry]) -> None:

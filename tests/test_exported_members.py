@@ -7,10 +7,12 @@ import dispatcher
 REQUIRED = {
     "DomainTaken",
     "InvalidName",
+    "OwnerExists",
     "Tenant",
     "TenantExists",
     "TenantNotFound",
     "TenantRegistry",
+    "TooManyDomains",
 }
 
 

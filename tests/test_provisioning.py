@@ -22,6 +22,7 @@ from dispatcher.exceptions import (
     DomainTaken,
     InvalidConfig,
     InvalidName,
+    OwnerExists,
     TenantExists,
     TenantNotFound,
 )
@@ -547,3 +548,31 @@ def test_two_signups_of_one_name_in_two_spellings(database_url: str) -> None:
     finally:
         for registry in registries:
             registry.close()
+
+
+# -- signup cannot claim an existing owner (issue 9, C14a) -----------------------
+
+
+def test_create_refuses_an_existing_owner_when_asked(registry: TenantRegistry) -> None:
+    registry.create_tenant("victim", owner_email="ceo@victim.test")
+    calls: list[tuple[str, Tenant]] = []
+    provisioner = Provisioner(registry, on_create=[recorder(calls, "create")])
+    before = state(registry)
+
+    with pytest.raises(OwnerExists, match="'ceo@victim.test'"):
+        provisioner.create(
+            "mallory", owner_email="CEO@Victim.Test.", allow_existing_owner=False
+        )
+
+    assert calls == []
+    assert state(registry) == before
+
+
+def test_create_attaches_an_existing_owner_by_default(
+    registry: TenantRegistry,
+) -> None:
+    registry.create_tenant("first", owner_email=OWNER)
+
+    tenant = Provisioner(registry).create("second", owner_email=OWNER.upper())
+
+    assert tenant.owner_email == OWNER

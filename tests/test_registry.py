@@ -24,6 +24,7 @@ from dispatcher import (
     InvalidConfig,
     InvalidName,
     NewTenant,
+    OwnerExists,
     RegistryUnavailable,
     SchemaMissing,
     Tenant,
@@ -1840,3 +1841,155 @@ def test_pooled_connections_killed_by_the_server_are_replaced(
     finally:
         registry.close()
         admin.dispose()
+
+
+# -- custom domains stay outside the base domain (issue 9, C13) ------------------
+
+BASE_DOMAIN = "example.com"
+
+
+def normal(host: str) -> str:
+    return host.lower().removesuffix(".")
+
+
+@pytest.fixture
+def based(database_url: str, registry: TenantRegistry) -> Iterator[TenantRegistry]:
+    """A registry that knows the dispatcher's base domain (``registry`` migrated)."""
+    with TenantRegistry(database_url, base_domain="Example.COM.") as based:
+        yield based
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        pytest.param("victim.example.com", id="subdomain"),
+        pytest.param("API.Example.com.", id="reserved-label-spelling"),
+        pytest.param("a.b.example.com", id="deeper"),
+        pytest.param("example.com", id="apex"),
+        pytest.param("www.example.com", id="www"),
+    ],
+)
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(
+            lambda r, host: r.create_tenant(
+                "mallory", owner_email="m@evil.test", domains=["ok.evil.test", host]
+            ),
+            id="create",
+        ),
+        pytest.param(lambda r, host: r.add_domain("acme", host), id="add-domain"),
+        pytest.param(
+            lambda r, host: r.new_tenant(
+                "mallory", owner_email="m@evil.test", domains=[host]
+            ),
+            id="new-tenant",
+        ),
+        pytest.param(
+            lambda r, host: list(
+                r.import_tenants(
+                    # Built by hand, past new_tenant(), but normalised as specs are.
+                    [NewTenant("mallory", "m@evil.test", domains=(normal(host),))]
+                )
+            ),
+            id="import-unchecked-spec",
+        ),
+    ],
+)
+def test_custom_domain_under_base_domain_refused(
+    based: TenantRegistry, write: Callable[[TenantRegistry, str], object], host: str
+) -> None:
+    based.create_tenant("acme", owner_email="owner@acme.test", subdomain="acme")
+    before = state(based)
+
+    with pytest.raises(InvalidName, match="base domain 'example.com'") as exc_info:
+        write(based, host)
+
+    assert repr(normal(host)) in str(exc_info.value)
+    assert state(based) == before
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        pytest.param("notexample.com", id="suffix-not-label"),
+        pytest.param("example.com.evil.test", id="prefix"),
+        pytest.param("example.org", id="other-tld"),
+    ],
+)
+def test_custom_domain_outside_base_domain_allowed(
+    based: TenantRegistry, host: str
+) -> None:
+    tenant = based.create_tenant("acme", owner_email="o@acme.test", domains=[host])
+
+    assert tenant.domains == (host,)
+
+
+def test_without_base_domain_any_host_allowed(registry: TenantRegistry) -> None:
+    tenant = registry.create_tenant(
+        "acme", owner_email="o@acme.test", domains=["acme.example.com"]
+    )
+
+    assert tenant.domains == ("acme.example.com",)
+
+
+def test_base_domain_normalised(based: TenantRegistry) -> None:
+    assert based.base_domain == BASE_DOMAIN
+
+
+@pytest.mark.parametrize(
+    ("base_domain", "error"),
+    [
+        pytest.param("example.com:8080", ValueError, id="port"),
+        pytest.param("exa mple.com", ValueError, id="space"),
+        pytest.param("[::1]", ValueError, id="ipv6"),
+        pytest.param("", ValueError, id="empty"),
+        pytest.param(b"example.com", TypeError, id="bytes"),
+    ],
+)
+def test_base_domain_invalid(database_url: str, base_domain: Any, error: type) -> None:
+    with pytest.raises(error, match="base_domain"):
+        TenantRegistry(database_url, base_domain=base_domain)
+
+
+# -- signup cannot claim an existing owner (issue 9, C14a) -----------------------
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        pytest.param("ceo@victim.test", id="same"),
+        pytest.param("CEO@Victim.Test.", id="other-spelling"),
+    ],
+)
+def test_existing_owner_refused_when_not_allowed(
+    registry: TenantRegistry, spelling: str
+) -> None:
+    registry.create_tenant("victim", owner_email="ceo@victim.test")
+    before = state(registry)
+
+    with pytest.raises(OwnerExists, match="'ceo@victim.test'") as exc_info:
+        registry.create_tenant(
+            "mallory", owner_email=spelling, allow_existing_owner=False
+        )
+
+    assert isinstance(exc_info.value, Conflict)
+    assert state(registry) == before
+
+
+def test_new_owner_accepted_when_existing_not_allowed(
+    registry: TenantRegistry,
+) -> None:
+    tenant = registry.create_tenant(
+        "acme", owner_email="new@acme.test", allow_existing_owner=False
+    )
+
+    assert tenant.owner_email == "new@acme.test"
+
+
+def test_existing_owner_allowed_by_default(registry: TenantRegistry) -> None:
+    registry.create_tenant("victim", owner_email="ceo@victim.test")
+
+    tenant = registry.create_tenant("second", owner_email="CEO@Victim.Test.")
+
+    assert tenant.owner_email == "ceo@victim.test"
