@@ -205,6 +205,7 @@ class TenantDispatcher:
         self._routes = self._cache.routes
         self._timer = timer
         self._hot_hits = 0
+        self._outage = _Outage(timer)
         # Changes written through this registry object evict at once; with a
         # poll_interval, the registry's follower publishes everyone else's.
         self._unsubscribe = registry.subscribe(self._on_change)
@@ -272,8 +273,9 @@ class TenantDispatcher:
                     if entry is not None:
                         _shift(environ, path_key, rest)
                         return _serve(entry, environ, start_response)
-        except (RegistryUnavailable, SchemaMissing) as e:
-            log.warning("cannot resolve a tenant: %s", e)
+        except (RegistryUnavailable, SchemaMissing):
+            # Logged once per outage, by the lookup that met it first.
+            self._outage.refused()
             return self._unavailable(environ, start_response)
         except BuildTimeout as e:
             log.warning("%s", e)
@@ -309,17 +311,26 @@ class TenantDispatcher:
         return self.base_domain is not None and is_apex(host, self.base_domain)
 
     def _find_by_path_prefix(self, segment: str) -> Tenant | None:
-        self._follow()
-        return self.registry.find_by_path_prefix(segment)
+        return self._lookup(self.registry.find_by_path_prefix, segment)
 
     def _find_by_host(self, host: str) -> Tenant | None:
-        self._follow()
         label = None
         if self.base_domain is not None:
             label = subdomain_of(host, self.base_domain)
         if label is None:
-            return self.registry.find_by_host(host)
-        return self.registry.find_by_host_or_subdomain(host, label)
+            return self._lookup(self.registry.find_by_host, host)
+        return self._lookup(self.registry.find_by_host_or_subdomain, host, label)
+
+    def _lookup(self, find: Callable[..., Tenant | None], *names: str) -> Tenant | None:
+        """``find(*names)`` after starting to follow changes; notes outages."""
+        try:
+            self._follow()
+            tenant = find(*names)
+        except (RegistryUnavailable, SchemaMissing) as e:
+            self._outage.failed(e)
+            raise
+        self._outage.succeeded()
+        return tenant
 
     def _build(self, tenant: Tenant) -> WSGIApplication:
         if not tenant.is_active:
@@ -363,6 +374,7 @@ class TenantDispatcher:
         self._cache.forget_everything()
         self._follow_lock = threading.Lock()
         self._following_in = None
+        self._outage = _Outage(self._timer)
 
     def _on_change(self, change: TenantChange) -> None:
         self.invalidate(change)
@@ -402,6 +414,51 @@ class TenantDispatcher:
         """
         self._unsubscribe()
         self._cache.clear()
+
+
+class _Outage:
+    """The registry's outages, logged once when each starts and once when it ends.
+
+    A lookup that succeeds while none is under way reads one attribute and
+    takes no lock; failures, and the first success after them, take the lock.
+    """
+
+    def __init__(self, timer: Timer) -> None:
+        self._timer = timer
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._refused = 0
+
+    def failed(self, error: Exception) -> None:
+        with self._lock:
+            if self._since is not None:
+                return
+            self._since = self._timer()
+            self._refused = 0
+        log.warning(
+            "the registry is unavailable: %s; tenants without a built app get"
+            " 503 until it is back",
+            error,
+        )
+
+    def refused(self) -> None:
+        with self._lock:
+            self._refused += 1
+
+    def succeeded(self) -> None:
+        if self._since is None:
+            return
+        with self._lock:
+            if self._since is None:
+                return  # another thread saw the end first
+            down_for = self._timer() - self._since
+            refused, self._since = self._refused, None
+        log.warning(
+            "the registry is available again after %.1f s; %d requests got 503"
+            " meanwhile",
+            down_for,
+            refused,
+        )
 
 
 _NEW_HOSTS = frozenset({"created", "domain_added"})

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from flask import Flask, current_app, request, url_for
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from werkzeug.test import Client, EnvironBuilder, TestResponse, run_wsgi_app
 from werkzeug.wrappers import Request, Response
 
@@ -1015,11 +1015,84 @@ def test_database_down_is_503(
         assert asked[0] >= 1
         assert asked[1] == 2 * asked[0]
         assert built == []
-        assert "cannot resolve a tenant" in caplog.text
+        assert "the registry is unavailable" in caplog.text
         # Requests that need no database are still answered.
         assert fetch(client, "example.com", "/").status_code == 404
         assert fetch(client, "a_b.example.com", "/").status_code == 400
         dispatcher.close()
+
+
+@contextmanager
+def _tenant_table_gone(registry: TenantRegistry) -> Iterator[None]:
+    """The registry really fails its lookups: its tenant table is renamed away."""
+    with registry.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE tenants RENAME TO tenants_away"))
+    try:
+        yield
+    finally:
+        with registry.engine.begin() as connection:
+            connection.execute(text("ALTER TABLE tenants_away RENAME TO tenants"))
+
+
+def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
+    make_dispatcher: Callable[..., TenantDispatcher],
+    registry: CountingRegistry,
+    tenants: dict[str, Tenant],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    client = Client(make_dispatcher(timer=clock, poll_interval=None))
+    cold = [("beta.example.com", "/"), ("evil.example.com", "/"), (BASE, "/beta/")]
+    with caplog.at_level(logging.INFO, logger="dispatcher"):
+        assert fetch(client, "acme.example.com").status_code == 200
+        with _tenant_table_gone(registry):
+            for _ in range(3):
+                for host, path in cold:
+                    assert fetch(client, host, path).status_code == 503
+                clock.now += 14
+            # A built tenant needs no lookup: served, not counted.
+            assert fetch(client, "acme.example.com").status_code == 200
+        for host, path in cold:
+            assert fetch(client, host, path).status_code == 200
+    lines = [
+        (record.levelno, record.getMessage())
+        for record in caplog.records
+        if record.name == "dispatcher.middleware"
+    ]
+    assert len(lines) == 2, lines
+    (down_level, down), (up_level, up) = lines
+    assert down_level == logging.WARNING
+    assert "the registry is unavailable" in down
+    assert "tenant tables" in down  # the cause, as the registry put it
+    assert up_level == logging.WARNING
+    assert "the registry is available again after 42.0 s" in up
+    assert "9 requests got 503" in up
+
+
+def test_an_outage_counts_from_the_first_failure_after_a_recovery(
+    make_dispatcher: Callable[..., TenantDispatcher],
+    registry: CountingRegistry,
+    tenants: dict[str, Tenant],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    client = Client(make_dispatcher(timer=clock, poll_interval=None))
+    with caplog.at_level(logging.INFO, logger="dispatcher"):
+        outages = [(["beta.example.com"], 5), (["evil.example.com"] * 2, 7)]
+        for hosts, down_for in outages:
+            with _tenant_table_gone(registry):
+                for host in hosts:
+                    assert fetch(client, host).status_code == 503
+                clock.now += down_for
+            assert fetch(client, hosts[0]).status_code == 200
+    lines = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "dispatcher.middleware"
+    ]
+    assert len(lines) == 4, lines
+    assert "after 5.0 s; 1 requests got 503" in lines[1]
+    assert "after 7.0 s; 2 requests got 503" in lines[3]
 
 
 def test_built_tenants_are_served_while_the_database_is_down(
@@ -1358,6 +1431,7 @@ def _after_fork_partials() -> int:
 def test_dispatchers_register_no_fork_hook_of_their_own(
     registry: CountingRegistry, create_app: Callable[[Tenant], Flask]
 ) -> None:
+    gc.collect()  # dispatchers of earlier tests may still await collection
     hooks, partials = _fork_hooks_of(TenantDispatcher), _after_fork_partials()
     made = [
         TenantDispatcher(registry, create_app, base_domain=BASE) for _ in range(100)
