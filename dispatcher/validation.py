@@ -8,41 +8,74 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Collection, Mapping
 from typing import Any
+
+import idna
 
 from dispatcher.exceptions import InvalidConfig, InvalidName
 
 __all__ = [
     "DEFAULT_RESERVED",
-    "MAX_OWNER_NAME",
     "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_DEPTH",
+    "MAX_OWNER_NAME",
     "check_config",
+    "is_reserved",
     "json_equal",
-    "normalise_owner_name",
     "normalise_domain",
     "normalise_email",
     "normalise_label",
+    "normalise_owner_name",
+    "normalise_reason",
 ]
 
-#: Labels no tenant may take as subdomain or path prefix: they name
-#: infrastructure or the default app's own pages.
+#: Labels no tenant may take as subdomain or path prefix. A tenant holding one
+#: of them under the base domain would receive traffic meant for the operator:
+#: clients look these names up on their own, without anyone typing them.
+#: The rule (see :func:`is_reserved`): a label is reserved if it is one of
+#: these, or one of these followed by digits (``ns1``, ``mx2``, ``www3``,
+#: ``pop3``): numbered siblings of the same service.
 DEFAULT_RESERVED = frozenset(
     {
+        # The default app's own pages and the operator's web hosts.
         "admin", "api", "app", "assets", "auth", "cdn", "dashboard", "docs",
-        "ftp", "help", "imap", "localhost", "login", "logout", "mail", "media",
-        "mx", "ns1", "ns2", "pop", "register", "signup", "smtp", "static",
-        "status", "support", "webmail", "www",
+        "help", "login", "logout", "media", "register", "signup", "static",
+        "status", "support", "www",
+        # Mail. Clients configure themselves from autoconfig (Thunderbird),
+        # autodiscover (Outlook), lyncdiscover and sip (Skype/Teams),
+        # enterpriseenrollment/-registration (Intune); senders fetch mta-sts
+        # (RFC 8461) and openpgpkey (Web Key Directory) policies and keys.
+        "autoconfig", "autodiscover", "email", "enterpriseenrollment",
+        "enterpriseregistration", "exchange", "imap", "lyncdiscover", "mail",
+        "mta-sts", "mx", "openpgpkey", "owa", "pop", "sip", "smtp", "webmail",
+        # Network and DNS. Machines resolve wpad (proxy auto-config) and isatap
+        # (IPv6 tunnels) under their search domain; the rest name servers.
+        "dns", "ftp", "isatap", "localhost", "ns", "ntp", "vpn", "wpad",
     }
 )  # fmt: skip
+# Underscore names (_dmarc, _domainkey, _mta-sts, _acme-challenge) need no entry:
+# no label may contain '_'.
 
 MAX_CONFIG_BYTES = 64 * 1024
+#: How deeply objects and lists may nest in a config, the config itself being
+#: level 1. Real configs are shallow; the limit keeps every recursive walk of a
+#: config (here, in snapshots, in ``json``) far from Python's recursion limit.
+MAX_CONFIG_DEPTH = 32
 MAX_OWNER_NAME = 200  # the column's length
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _LABEL_RULE = "1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
 _IDEOGRAPHIC_DOTS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61", "."))
-_EMAIL_LOCAL = re.compile(r"[^\s@\x00-\x1f\x7f]{1,64}")
+_EMAIL_LOCAL = re.compile(r"[^\s@]{1,64}")
+# Characters a terminal or a log obeys rather than shows: C0 and C1 controls
+# and DEL (escape sequences, line breaks), the Unicode line and paragraph
+# separators, and the bidi embeddings, overrides and isolates that reorder the
+# text after them ("Trojan Source"). Zero-width joiners stay: some scripts
+# need them.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_CONTROL_RULE = "control characters are not allowed"
 
 
 def _shown(value: str) -> str:
@@ -60,29 +93,34 @@ def normalise_label(
     label = value.strip()
     if not label.isascii() or not _LABEL.fullmatch(label := label.lower()):
         raise InvalidName(f"{what} {_shown(value)} must be {_LABEL_RULE}")
-    if label in reserved:
+    if is_reserved(label, reserved):
         raise InvalidName(f"{what} {label!r} is reserved; choose another name")
     return label
 
 
+def is_reserved(label: str, reserved: Collection[str] = DEFAULT_RESERVED) -> bool:
+    """Whether ``label`` (lower-case) is in ``reserved``, or one of them plus digits."""
+    return label in reserved or label.rstrip("0123456789") in reserved
+
+
 def normalise_domain(value: str) -> str:
-    """Check a custom host name; return it lower-case, punycoded, no final dot."""
+    """Check a custom host name; return it lower-case, punycoded, no final dot.
+
+    Internationalised names follow IDNA 2008 with the UTS 46 mapping, as
+    browsers do: ``faß.de`` is ``xn--fa-hia.de``, not IDNA 2003's ``fass.de``.
+    """
     if not isinstance(value, str):
         raise InvalidName(f"host name must be a string, not {type(value).__name__}")
     # IDNA treats these full stops as dots; map them before the final dot goes.
     host = value.strip().translate(_IDEOGRAPHIC_DOTS)
     host = host.removesuffix(".")
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError as e:
-            raise InvalidName(
-                f"host name {_shown(value)} cannot be converted to punycode: {e}"
-            ) from e
-    host = host.lower()
+    # Other names take UTS 46's mapping, not str.lower(): it keeps ß and final
+    # sigma, which are letters of their own in IDNA 2008, and folds widths.
+    host = host.lower() if host.isascii() else _uts46_map(host, value)
+    labels = [_ascii_label(label, value) for label in host.split(".")]
+    host = ".".join(labels)
     if len(host) > 253:
         raise InvalidName(f"host name {_shown(value)} is longer than 253 characters")
-    labels = host.split(".")
     if len(labels) < 2:
         raise InvalidName(
             f"host name {_shown(value)} must have at least two labels, "
@@ -101,6 +139,43 @@ def normalise_domain(value: str) -> str:
     return host
 
 
+def _uts46_map(host: str, value: str) -> str:
+    """UTS 46 mapping, non-transitional: case folding, width, ß kept."""
+    try:
+        return idna.uts46_remap(host, std3_rules=True, transitional=False)
+    except idna.IDNAError as e:
+        raise _not_idna(value, e) from e
+
+
+def _ascii_label(label: str, value: str) -> str:
+    """An A-label for a Unicode label; an A-label checked; other labels as they are.
+
+    An ASCII label that does not start with ``xn--`` is left to the LDH rule.
+    """
+    if label.isascii() and not label.startswith("xn--"):
+        return label
+    try:
+        if label.isascii():
+            # Decoding checks the U-label it stands for; encoding it again must
+            # give the same text, or one name would have two spellings.
+            decoded = idna.ulabel(label)
+            if idna.alabel(decoded).decode("ascii") != label:
+                raise idna.IDNAError(
+                    f"{label!r} is not the canonical punycode of {decoded!r}"
+                )
+            return label
+        return idna.alabel(label).decode("ascii")
+    except idna.IDNAError as e:
+        raise _not_idna(value, e) from e
+
+
+def _not_idna(value: str, error: idna.IDNAError) -> InvalidName:
+    return InvalidName(
+        f"host name {_shown(value)} cannot be converted to punycode "
+        f"(IDNA 2008 rules): {error}"
+    )
+
+
 def normalise_email(value: str) -> str:
     """Check an owner's e-mail address; return it lower-cased, domain punycoded."""
     if not isinstance(value, str):
@@ -112,6 +187,7 @@ def normalise_email(value: str) -> str:
     local = local.lower()
     if not at or not _EMAIL_LOCAL.fullmatch(local):
         raise InvalidName(f"e-mail {_shown(value)} must look like 'name@example.com'")
+    _refuse_control(local, f"e-mail {_shown(value)}")
     try:
         domain = normalise_domain(domain)
     except InvalidName as e:
@@ -125,12 +201,11 @@ def check_config(value: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidConfig(
             f"config must be a JSON object (a mapping), not {type(value).__name__}"
         )
+    _check_depth(value)
     try:
         encoded = json.dumps(_plain(value), allow_nan=False)
     except (TypeError, ValueError) as e:
         raise InvalidConfig(f"config is not valid JSON: {e}") from e
-    except RecursionError as e:
-        raise InvalidConfig("config is nested too deeply") from e
     if len(encoded.encode()) > MAX_CONFIG_BYTES:
         raise InvalidConfig(
             f"config is {len(encoded.encode())} bytes as JSON; "
@@ -138,6 +213,26 @@ def check_config(value: Mapping[str, Any]) -> dict[str, Any]:
         )
     result: dict[str, Any] = json.loads(encoded)
     return result
+
+
+def _check_depth(config: Mapping[str, Any]) -> None:
+    """Refuse a config nested deeper than the limit, without recursing."""
+    level: list[Any] = [config]
+    for _ in range(MAX_CONFIG_DEPTH):
+        level = [
+            item
+            for container in level
+            for item in (
+                container.values() if isinstance(container, Mapping) else container
+            )
+            if isinstance(item, Mapping | list | tuple)
+        ]
+        if not level:
+            return
+    raise InvalidConfig(
+        f"config is nested more than {MAX_CONFIG_DEPTH} levels deep; "
+        f"the limit is {MAX_CONFIG_DEPTH} levels of objects and lists"
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -174,4 +269,29 @@ def normalise_owner_name(value: str | None) -> str | None:
         raise InvalidName(
             f"owner name {_shown(name)} is longer than {MAX_OWNER_NAME} characters"
         )
+    _refuse_control(name, f"owner name {_shown(name)}")
     return name or None
+
+
+def normalise_reason(value: str | None) -> str | None:
+    """Strip why a tenant is disabled; empty becomes None; one line, no controls."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidName(
+            f"disabled reason must be a string, not {type(value).__name__}"
+        )
+    reason = value.strip()
+    _refuse_control(reason, f"disabled reason {_shown(reason)}")
+    return reason or None
+
+
+def _refuse_control(text: str, subject: str) -> None:
+    """Refuse text holding a character terminals and logs obey instead of show."""
+    found = _CONTROL.search(text)
+    if found:
+        raise InvalidName(
+            f"{subject} holds U+{ord(found[0]):04X} "
+            f"({unicodedata.name(found[0], 'a control character')}); "
+            f"{_CONTROL_RULE}"
+        )

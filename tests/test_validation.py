@@ -16,10 +16,14 @@ from dispatcher.exceptions import DispatcherError, InvalidConfig, InvalidName
 from dispatcher.validation import (
     DEFAULT_RESERVED,
     MAX_CONFIG_BYTES,
+    MAX_CONFIG_DEPTH,
     check_config,
+    is_reserved,
     normalise_domain,
     normalise_email,
     normalise_label,
+    normalise_owner_name,
+    normalise_reason,
 )
 
 # No example database: it would write a .hypothesis directory into the tree.
@@ -155,6 +159,89 @@ def test_normalise_label_custom_reserved() -> None:
 
 
 @pytest.mark.parametrize(
+    "value",
+    [
+        # Mail clients and servers look these up under a domain on their own.
+        pytest.param("autodiscover", id="outlook-autodiscover"),
+        pytest.param("autoconfig", id="thunderbird-autoconfig"),
+        pytest.param("mta-sts", id="mta-sts"),
+        pytest.param("openpgpkey", id="web-key-directory"),
+        pytest.param("mx", id="mx"),
+        pytest.param("smtp", id="smtp"),
+        pytest.param("imap", id="imap"),
+        pytest.param("pop", id="pop"),
+        pytest.param("pop3", id="pop3"),
+        pytest.param("mail", id="mail"),
+        pytest.param("email", id="email"),
+        pytest.param("webmail", id="webmail"),
+        pytest.param("exchange", id="exchange"),
+        pytest.param("owa", id="owa"),
+        pytest.param("lyncdiscover", id="lyncdiscover"),
+        pytest.param("sip", id="sip"),
+        pytest.param("enterpriseenrollment", id="intune-enrollment"),
+        pytest.param("enterpriseregistration", id="intune-registration"),
+        # Networks resolve these under their search domain.
+        pytest.param("wpad", id="wpad"),
+        pytest.param("isatap", id="isatap"),
+        pytest.param("localhost", id="localhost"),
+        pytest.param("ns", id="ns"),
+        pytest.param("ns1", id="ns1"),
+        pytest.param("ns4", id="ns4"),
+        pytest.param("NS12", id="ns12-upper"),
+        pytest.param("dns", id="dns"),
+        pytest.param("dns2", id="dns2"),
+        pytest.param("ntp", id="ntp"),
+        pytest.param("vpn", id="vpn"),
+        pytest.param("ftp", id="ftp"),
+        # A reserved label with a number after it is a sibling host.
+        pytest.param("mx2", id="mx2"),
+        pytest.param("smtp01", id="smtp01"),
+        pytest.param("mail2", id="mail2"),
+        pytest.param("www1", id="www1"),
+        pytest.param("api2", id="api2"),
+    ],
+)
+def test_normalise_label_reserved_for_mail_and_dns(value: str) -> None:
+    with pytest.raises(InvalidName, match="reserved") as exc_info:
+        normalise_label(value, what="subdomain", reserved=DEFAULT_RESERVED)
+
+    assert repr(value.lower()) in str(exc_info.value)
+    assert is_reserved(value.lower())
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("nsa", id="letters-after-ns"),
+        pytest.param("news", id="news"),
+        pytest.param("mxa", id="letters-after-mx"),
+        pytest.param("www-1", id="hyphen-digit"),
+        pytest.param("1mail", id="digit-before"),
+        pytest.param("mailbox", id="longer-word"),
+        pytest.param("pop-art", id="hyphenated-word"),
+        pytest.param("2024", id="only-digits"),
+        pytest.param("smtpd", id="smtpd"),
+    ],
+)
+def test_normalise_label_not_reserved_lookalikes(value: str) -> None:
+    assert normalise_label(value, reserved=DEFAULT_RESERVED) == value
+    assert not is_reserved(value)
+
+
+def test_normalise_label_numbered_rule_applies_to_custom_reserved() -> None:
+    with pytest.raises(InvalidName, match="'acme7' is reserved"):
+        normalise_label("ACME7", reserved={"acme"})
+
+    assert normalise_label("acme-7", reserved={"acme"}) == "acme-7"
+
+
+def test_default_reserved_holds_only_valid_labels() -> None:
+    # A reserved label the label rule refuses anyway would be dead weight.
+    for label in DEFAULT_RESERVED:
+        assert normalise_label(label) == label
+
+
+@pytest.mark.parametrize(
     "what", [pytest.param("slug", id="slug"), pytest.param("path prefix", id="path")]
 )
 def test_normalise_label_message_names_what(what: str) -> None:
@@ -204,6 +291,7 @@ def test_normalise_label_never_returns_reserved(value: str) -> None:
         return
 
     assert label not in DEFAULT_RESERVED
+    assert not is_reserved(label)
 
 
 # -- normalise_domain -------------------------------------------------------------
@@ -226,6 +314,19 @@ def test_normalise_label_never_returns_reserved(value: str) -> None:
             "bücher.de\u3002", "xn--bcher-kva.de", id="ideographic-trailing-dot"
         ),
         pytest.param("xn--bcher-kva.de", "xn--bcher-kva.de", id="punycode"),
+        pytest.param("XN--BCHER-KVA.DE", "xn--bcher-kva.de", id="punycode-upper"),
+        # IDNA 2008 keeps sharp s (IDNA 2003 made it "ss": another domain).
+        pytest.param("faß.de", "xn--fa-hia.de", id="sharp-s"),
+        pytest.param("FAß.De", "xn--fa-hia.de", id="sharp-s-mixed-case"),
+        pytest.param("xn--fa-hia.de", "xn--fa-hia.de", id="sharp-s-punycode"),
+        pytest.param("faß\uff0ede", "xn--fa-hia.de", id="fullwidth-dot"),
+        pytest.param("faß\uff61de", "xn--fa-hia.de", id="halfwidth-ideographic-dot"),
+        # Final sigma kept (IDNA 2003 made it σ); upper case has no final form.
+        pytest.param("σίσυφος.gr", "xn--kxa6ajbbmh.gr", id="final-sigma"),
+        pytest.param("ΣΊΣΥΦΟΣ.gr", "xn--kxa6akbbkh.gr", id="greek-upper"),
+        pytest.param("ｂüｃｈｅｒ.de", "xn--bcher-kva.de", id="fullwidth-letters"),
+        pytest.param("\u212aelvin.com", "kelvin.com", id="kelvin-sign-mapped"),
+        pytest.param("shop.bücher.de", "shop.xn--bcher-kva.de", id="mixed-labels"),
         pytest.param("a-b.c-d", "a-b.c-d", id="inner-hyphens"),
         pytest.param("1.example.com", "1.example.com", id="digit-label"),
         pytest.param("example.com1", "example.com1", id="tld-with-digit"),
@@ -317,6 +418,34 @@ def test_normalise_domain_not_idna(value: str) -> None:
         normalise_domain(value)
 
 
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [
+        pytest.param("xn--zz.de", "Invalid A-label", id="bad-punycode"),
+        pytest.param("xn--.de", "no Punycode", id="empty-punycode"),
+        pytest.param("xn--tda-.de", "hyphen", id="punycode-trailing-hyphen"),
+        # Decodes to "ü", whose punycode is xn--tda: one name, two spellings.
+        pytest.param("xn---tda.de", "canonical", id="non-canonical-punycode"),
+        pytest.param("XN---TDA.de", "canonical", id="non-canonical-punycode-upper"),
+        pytest.param("xn--ls8h.la", "U+1F4A9", id="punycode-of-emoji"),
+        pytest.param("xn--a.de", "U+0080", id="punycode-of-control"),
+        pytest.param("😀.com", "U+1F600", id="emoji"),
+        pytest.param("i❤.ws", "U+2764", id="symbol"),
+        pytest.param("ab--ü.de", "hyphens in 3rd and 4th", id="hyphens-3-4"),
+        pytest.param("abc\u200d.de", "U+200D", id="zero-width-joiner"),
+        pytest.param("shop_1.bücher.de", "U+005F", id="underscore-with-unicode"),
+    ],
+)
+def test_normalise_domain_refuses_what_idna_2008_refuses(value: str, rule: str) -> None:
+    with pytest.raises(InvalidName) as exc_info:
+        normalise_domain(value)
+
+    message = str(exc_info.value)
+    assert repr(value) in message
+    assert rule in message
+    assert "IDNA 2008" in message
+
+
 @fuzz
 @given(any_text | domain_like)
 def test_normalise_domain_idempotent_or_invalid(value: str) -> None:
@@ -344,6 +473,7 @@ def test_normalise_domain_idempotent_or_invalid(value: str) -> None:
         pytest.param("owner@acme.test.", "owner@acme.test", id="trailing-dot"),
         pytest.param("first.last+tag@acme.test", "first.last+tag@acme.test", id="tag"),
         pytest.param("owner@bücher.de", "owner@xn--bcher-kva.de", id="idn-domain"),
+        pytest.param("Owner@Faß.DE", "owner@xn--fa-hia.de", id="idn-sharp-s"),
         pytest.param("josé@acme.test", "josé@acme.test", id="unicode-local"),
         pytest.param("a" * 64 + "@acme.test", "a" * 64 + "@acme.test", id="local-64"),
     ],
@@ -367,6 +497,15 @@ def test_normalise_email(value: str, expected: str) -> None:
         pytest.param("owner@1.2.3.4", id="ip-domain"),
         pytest.param("owner@acme..test", id="empty-label"),
         pytest.param("owner@ac_me.test", id="underscore-domain"),
+        pytest.param("owner@xn--zz.test", id="bad-punycode-domain"),
+        pytest.param("owner@😀.test", id="emoji-domain"),
+        # Control characters: a terminal or log showing the address obeys them.
+        pytest.param("own\x1b[2Jer@acme.test", id="escape-in-local"),
+        pytest.param("own\x85er@acme.test", id="next-line-in-local"),
+        pytest.param("own\x9ber@acme.test", id="c1-csi-in-local"),
+        pytest.param("own\u2028er@acme.test", id="line-separator-in-local"),
+        pytest.param("own\u202eer@acme.test", id="bidi-override-in-local"),
+        pytest.param("own\x7fer@acme.test", id="del-in-local"),
     ],
 )
 def test_normalise_email_invalid(value: str) -> None:
@@ -421,6 +560,89 @@ def test_normalise_email_idempotent_or_invalid(value: str) -> None:
     local, _, domain = email.rpartition("@")
     assert local == local.lower()
     assert normalise_domain(domain) == domain
+
+
+# -- normalise_owner_name and normalise_reason --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(None, None, id="none"),
+        pytest.param("", None, id="empty"),
+        pytest.param("  ", None, id="blank"),
+        pytest.param(" Ann Owner ", "Ann Owner", id="stripped"),
+        pytest.param("Zoë Ünal", "Zoë Ünal", id="unicode"),
+        # Joiners belong to some scripts' spelling (Persian, Indic): kept.
+        pytest.param(
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+            id="zero-width-non-joiner",
+        ),
+        pytest.param("\tAnn\n", "Ann", id="outer-whitespace"),
+    ],
+)
+def test_normalise_owner_name(value: str | None, expected: str | None) -> None:
+    assert normalise_owner_name(value) == expected
+
+
+CONTROL_TEXT = [
+    pytest.param("Ann\x1b[31mRed", "U+001B", id="escape"),
+    pytest.param("Ann\nOwner", "U+000A", id="newline"),
+    pytest.param("Ann\rOwner", "U+000D", id="carriage-return"),
+    pytest.param("Ann\tOwner", "U+0009", id="tab"),
+    pytest.param("Ann\x00", "U+0000", id="nul"),
+    pytest.param("Ann\x7f", "U+007F", id="del"),
+    pytest.param("Ann\x9b2J", "U+009B", id="c1-csi"),
+    pytest.param("Ann\u2028Owner", "U+2028", id="line-separator"),
+    pytest.param("Ann\u2029Owner", "U+2029", id="paragraph-separator"),
+    pytest.param("Ann\u202egnp.exe", "U+202E", id="right-to-left-override"),
+    pytest.param("Ann\u2066x\u2069", "U+2066", id="bidi-isolate"),
+]
+
+
+@pytest.mark.parametrize(("value", "code_point"), CONTROL_TEXT)
+def test_normalise_owner_name_refuses_control_characters(
+    value: str, code_point: str
+) -> None:
+    with pytest.raises(InvalidName) as exc_info:
+        normalise_owner_name(value)
+
+    message = str(exc_info.value)
+    assert message.startswith("owner name ")
+    assert repr(value) in message
+    assert code_point in message
+    assert message.isprintable()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(None, None, id="none"),
+        pytest.param("", None, id="empty"),
+        pytest.param(" unpaid ", "unpaid", id="stripped"),
+        pytest.param("impayé", "impayé", id="unicode"),
+    ],
+)
+def test_normalise_reason(value: str | None, expected: str | None) -> None:
+    assert normalise_reason(value) == expected
+
+
+@pytest.mark.parametrize(("value", "code_point"), CONTROL_TEXT)
+def test_normalise_reason_refuses_control_characters(
+    value: str, code_point: str
+) -> None:
+    with pytest.raises(InvalidName) as exc_info:
+        normalise_reason(value)
+
+    message = str(exc_info.value)
+    assert message.startswith("disabled reason ")
+    assert code_point in message
+
+
+def test_normalise_reason_not_a_string() -> None:
+    with pytest.raises(InvalidName, match="int"):
+        normalise_reason(42)  # type: ignore[arg-type]
 
 
 # -- check_config -----------------------------------------------------------------
@@ -542,6 +764,38 @@ def test_check_config_nested_non_string_key(key: Any) -> None:
 def test_check_config_not_json(value: Mapping[str, Any]) -> None:
     with pytest.raises(InvalidConfig, match="not valid JSON"):
         check_config(value)
+
+
+@pytest.mark.parametrize(
+    ("depth", "ok"),
+    [
+        pytest.param(MAX_CONFIG_DEPTH, True, id="at-limit"),
+        pytest.param(MAX_CONFIG_DEPTH + 1, False, id="over-limit"),
+        pytest.param(900, False, id="just-under-the-recursion-limit"),
+    ],
+)
+def test_check_config_depth_limit(depth: int, ok: bool) -> None:
+    # The config object itself is level 1; each list inside adds one.
+    value: Any = []
+    for _ in range(depth - 2):
+        value = [value]
+    config = {"a": value}
+
+    if ok:
+        assert check_config(config) == config
+        return
+    with pytest.raises(InvalidConfig) as exc_info:
+        check_config(config)
+    assert f"the limit is {MAX_CONFIG_DEPTH}" in str(exc_info.value)
+
+
+def test_check_config_depth_counts_objects_and_lists() -> None:
+    value: Any = {}
+    for i in range(MAX_CONFIG_DEPTH):
+        value = {"k": value} if i % 2 else [value]
+
+    with pytest.raises(InvalidConfig, match="nested"):
+        check_config({"a": value})
 
 
 def test_check_config_too_deep() -> None:
