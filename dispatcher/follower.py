@@ -6,11 +6,19 @@ every ``poll_interval`` seconds (one primary-key range scan, whatever the number
 of tenants), and hands each change to ``publish``. On PostgreSQL a second thread
 keeps a dedicated connection ``LISTEN``-ing for the registry's ``NOTIFY`` and
 wakes the poll thread at once; a notification lost while disconnected is
-recovered by the next poll, and the listener reconnects with backoff. Neither
-thread is ever on a request's path.
+recovered by the next poll. A listener that fails, or whose wait returns early
+without a notification (a dead connection, an incompatible driver), is
+reconnected after a backoff that doubles from 0.5 s to 10 s, never in a busy
+loop. Neither thread is ever on a request's path.
+
+An outage is logged as one warning when following stops and one when it
+resumes; the listener logs its own interruptions at ``INFO`` only, since polls
+still deliver every change meanwhile.
 
 Threads do not survive ``fork``: :meth:`start` notices the new process and starts
-fresh ones, so a follower is safe under ``gunicorn --preload``.
+fresh ones, and every lock and event is replaced in the child (one of the
+parent's threads may have held it at the fork), so a follower is safe under
+``gunicorn --preload``.
 """
 
 from __future__ import annotations
@@ -18,21 +26,29 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from dispatcher import forks
 from dispatcher.exceptions import RegistryError
 from dispatcher.tenant import RESYNC, TenantChange
 
 if TYPE_CHECKING:
-    from dispatcher.registry import TenantRegistry
+    from dispatcher.registry import TenantRegistry, _Listener
 
 __all__ = ["ChangeFollower"]
 
 log = logging.getLogger(__name__)
 
+_FIRST_BACKOFF = 0.5
 _MAX_BACKOFF = 10.0
+#: How long one listener wait lasts; bounds how late the listener sees a stop.
+_LISTEN_WAIT = 1.0
+#: A wait that returned without a notification sooner than this share of its
+#: timeout did not wait: the connection or the driver is broken.
+_EARLY = 0.5
 _PAGE = 1000
 
 
@@ -61,6 +77,21 @@ class ChangeFollower:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
+        forks.on_fork_in_child(self, ChangeFollower._forked)
+
+    def _forked(self) -> None:
+        """In a forked child: fresh locks and events, no threads.
+
+        A parent's thread may have held any of them at the fork (the poll
+        thread mid-poll, another thread in :meth:`start`); no thread of this
+        process would ever release them. The parent's threads do not exist
+        here, so :attr:`running` is false and :meth:`start` starts new ones.
+        """
+        self._lock = threading.Lock()
+        self._poll_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads = []
 
     @property
     def running(self) -> bool:
@@ -146,7 +177,7 @@ def _poll_loop(ref: weakref.ref[ChangeFollower], stop: threading.Event) -> None:
     # A weak reference, so a registry nobody uses any more can be collected;
     # the loop then ends by itself.
     wake = threading.Event()
-    failing = False
+    failing_since: float | None = None
     while not stop.is_set():
         follower = ref()
         if follower is None:
@@ -155,44 +186,91 @@ def _poll_loop(ref: weakref.ref[ChangeFollower], stop: threading.Event) -> None:
         try:
             follower.poll()
         except RegistryError as e:
-            if not failing:
+            # Once per outage: a line per poll would flood the log.
+            if failing_since is None:
+                failing_since = time.monotonic()
                 log.warning("cannot follow the registry's changes: %s", e)
-            failing = True
         except Exception:
             log.exception("publishing the registry's changes failed")
         else:
-            if failing:
-                log.info("following the registry's changes again")
-            failing = False
+            if failing_since is not None:
+                log.warning(
+                    "following the registry's changes again after %.1f s",
+                    time.monotonic() - failing_since,
+                )
+            failing_since = None
         del follower
         wake.wait(interval)
         wake.clear()
 
 
 def _listen_loop(ref: weakref.ref[ChangeFollower], stop: threading.Event) -> None:
-    backoff = 0.5
+    # Every failure, of a connect or of a wait, is followed by a backoff:
+    # reconnecting at once would storm the database (and the poll thread,
+    # woken at each connect) as long as the failure lasts.
+    backoff = _FIRST_BACKOFF
+    failing = False
     while not stop.is_set():
         follower = ref()
         if follower is None:
             return
         wake = follower._wake
+        listener: _Listener | None = None
+        problem: str | None
         try:
             listener = follower.registry.listen()
         except Exception as e:
-            log.warning("cannot listen for change notifications: %s", e)
-            del follower
-            stop.wait(backoff)
-            backoff = min(backoff * 2, _MAX_BACKOFF)
-            continue
+            worked, problem = False, f"cannot listen for change notifications: {e}"
+        # Not while listening: a follower nobody uses must be collectable.
         del follower
-        try:
-            backoff = 0.5
+        if listener is not None:
             # Whatever was notified while we were not listening.
             wake.set()
-            while not stop.is_set() and ref() is not None:
-                if listener.wait(1.0):
-                    wake.set()
+            try:
+                worked, problem = _listen(listener, ref, stop, wake, failing)
+            finally:
+                listener.close()
+        if problem is None:
+            continue
+        if worked:
+            backoff, failing = _FIRST_BACKOFF, False
+        if not failing:
+            # The poll thread still delivers every change, only later: worth
+            # a line, not a warning, and one per interruption.
+            log.info("%s; following by polling meanwhile", problem)
+            failing = True
+        stop.wait(backoff)
+        backoff = min(backoff * 2, _MAX_BACKOFF)
+
+
+def _listen(
+    listener: _Listener,
+    ref: weakref.ref[ChangeFollower],
+    stop: threading.Event,
+    wake: threading.Event,
+    recovering: bool,
+) -> tuple[bool, str | None]:
+    """Wake the poll thread on each notification until stopped or failing.
+
+    Returns whether any wait worked, and why listening ended (None: stopped).
+    A wait that returns without a notification well before its timeout is a
+    failure like one that raises: waiting again at once would spin.
+    """
+    worked = False
+    while not stop.is_set() and ref() is not None:
+        started = time.monotonic()
+        try:
+            arrived = listener.wait(_LISTEN_WAIT)
         except Exception as e:
-            log.warning("change notifications interrupted: %s", e)
-        finally:
-            listener.close()
+            return worked, f"change notifications interrupted: {e}"
+        if arrived:
+            wake.set()
+        elif time.monotonic() - started < _LISTEN_WAIT * _EARLY:
+            return worked, (
+                "change notifications interrupted: a wait for them "
+                "returned at once without one"
+            )
+        if recovering and not worked:
+            log.info("listening for change notifications again")
+        worked = True
+    return worked, None

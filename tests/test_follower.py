@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import os
+import signal
 import threading
-from collections.abc import Iterator
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from flask import Flask
@@ -13,6 +19,7 @@ from werkzeug.test import Client
 
 from dispatcher import Tenant, TenantChange, TenantDispatcher, TenantRegistry
 from dispatcher.follower import ChangeFollower
+from dispatcher.registry import _Listener
 from dispatcher.tenant import RESYNC
 
 #: Bounds a real wait for a notification; far above the expected ~10 ms.
@@ -275,3 +282,246 @@ def test_a_failed_start_is_tried_again(other: TenantRegistry) -> None:
         ]
     finally:
         follower.stop()
+
+
+# -- fork from a warm parent ---------------------------------------------------------
+
+#: Bounds the child's wait for a change; far above the expected poll interval.
+CHILD_TIMEOUT = 5.0
+#: Bounds the parent's wait for the child: a child stuck on a lock is killed.
+FORK_DEADLINE = CHILD_TIMEOUT + 10.0
+
+
+def _run_in_child(child: Callable[[], bool]) -> int | None:
+    """Fork; the child's exit status says whether ``child()`` held (None: hung).
+
+    The child never returns to pytest: it reports through its exit status
+    only (0 yes, 1 no, 2 it raised). A child that outlives ``FORK_DEADLINE``
+    is killed, so a deadlocked child fails the test instead of hanging it.
+    """
+    pid = os.fork()
+    if pid == 0:
+        status = 2
+        try:
+            status = 0 if child() else 1
+        finally:
+            os._exit(status)
+    deadline = time.monotonic() + FORK_DEADLINE
+    pause = threading.Event()
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        pause.wait(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+@contextmanager
+def _held_by_another_thread(lock: threading.Lock) -> Iterator[None]:
+    """``lock`` held by a thread of its own, as the poll thread or a start may."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            held.set()
+            release.wait(FORK_DEADLINE)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    try:
+        assert held.wait(NOTIFY_TIMEOUT)
+        yield
+    finally:
+        release.set()
+        thread.join(NOTIFY_TIMEOUT)
+
+
+@pytest.mark.filterwarnings(
+    # Python 3.12+ warns on any fork of a threaded process: forking one is the test.
+    "ignore:This process .* is multi-threaded:DeprecationWarning"
+)
+@pytest.mark.parametrize(
+    "lock",
+    [
+        pytest.param("_poll_lock", id="while the parent polls"),
+        pytest.param("_lock", id="while the parent starts or stops"),
+    ],
+)
+def test_a_child_forked_while_a_lock_is_held_follows_changes(
+    registry: TenantRegistry, database_url: str, lock: str
+) -> None:
+    follower = ChangeFollower(registry, lambda change: None, poll_interval=0.05)
+    follower.start()
+
+    def child() -> bool:
+        published = threading.Event()
+
+        def on_change(change: TenantChange) -> None:
+            if change.slug == "acme":
+                published.set()
+
+        follower.publish = on_change
+        follower.start()
+        # Another registry object: the change reaches this one only by the feed.
+        with TenantRegistry(database_url) as writer:
+            writer.create_tenant("acme", owner_email="o@x.test")
+        return published.wait(CHILD_TIMEOUT)
+
+    try:
+        with _held_by_another_thread(getattr(follower, lock)):
+            status = _run_in_child(child)
+    finally:
+        follower.stop()
+
+    assert status is not None, "the child hung: it inherited a held lock"
+    assert status == 0, f"the child never published the change (status {status})"
+
+
+# -- the listener never storms -------------------------------------------------------
+
+
+class _EarlyListener(_Listener):
+    """A real LISTEN connection whose waits return at once, as with psycopg 3.1."""
+
+    registry: _CountingRegistry
+
+    def wait(self, timeout: float) -> bool:
+        self.registry.waits += 1
+        return False
+
+
+class _BrokenListener(_EarlyListener):
+    """A real LISTEN connection that is closed before each wait, so waits raise."""
+
+    def wait(self, timeout: float) -> bool:
+        self.registry.waits += 1
+        self.close()
+        return super(_EarlyListener, self).wait(timeout)
+
+
+class _CountingRegistry(TenantRegistry):
+    """Counts the listener's connections and waits; ``listener`` makes them."""
+
+    listener: type[_EarlyListener] = _EarlyListener
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.connects = 0
+        self.waits = 0
+
+    def listen(self) -> _Listener:
+        self.connects += 1
+        listener = self.listener(self.engine.url, self.channel)
+        listener.registry = self
+        return listener
+
+
+@pytest.mark.parametrize(
+    "listener",
+    [
+        pytest.param(_EarlyListener, id="waits return early"),
+        pytest.param(_BrokenListener, id="waits raise"),
+    ],
+)
+def test_a_listener_whose_waits_fail_at_once_backs_off(
+    database_url: str,
+    registry: TenantRegistry,
+    backend: str,
+    listener: type[_EarlyListener],
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("only PostgreSQL has a listener")
+    counting = _CountingRegistry(database_url)
+    counting.listener = listener
+    follower = ChangeFollower(counting, lambda change: None, poll_interval=3600)
+    follower.start()
+    listen_thread = follower._threads[1]
+    try:
+        # A window to count connections in, not a timeout.
+        threading.Event().wait(1.0)
+    finally:
+        follower.stop()
+        counting.close()
+        listen_thread.join(NOTIFY_TIMEOUT)
+
+    # Backing off from 0.5 s doubles to 1 s within the window: 2 attempts.
+    assert 1 <= counting.connects <= 3, f"{counting.connects} connections in 1 s"
+    assert 1 <= counting.waits <= 3, f"{counting.waits} waits in 1 s"
+    assert not listen_thread.is_alive()
+
+
+# -- logging --------------------------------------------------------------------------
+
+
+class _CountingFollower(ChangeFollower):
+    """Counts its polls, failed or not, so a test can wait for a few of them."""
+
+    polls = 0
+
+    def poll(self) -> int:
+        self.polls += 1
+        return super().poll()
+
+
+def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
+    registry: TenantRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    published = threading.Event()
+
+    def on_change(change: TenantChange) -> None:
+        if change.slug == "acme":
+            published.set()
+
+    follower = _CountingFollower(registry, on_change, poll_interval=0.01)
+    follower.start()
+    caplog.set_level(logging.INFO, logger="dispatcher.follower")
+    try:
+        assert _wait_until(lambda: follower.polls >= 1)
+        # A real failure of every poll: the feed's table is gone for a while.
+        _rename_table(registry, "tenant_changes", "tenant_changes_away")
+        polls = follower.polls
+        assert _wait_until(lambda: follower.polls >= polls + 10)
+        _rename_table(registry, "tenant_changes_away", "tenant_changes")
+        registry.create_tenant("acme", owner_email="o@x.test")
+        assert published.wait(NOTIFY_TIMEOUT)
+    finally:
+        follower.stop()
+
+    warnings = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "dispatcher.follower" and record.levelno >= logging.WARNING
+    ]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("cannot follow the registry's changes: ")
+    assert "tenant tables" in warnings[0]
+    assert warnings[1].startswith("following the registry's changes again after ")
+
+
+def _rename_table(registry: TenantRegistry, old: str, new: str) -> None:
+    from sqlalchemy import text
+
+    with registry.engine.begin() as connection:
+        connection.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+
+
+def test_a_follower_nobody_uses_is_collected_and_its_threads_end(
+    registry: TenantRegistry, backend: str
+) -> None:
+    follower = ChangeFollower(registry, lambda change: None, poll_interval=0.01)
+    follower.start()
+    threads = list(follower._threads)
+    if backend == "postgresql":
+        _wait_for_listener(registry)
+    collected = weakref.ref(follower)
+
+    del follower
+
+    # Neither thread may hold the follower while it waits (the poll thread
+    # holds it during a poll: collect again until it waits).
+    assert _wait_until(lambda: gc.collect() >= 0 and collected() is None)
+    for thread in threads:
+        thread.join(NOTIFY_TIMEOUT)
+        assert not thread.is_alive(), thread.name
