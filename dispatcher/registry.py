@@ -78,7 +78,7 @@ from dispatcher.exceptions import (
 )
 from dispatcher.follower import ChangeFollower
 from dispatcher.resolve import parse_host
-from dispatcher.tenant import NewTenant, Tenant, TenantChange, freeze, thaw
+from dispatcher.tenant import NewNames, NewTenant, Tenant, TenantChange, freeze, thaw
 from dispatcher.validation import (
     DEFAULT_RESERVED,
     check_config,
@@ -339,13 +339,20 @@ class TenantRegistry:
     ) -> list[TenantChange]:
         """Changes committed after ``generation``, oldest first (at most ``limit``)."""
         statement = (
-            select(ChangeRow.generation, ChangeRow.slug, ChangeRow.operation)
+            select(
+                ChangeRow.generation,
+                ChangeRow.slug,
+                ChangeRow.operation,
+                ChangeRow.names,
+            )
             .where(ChangeRow.generation > generation)
             .order_by(ChangeRow.generation)
             .limit(limit)
         )
         return [
-            TenantChange(row.generation, row.slug, row.operation)
+            TenantChange(
+                row.generation, row.slug, row.operation, _names_from_json(row.names)
+            )
             for row in self._read(statement)
         ]
 
@@ -524,7 +531,7 @@ class TenantRegistry:
                 ],
             )
             tx.session.add(row)
-            tx.record(row, "created")
+            tx.record(row, "created", _names_of(spec))
             row.created_at = row.updated_at
             return tx.snapshot(row)
 
@@ -592,7 +599,7 @@ class TenantRegistry:
             if label != row.subdomain:
                 tx.check_free(NewTenant(row.slug, "", subdomain=label), exists=True)
                 row.subdomain = label
-                tx.record(row, "subdomain")
+                tx.record(row, "subdomain", NewNames(subdomain=label))
             return tx.snapshot(row)
 
     def set_path_prefix(self, slug: str, path_prefix: str | None) -> Tenant:
@@ -603,7 +610,7 @@ class TenantRegistry:
             if label != row.path_prefix:
                 tx.check_free(NewTenant(row.slug, "", path_prefix=label), exists=True)
                 row.path_prefix = label
-                tx.record(row, "path_prefix")
+                tx.record(row, "path_prefix", NewNames(path_prefix=label))
             return tx.snapshot(row)
 
     def add_domain(self, slug: str, host: str, *, primary: bool = False) -> Tenant:
@@ -627,7 +634,7 @@ class TenantRegistry:
                 current[host].is_primary = True
             else:
                 row.domains.append(DomainRow(host=host, is_primary=make_primary))
-            tx.record(row, "domain_added")
+            tx.record(row, "domain_added", NewNames(domains=(host,)))
             return tx.snapshot(row)
 
     def remove_domain(self, slug: str, host: str) -> Tenant:
@@ -819,21 +826,32 @@ class _Transaction:
             if host is not None:
                 raise DomainTaken(f"host name {host!r} is already taken")
 
-    def record(self, row: TenantRow, operation: str) -> None:
-        """Append to the change feed; the tenant's version becomes its generation."""
+    def record(
+        self, row: TenantRow, operation: str, names: NewNames | None = None
+    ) -> None:
+        """Append to the change feed; the tenant's version becomes its generation.
+
+        ``names``: what the change made route to the tenant (none by default).
+        """
+        names = NewNames() if names is None else names
         # Core, not the ORM: an autoflush here would write a new tenant before
         # it has the version this statement hands out.
         generation: int = (
             self.session.connection()
             .execute(
                 insert(_CHANGES).returning(_CHANGES.c.generation),
-                {"slug": row.slug, "operation": operation, "changed_at": _utcnow()},
+                {
+                    "slug": row.slug,
+                    "operation": operation,
+                    "names": _names_to_json(names),
+                    "changed_at": _utcnow(),
+                },
             )
             .scalar_one()
         )
         row.version = generation
         row.updated_at = _utcnow()
-        self.changes.append(TenantChange(generation, row.slug, operation))
+        self.changes.append(TenantChange(generation, row.slug, operation, names))
 
     def snapshot(self, row: TenantRow) -> Tenant:
         self.session.flush()
@@ -882,7 +900,14 @@ class _Transaction:
             insert(ChangeRow).returning(
                 ChangeRow.generation, sort_by_parameter_order=True
             ),
-            [{"slug": spec.slug, "operation": "created"} for spec in specs],
+            [
+                {
+                    "slug": spec.slug,
+                    "operation": "created",
+                    "names": _names_to_json(_names_of(spec)),
+                }
+                for spec in specs
+            ],
         ).all()
         tenant_ids = s.scalars(
             insert(TenantRow).returning(TenantRow.id, sort_by_parameter_order=True),
@@ -907,7 +932,7 @@ class _Transaction:
         if domains:
             s.execute(insert(DomainRow), domains)
         self.changes.extend(
-            TenantChange(generation, spec.slug, "created")
+            TenantChange(generation, spec.slug, "created", _names_of(spec))
             for spec, generation in zip(specs, generations, strict=True)
         )
 
@@ -1046,6 +1071,29 @@ def _snapshots(rows: Iterable[Row[Any]]) -> list[Tenant]:
             )
         )
     return tenants
+
+
+def _names_of(spec: NewTenant) -> NewNames:
+    return NewNames(spec.subdomain, spec.path_prefix, spec.domains)
+
+
+def _names_to_json(names: NewNames) -> dict[str, Any]:
+    return {
+        "subdomain": names.subdomain,
+        "path_prefix": names.path_prefix,
+        "domains": list(names.domains),
+    }
+
+
+def _names_from_json(value: Any) -> NewNames | None:
+    """The stored names; None (unknown) for rows older than the column."""
+    if not isinstance(value, Mapping):
+        return None
+    return NewNames(
+        subdomain=value.get("subdomain"),
+        path_prefix=value.get("path_prefix"),
+        domains=tuple(value.get("domains") or ()),
+    )
 
 
 def _check_base_domain(base_domain: str | None) -> str | None:

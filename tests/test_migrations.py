@@ -196,3 +196,40 @@ def test_cli_check(database_url: str) -> None:
 
     assert result.returncode == 0, result.stderr
     assert "No new upgrade operations detected" in result.stdout + result.stderr
+
+
+def test_upgrade_keeps_old_changes_with_unknown_names(
+    database_url: str, engine: Engine
+) -> None:
+    # A feed written at revision 0001 has no names; they read back as unknown.
+    upgrade(engine, "0001")
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO tenant_changes (slug, operation, changed_at) "
+            "VALUES ('acme', 'created', CURRENT_TIMESTAMP)"
+        )
+
+    upgrade(engine)
+
+    with TenantRegistry(database_url) as registry:
+        [change] = registry.changes_since(0)
+        assert (change.slug, change.operation, change.names) == (
+            "acme",
+            "created",
+            None,
+        )
+        registry.create_tenant("beta", owner_email="o@beta.test", subdomain="beta")
+        assert registry.changes_since(change.generation)[0].names is not None
+
+
+def test_downgrade_to_0001_drops_names(database_url: str, engine: Engine) -> None:
+    with TenantRegistry(database_url) as registry:
+        registry.migrate()
+        registry.create_tenant("acme", owner_email="o@acme.test", subdomain="acme")
+
+    downgrade(engine, "0001")
+
+    with engine.connect() as connection:
+        assert revision(connection) == "0001"
+        columns = {c["name"] for c in inspect(connection).get_columns("tenant_changes")}
+        assert "names" not in columns

@@ -34,6 +34,7 @@ from dispatcher import (
     TenantRegistry,
     TenantStatus,
 )
+from dispatcher.tenant import NewNames
 from dispatcher.validation import MAX_CONFIG_BYTES
 
 Write = Callable[[TenantRegistry], object]
@@ -866,7 +867,7 @@ def test_enable_appends_one_change(registry: TenantRegistry, acme: Tenant) -> No
     tenant = registry.enable_tenant("acme")
 
     assert registry.changes_since(generation) == [
-        TenantChange(tenant.version, "acme", "enabled")
+        TenantChange(tenant.version, "acme", "enabled", NewNames())
     ]
 
 
@@ -915,7 +916,7 @@ def test_subscribe_receives_change(registry: TenantRegistry) -> None:
     registry.disable_tenant("acme")
 
     assert received == registry.changes_since(0)
-    assert received[0] == TenantChange(tenant.version, "acme", "created")
+    assert received[0] == TenantChange(tenant.version, "acme", "created", NewNames())
 
 
 def test_subscribe_called_after_commit(
@@ -1993,3 +1994,138 @@ def test_existing_owner_allowed_by_default(registry: TenantRegistry) -> None:
     tenant = registry.create_tenant("second", owner_email="CEO@Victim.Test.")
 
     assert tenant.owner_email == "ceo@victim.test"
+
+
+# -- changes carry the names they introduce (issue 9, C14b) ----------------------
+
+ACME_NAMES = NewNames("acme", "acme", ("shop.acme.com", "www.acme.com"))
+
+
+@pytest.mark.parametrize(
+    ("write", "names"),
+    [
+        pytest.param(
+            lambda r: r.create_tenant(
+                "new",
+                owner_email="o@new.test",
+                subdomain="New",
+                path_prefix="np",
+                domains=["A.new.test", "b.new.test"],
+            ),
+            NewNames("new", "np", ("a.new.test", "b.new.test")),
+            id="create",
+        ),
+        pytest.param(
+            lambda r: r.create_tenant("new", owner_email="o@new.test"),
+            NewNames(),
+            id="create-no-names",
+        ),
+        pytest.param(
+            lambda r: r.set_subdomain("acme", "Acme2"),
+            NewNames(subdomain="acme2"),
+            id="subdomain",
+        ),
+        pytest.param(
+            lambda r: r.set_subdomain("acme", None), NewNames(), id="sub-none"
+        ),
+        pytest.param(
+            lambda r: r.set_path_prefix("acme", "acme2"),
+            NewNames(path_prefix="acme2"),
+            id="path",
+        ),
+        pytest.param(
+            lambda r: r.add_domain("acme", "NEW.acme.com."),
+            NewNames(domains=("new.acme.com",)),
+            id="domain-added",
+        ),
+        pytest.param(
+            lambda r: r.add_domain("acme", "www.acme.com", primary=True),
+            NewNames(domains=("www.acme.com",)),
+            id="domain-promoted",
+        ),
+        pytest.param(
+            lambda r: r.remove_domain("acme", "www.acme.com"), NewNames(), id="removed"
+        ),
+        pytest.param(
+            lambda r: r.update_config("acme", {"a": 5}), NewNames(), id="conf"
+        ),
+        pytest.param(lambda r: r.unset_config("acme", "a"), NewNames(), id="unset"),
+        pytest.param(lambda r: r.disable_tenant("acme"), NewNames(), id="disable"),
+        pytest.param(lambda r: r.delete_tenant("acme"), NewNames(), id="delete"),
+    ],
+)
+def test_change_carries_new_names(
+    registry: TenantRegistry, acme: Tenant, write: Write, names: NewNames
+) -> None:
+    published: list[TenantChange] = []
+    registry.subscribe(published.append)
+    generation = registry.latest_generation()
+
+    write(registry)
+
+    [change] = registry.changes_since(generation)
+    assert change.names == names
+    assert published == [change]
+
+
+def test_enable_carries_no_names(registry: TenantRegistry, acme: Tenant) -> None:
+    registry.disable_tenant("acme")
+    generation = registry.latest_generation()
+
+    registry.enable_tenant("acme")
+
+    [change] = registry.changes_since(generation)
+    assert change.names == NewNames()
+
+
+def test_created_change_carries_all_names(
+    registry: TenantRegistry, acme: Tenant
+) -> None:
+    [change] = registry.changes_since(0)
+
+    assert change == TenantChange(acme.version, "acme", "created", ACME_NAMES)
+
+
+def test_import_changes_carry_names(registry: TenantRegistry) -> None:
+    published: list[TenantChange] = []
+    registry.subscribe(published.append)
+    specs = [
+        registry.new_tenant(
+            f"t{i}",
+            owner_email="o@x.test",
+            subdomain=f"s{i}",
+            domains=[f"t{i}.test", f"www.t{i}.test"] if i % 2 else [],
+        )
+        for i in range(4)
+    ]
+
+    list(registry.import_tenants(specs))
+
+    changes = registry.changes_since(0)
+    assert [change.names for change in changes] == [
+        NewNames(spec.subdomain, spec.path_prefix, spec.domains) for spec in specs
+    ]
+    assert published == changes
+
+
+def test_changes_without_names_read_back_as_unknown(
+    registry: TenantRegistry, database_url: str
+) -> None:
+    registry.create_tenant("acme", owner_email="o@acme.test", subdomain="acme")
+    # A row written before the column existed, or by an older version.
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO tenant_changes (slug, operation, changed_at) "
+                    "VALUES ('old', 'created', CURRENT_TIMESTAMP)"
+                )
+            )
+    finally:
+        engine.dispose()
+
+    first, old = registry.changes_since(0)
+
+    assert first.names == NewNames("acme", None, ())
+    assert (old.slug, old.names) == ("old", None)
