@@ -111,8 +111,9 @@ class ChangeFollower:
             try:
                 self.generation = self.registry.latest_generation()
             except Exception as e:
-                # The poll thread asks again, then publishes RESYNC.
-                log.warning("following changes from an unknown generation: %s", e)
+                # The poll thread asks again, then publishes RESYNC; it warns
+                # if it cannot either, once for the whole outage.
+                log.info("following changes from an unknown generation: %s", e)
                 self.generation = None
             self._stop = threading.Event()
             self._wake = threading.Event()

@@ -465,8 +465,15 @@ class _CountingFollower(ChangeFollower):
         return super().poll()
 
 
+@pytest.mark.parametrize(
+    "from_start",
+    [
+        pytest.param(False, id="while following"),
+        pytest.param(True, id="from the start, as a worker booted in an outage"),
+    ],
+)
 def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
-    registry: TenantRegistry, caplog: pytest.LogCaptureFixture
+    registry: TenantRegistry, caplog: pytest.LogCaptureFixture, from_start: bool
 ) -> None:
     published = threading.Event()
 
@@ -474,16 +481,22 @@ def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
         if change.slug == "acme":
             published.set()
 
-    follower = _CountingFollower(registry, on_change, poll_interval=0.01)
-    follower.start()
     caplog.set_level(logging.INFO, logger="dispatcher.follower")
+    follower = _CountingFollower(registry, on_change, poll_interval=0.01)
+    # A real failure of every query: the feed's table is gone for a while.
+    if from_start:
+        _rename_table(registry, "tenant_changes", "tenant_changes_away")
+    follower.start()
     try:
         assert _wait_until(lambda: follower.polls >= 1)
-        # A real failure of every poll: the feed's table is gone for a while.
-        _rename_table(registry, "tenant_changes", "tenant_changes_away")
+        if not from_start:
+            _rename_table(registry, "tenant_changes", "tenant_changes_away")
         polls = follower.polls
         assert _wait_until(lambda: follower.polls >= polls + 10)
         _rename_table(registry, "tenant_changes_away", "tenant_changes")
+        # After the first good poll: one from the start has resynced by then.
+        polls = follower.polls
+        assert _wait_until(lambda: follower.polls >= polls + 2)
         registry.create_tenant("acme", owner_email="o@x.test")
         assert published.wait(NOTIFY_TIMEOUT)
     finally:
