@@ -7,7 +7,16 @@
   the entry. Hits mark the entry used, and capacity eviction gives used entries
   a second chance (the CLOCK approximation of LRU), so hot tenants stay.
 * Misses are single-flight per routing key: one caller looks the tenant up and
-  builds it with no lock held, the others wait up to ``build_timeout``.
+  builds it with no lock held. Others wait for that build, within bounds, so
+  a hung ``create_app`` ties up one thread and no more: any number may wait
+  during the build's first :data:`BURST_WAIT` seconds (a cold burst), then only
+  ``max_waiters`` (under every name of the tenant together), and nobody past
+  ``build_timeout`` from the build's start. The rest get
+  :class:`BuildTimeout` at once; a build that overran ``build_timeout`` puts
+  the name into ``failure_backoff``.
+* A build is kept only if no change to its tenant newer than its snapshot
+  arrived while it was in flight (lookup included): each flight records the
+  changes that arrive during it, and forgets them when it ends.
 * "No such tenant" is remembered for ``negative_ttl`` in its own bounded cache;
   a failed build for ``failure_backoff``. Errors of the lookup itself (the
   database is down) are never remembered.
@@ -27,7 +36,7 @@ from functools import partial
 from statistics import quantiles
 from typing import TYPE_CHECKING
 
-from cachetools import LRUCache, TLRUCache, TTLCache
+from cachetools import TLRUCache, TTLCache
 
 from dispatcher.exceptions import DispatcherError, RegistryUnavailable, SchemaMissing
 from dispatcher.tenant import Tenant
@@ -36,6 +45,7 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
 __all__ = [
+    "BURST_WAIT",
     "AppCache",
     "BuildFailed",
     "BuildTimeout",
@@ -48,6 +58,12 @@ log = logging.getLogger(__name__)
 
 Timer = Callable[[], float]
 Teardown = Callable[["WSGIApplication", Tenant], None]
+
+#: Seconds from a build's start during which any number of requests may wait
+#: for it, each no longer than that. A cold burst (dozens of first requests for
+#: a tenant whose build takes milliseconds) is served by that one build; once a
+#: build has run longer, it is slow or hung, and only ``max_waiters`` more wait.
+BURST_WAIT = 0.25
 
 
 class BuildFailed(DispatcherError):
@@ -195,15 +211,62 @@ def _fresh(error: BaseException) -> BaseException:
     return copy
 
 
+class _Queue:
+    """Who waits for one build, and until when: shared by all its flights."""
+
+    __slots__ = ("started", "deadline", "waiters")
+
+    def __init__(self, started: float, build_timeout: float) -> None:
+        self.started = started
+        # One deadline for the build, not a fresh timeout per waiter.
+        self.deadline = started + build_timeout
+        #: Requests waiting past the first BURST_WAIT seconds.
+        self.waiters = 0
+
+
 class _Flight:
-    """One in-progress lookup and build that other callers wait for."""
+    """One build in progress that other callers wait for."""
 
-    __slots__ = ("done", "entry", "error")
+    __slots__ = ("done", "entry", "error", "queue")
 
-    def __init__(self) -> None:
+    def __init__(self, queue: _Queue) -> None:
         self.done = threading.Event()
         self.entry: Entry | None = None
         self.error: BaseException | None = None
+        self.queue = queue
+
+
+class _Lookup(_Flight):
+    """One routing key's lookup and build, and the changes that arrive meanwhile.
+
+    Until the lookup names its tenant, every change is recorded (newest
+    generation per slug); from then on, only that tenant's. The record lives
+    exactly as long as the flight, so memory is bounded by the flights in
+    progress and the changes during one lookup, and nothing is ever forgotten
+    while it matters.
+    """
+
+    __slots__ = ("epochs", "slug", "newest", "changes")
+
+    def __init__(self, queue: _Queue, epochs: tuple[int, int, int]) -> None:
+        super().__init__(queue)
+        #: (negative, route, app) clear counters when the lookup began.
+        self.epochs = epochs
+        self.slug: str | None = None
+        #: Newest generation of a change to ``slug`` seen while in flight.
+        self.newest = 0
+        self.changes: dict[str, int] = {}
+
+    def saw(self, slug: str, generation: int) -> None:
+        if self.slug is None:
+            self.changes[slug] = max(generation, self.changes.get(slug, 0))
+        elif slug == self.slug:
+            self.newest = max(generation, self.newest)
+
+    def found(self, slug: str) -> None:
+        self.slug = slug
+        self.newest = self.changes.get(slug, 0)
+        self.changes = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +293,12 @@ class AppCache:
     """Built apps by routing key, bounded in count and age.
 
     :param build: makes the WSGI app for a tenant snapshot (``create_app``).
+    :param build_timeout: seconds from a build's start after which nobody
+        waits for it any more; requests meanwhile get :class:`BuildTimeout`
+        and the name is backed off for ``failure_backoff``.
+    :param max_waiters: most requests that wait for one build once it has run
+        for :data:`BURST_WAIT` seconds (0: none). Keep it below a worker's
+        threads minus one: a hung build then leaves threads for other tenants.
     :param teardown: called once per evicted app, after its last response.
     :param timer: a monotonic clock in seconds; tests pass a fake one.
     """
@@ -245,10 +314,16 @@ class AppCache:
         build_timeout: float = 30.0,
         failure_backoff: float = 5.0,
         stale_if_error: float | None = None,
+        max_waiters: int = 2,
         teardown: Teardown = default_teardown,
         timer: Timer = time.monotonic,
     ) -> None:
+        if isinstance(max_waiters, bool) or not isinstance(max_waiters, int):
+            raise TypeError(f"max_waiters must be an integer, not {max_waiters!r}")
+        if max_waiters < 0:
+            raise ValueError(f"max_waiters must be 0 or more, not {max_waiters!r}")
         self._build = build
+        self._max_waiters = max_waiters
         self._app_ttl = app_ttl
         if stale_if_error is None:
             stale_if_error = app_ttl
@@ -267,18 +342,19 @@ class AppCache:
         self._negative: TTLCache[Hashable, bool] = TTLCache(
             negative_size, negative_ttl, timer
         )
-        # Routing key -> (slug, failure) while the failed build backs off.
-        self._failures: TTLCache[Hashable, tuple[str, BuildFailed]] = TTLCache(
-            max_apps, failure_backoff, timer
-        )
-        # Newest change seen per slug, so a build that raced a change is not kept.
-        self._changed: LRUCache[str, int] = LRUCache(max(max_apps, 1000))
+        # Routing key -> (slug if known, failure) while a build that failed or
+        # overran build_timeout backs off.
+        self._failures: TTLCache[
+            Hashable, tuple[str | None, BuildFailed | BuildTimeout]
+        ] = TTLCache(max_apps, failure_backoff, timer)
         # Bumped when negative answers or routes are dropped, so a lookup that
         # raced the drop does not store what was just dropped.
         self._negative_clears = 0
         self._route_clears = 0
         self._app_clears = 0
-        self._flights: dict[Hashable, _Flight] = {}
+        # Routing key -> its lookup and build in progress; these also record
+        # the changes that arrive meanwhile (see invalidate()).
+        self._flights: dict[Hashable, _Lookup] = {}
         # (slug, version) -> the build in progress, for every routing key.
         self._building: dict[tuple[str, int], _Flight] = {}
         self._build_times: deque[float] = deque(maxlen=1000)
@@ -330,13 +406,17 @@ class AppCache:
                 flight = self._flights.get(key)
                 leader = flight is None and failure is None
                 if leader:
-                    flight = self._flights[key] = _Flight()
                     epochs = (
                         self._negative_clears,
                         self._route_clears,
                         self._app_clears,
                     )
+                    queue = _Queue(now, self._build_timeout)
+                    flight = self._flights[key] = _Lookup(queue, epochs)
                     self._misses += 1
+                elif failure is None:
+                    assert flight is not None
+                    admitted = self._admit(key, flight.slug, flight, now)
             self._retire_dropped()
             if failure is not None:
                 # A fresh exception each time: re-raising one object would
@@ -344,12 +424,8 @@ class AppCache:
                 raise _fresh(failure[1])
             assert flight is not None
             if leader:
-                return self._lead(key, flight, lookup, epochs, stale)
-            if not flight.done.wait(self._build_timeout):
-                raise BuildTimeout(
-                    f"the app for {key!r} was not built within "
-                    f"{self._build_timeout:g} s"
-                )
+                return self._lead(key, flight, lookup, stale)
+            self._wait(key, flight.slug, flight, admitted)
             if flight.error is not None:
                 raise _fresh(flight.error)
             if flight.entry is None:
@@ -359,12 +435,70 @@ class AppCache:
                 return flight.entry
             # Retired in between: go round again.
 
+    def _admit(
+        self, key: Hashable, slug: str | None, flight: _Flight, now: float
+    ) -> tuple[float, _Queue | None] | BuildTimeout:
+        """Until when this request may wait for ``flight``, and the queue it is
+        counted in (None: a burst waiter, not counted); or why it may not.
+
+        Called with the lock held.
+        """
+        queue = flight.queue
+        if now >= queue.deadline:
+            overran = BuildTimeout(
+                f"the app for {key!r} has been building for more than "
+                f"{self._build_timeout:g} s (build_timeout)"
+            )
+            # Later requests are answered from the backoff, without a lookup.
+            self._failures[key] = (slug, overran)
+            return overran
+        if queue.waiters < self._max_waiters:
+            queue.waiters += 1
+            return queue.deadline, queue
+        burst_ends = queue.started + BURST_WAIT
+        if now < burst_ends:
+            return min(burst_ends, queue.deadline), None
+        return BuildTimeout(
+            f"{queue.waiters} requests already wait for the app for {key!r} "
+            f"(max_waiters={self._max_waiters})"
+        )
+
+    def _wait(
+        self,
+        key: Hashable,
+        slug: str | None,
+        flight: _Flight,
+        admitted: tuple[float, _Queue | None] | BuildTimeout,
+    ) -> None:
+        """Wait as :meth:`_admit` allowed; raise BuildTimeout if not done by then."""
+        if isinstance(admitted, BuildTimeout):
+            raise admitted
+        until, queue = admitted
+        try:
+            done = flight.done.wait(until - self._timer())
+        finally:
+            if queue is not None:
+                with self._lock:
+                    queue.waiters -= 1
+        if done:
+            return
+        if until < flight.queue.deadline:
+            raise BuildTimeout(
+                f"the app for {key!r} was not built within {BURST_WAIT:g} s and "
+                f"{self._max_waiters} requests already wait for it (max_waiters)"
+            )
+        timeout = BuildTimeout(
+            f"the app for {key!r} was not built within {self._build_timeout:g} s"
+        )
+        with self._lock:
+            self._failures[key] = (slug, timeout)
+        raise _fresh(timeout)
+
     def _lead(
         self,
         key: Hashable,
-        flight: _Flight,
+        flight: _Lookup,
         lookup: Callable[[], Tenant | None],
-        epochs: tuple[int, int, int],
         stale: Entry | None,
     ) -> Entry | None:
         try:
@@ -375,7 +509,7 @@ class AppCache:
                     raise
                 entry: Entry | None = stale
             else:
-                entry = None if tenant is None else self._entry_for(key, tenant, epochs)
+                entry = None if tenant is None else self._entry_for(key, tenant, flight)
         except BaseException as e:
             flight.error = e
             raise
@@ -386,7 +520,7 @@ class AppCache:
                 del self._flights[key]
                 if flight.error is None and flight.entry is None:
                     # A tenant created meanwhile cleared the negative cache.
-                    if epochs[0] == self._negative_clears:
+                    if flight.epochs[0] == self._negative_clears:
                         self._negative[key] = True
             flight.done.set()
         if entry is not None and not entry.acquire():
@@ -399,37 +533,46 @@ class AppCache:
             if self._apps.get(entry.tenant.slug) is not entry:
                 return False  # evicted meanwhile, or past its stale window
             entry.expires_at = self._timer() + self._failure_backoff
-        log.warning(
+        # DEBUG: during an outage this repeats per tenant and backoff, and the
+        # dispatcher already says once that the registry is unavailable.
+        log.debug(
             "serving the expired app of tenant %r: the registry is unavailable",
             entry.tenant.slug,
         )
         return True
 
-    def _entry_for(
-        self, key: Hashable, tenant: Tenant, epochs: tuple[int, int, int]
-    ) -> Entry:
+    def _entry_for(self, key: Hashable, tenant: Tenant, looking: _Lookup) -> Entry:
         """Reuse the slug's app if it is this version; otherwise build one.
 
         Single-flight again per (slug, version): cold requests for one tenant
-        under several names (domain, subdomain, path) cause one build.
+        under several names (domain, subdomain, path) cause one build, and
+        their waiters are counted in its one queue.
         """
         build = (tenant.slug, tenant.version)
+        epochs = looking.epochs
         with self._lock:
+            # From now on only changes to this tenant matter to this flight.
+            looking.found(tenant.slug)
+            now = self._timer()
             entry = self._apps.get(tenant.slug)
             if (
                 entry is not None
                 and entry.tenant.version == tenant.version
-                and self._timer() < entry.expires_at
+                and now < entry.expires_at
             ):
                 self._link(key, entry, epochs)
                 return entry
             flight = self._building.get(build)
             leader = flight is None
             if flight is None:
-                flight = self._building[build] = _Flight()
+                flight = self._building[build] = _Flight(looking.queue)
+            else:
+                admitted = self._admit(key, tenant.slug, flight, now)
+                # Whoever waits for this key waits for that build: same bounds.
+                looking.queue = flight.queue
         if leader:
             try:
-                flight.entry = self._build_entry(key, tenant, epochs)
+                flight.entry = self._build_entry(key, tenant, looking)
                 return flight.entry
             except BaseException as e:
                 flight.error = e
@@ -438,11 +581,7 @@ class AppCache:
                 with self._lock:
                     del self._building[build]
                 flight.done.set()
-        if not flight.done.wait(self._build_timeout):
-            raise BuildTimeout(
-                f"the app of tenant {tenant.slug!r} was not built within "
-                f"{self._build_timeout:g} s"
-            )
+        self._wait(key, tenant.slug, flight, admitted)
         if flight.error is not None:
             if isinstance(flight.error, BuildFailed):
                 with self._lock:
@@ -454,12 +593,16 @@ class AppCache:
                 self._link(key, flight.entry, epochs)
         return flight.entry
 
-    def _build_entry(
-        self, key: Hashable, tenant: Tenant, epochs: tuple[int, int, int]
-    ) -> Entry:
+    def _build_entry(self, key: Hashable, tenant: Tenant, looking: _Lookup) -> Entry:
         started = self._timer()
         try:
             app = self._build(tenant)
+            if not callable(app):
+                # Cached, it would raise TypeError on every request for app_ttl.
+                raise TypeError(
+                    f"create_app returned {app!r} for tenant {tenant.slug!r}: "
+                    "a WSGI application must be callable"
+                )
         except Exception as e:
             failure = BuildFailed(f"building the app of tenant {tenant.slug!r} failed")
             failure.__cause__ = e
@@ -473,15 +616,17 @@ class AppCache:
             self._builds += 1
             self._build_times.append(self._timer() - started)
             if (
-                tenant.version >= self._changed.get(tenant.slug, 0)
-                and epochs[2] == self._app_clears
+                tenant.version >= looking.newest
+                and looking.epochs[2] == self._app_clears
             ):
                 old = self._apps.get(tenant.slug)
                 if old is not None:
                     expired = self._timer() >= old.expires_at
                     self._forget(old, "expired" if expired else "invalidated")
                 self._apps[tenant.slug] = entry
-                self._link(key, entry, epochs)
+                self._link(key, entry, looking.epochs)
+                # Built, if late: no name of the tenant stays backed off.
+                self._end_backoff(tenant.slug)
             else:
                 # The tenant changed (or everything was evicted) while this
                 # was built: drop it, and the caller finds the entry retired
@@ -515,15 +660,16 @@ class AppCache:
         """
         with self._lock:
             if generation is not None:
-                self._changed[slug] = max(generation, self._changed.get(slug, 0))
+                # Builds in flight must not keep what this change made stale.
+                for flight in self._flights.values():
+                    flight.saw(slug, generation)
             else:
                 self._app_clears += 1  # no version to compare builds in flight to
             if names_changed:
                 self._negative.clear()
                 self._negative_clears += 1
             # The change may have mended what made the build fail.
-            for key in [k for k, (s, _) in self._failures.items() if s == slug]:
-                del self._failures[key]
+            self._end_backoff(slug)
             entry = self._apps.get(slug)
             evicted = entry is not None and (
                 generation is None or entry.tenant.version < generation
@@ -532,6 +678,11 @@ class AppCache:
                 self._forget(entry, "invalidated")
         self._retire_dropped()
         return evicted
+
+    def _end_backoff(self, slug: str) -> None:
+        if self._failures:
+            for key in [k for k, (s, _) in self._failures.items() if s == slug]:
+                del self._failures[key]
 
     def forget_unknown(self, keys: Iterable[Hashable]) -> None:
         """Look these routing keys up again: a change made them name a tenant.

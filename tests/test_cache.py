@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import traceback
 import uuid
 from collections import Counter
@@ -37,7 +38,7 @@ from dispatcher import (
     current_tenant,
     default_teardown,
 )
-from dispatcher.cache import AppCache, Entry
+from dispatcher.cache import BURST_WAIT, AppCache, Entry
 from dispatcher.tenant import thaw
 
 BASE = "example.test"
@@ -1759,7 +1760,7 @@ def test_cold_requests_under_several_names_build_once(
     builds.hooks["acme"] = Waits(release)
     keys = [host("acme"), "shop.acme.test", "/acme"]
 
-    callers = [Background(lambda k=k: fetch(cache, k, Lookup(tenant))) for k in keys]
+    callers = [Background(partial(fetch, cache, k, Lookup(tenant))) for k in keys]
     try:
         assert builds.started("acme").wait(WAIT)
         # The other two lookups are done and waiting for that build.
@@ -1782,3 +1783,323 @@ def _wait_until(condition: Callable[[], bool]) -> bool:
             return True
         done.wait(0.01)
     return False
+
+
+# -- AppCache: a hung build ties up one thread, not every thread ---------------
+
+
+def _hung(builds: Builds, slug: str) -> threading.Event:
+    """Make ``slug``'s builds block until the returned event is set."""
+    release = threading.Event()
+    builds.hooks[slug] = Waits(release)
+    return release
+
+
+def _waiters(cache: AppCache) -> int:
+    """Requests counted against max_waiters, over every build in flight."""
+    flights = [*cache._flights.values(), *cache._building.values()]
+    return sum({id(flight.queue): flight.queue.waiters for flight in flights}.values())
+
+
+def _turned_away(call: Callable[[], object]) -> BuildTimeout:
+    """``call()`` raises BuildTimeout without waiting; returns it."""
+    began = time.monotonic()
+    with pytest.raises(BuildTimeout) as raised:
+        call()
+    assert time.monotonic() - began < WAIT / 4, "it waited instead of failing fast"
+    return raised.value
+
+
+def test_waiters_beyond_max_waiters_are_turned_away_at_once(
+    registry: TenantRegistry,
+    new_cache: Callable[..., AppCache],
+    builds: Builds,
+    timer: Timer,
+) -> None:
+    tenant = create(registry, "acme")
+    cache = new_cache(max_waiters=2, build_timeout=WAIT)
+    lookup = Lookup(tenant)
+    release = _hung(builds, "acme")
+
+    leader = Background(lambda: fetch(cache, host("acme"), lookup))
+    waiters: list[Background] = []
+    try:
+        assert builds.started("acme").wait(WAIT)
+        timer.tick(BURST_WAIT)  # past the first moments of the build
+        waiters = [
+            Background(lambda: fetch(cache, host("acme"), lookup)) for _ in range(2)
+        ]
+        assert _wait_until(lambda: _waiters(cache) == 2)
+        error = _turned_away(lambda: cache.load(host("acme"), lookup))
+        assert "2 requests already wait" in str(error)
+        assert not any(waiter.done.is_set() for waiter in waiters)
+    finally:
+        release.set()
+        leader.wait()
+        for waiter in waiters:
+            waiter.wait()
+    # The two that waited got the app; only one build and one lookup ran.
+    assert {id(w.join()) for w in waiters} == {id(leader.join())}
+    assert (builds.count["acme"], lookup.calls) == (1, 1)
+
+
+def test_a_cold_burst_is_served_whatever_max_waiters(
+    registry: TenantRegistry, builds: Builds
+) -> None:
+    """Requests that arrive in a build's first moments wait for it, however many."""
+    tenant = create(registry, "acme")
+    cache = AppCache(builds, max_waiters=0)  # and the real clock
+    lookup = Lookup(tenant)
+    builds.hooks["acme"] = partial(time.sleep, 0.007)  # a real 7 ms build
+
+    entries = run_threads(THREADS, lambda _: fetch(cache, host("acme"), lookup))
+
+    assert all(isinstance(entry, Entry) for entry in entries), entries
+    assert (builds.count["acme"], lookup.calls) == (1, 1)
+
+
+def test_a_build_past_build_timeout_fails_new_requests_fast_and_backs_off(
+    registry: TenantRegistry,
+    new_cache: Callable[..., AppCache],
+    builds: Builds,
+    timer: Timer,
+) -> None:
+    """The deadline is the build's, counted from its start, not each waiter's."""
+    tenant = create(registry, "acme")
+    cache = new_cache(build_timeout=WAIT, failure_backoff=5)
+    lookup = Lookup(tenant)
+    release = _hung(builds, "acme")
+
+    leader = Background(lambda: fetch(cache, host("acme"), lookup))
+    try:
+        assert builds.started("acme").wait(WAIT)
+        timer.tick(WAIT)  # the build overran build_timeout
+        error = _turned_away(lambda: cache.load(host("acme"), lookup))
+        assert f"more than {WAIT:g} s" in str(error)
+        # Another name of the same tenant: looked up, then turned away.
+        other = Lookup(tenant)
+        _turned_away(lambda: cache.load("/acme", other))
+        assert other.calls == 1
+        # Backed off: the next requests do not even look the tenant up.
+        timer.tick(4)
+        _turned_away(lambda: cache.load("/acme", other))
+        assert other.calls == 1
+        assert not leader.done.is_set()
+    finally:
+        release.set()
+        leader.wait()
+    # The late build is kept and ends the backoff of every name.
+    entry = leader.join()
+    assert fetch(cache, "/acme", other) is entry
+    assert (builds.count["acme"], other.calls) == (1, 2)
+
+
+def test_waiters_under_every_name_of_a_tenant_share_one_bound(
+    registry: TenantRegistry,
+    new_cache: Callable[..., AppCache],
+    builds: Builds,
+    timer: Timer,
+) -> None:
+    """Routing keys are single-flight each: their waiters count against the build."""
+    tenant = create(registry, "acme")
+    cache = new_cache(max_waiters=1, build_timeout=WAIT)
+    release = _hung(builds, "acme")
+
+    leader = Background(lambda: fetch(cache, host("acme"), Lookup(tenant)))
+    joined: Background | None = None
+    try:
+        assert builds.started("acme").wait(WAIT)
+        timer.tick(BURST_WAIT)
+        # Under a second name: looked up, then waits for the same build.
+        joined = Background(lambda: fetch(cache, "/acme", Lookup(tenant)))
+        assert _wait_until(lambda: _waiters(cache) == 1)
+        for key in (host("acme"), "/acme", "shop.acme.test"):
+            _turned_away(partial(cache.load, key, Lookup(tenant)))
+    finally:
+        release.set()
+        leader.wait()
+        if joined is not None:
+            joined.wait()
+    assert joined is not None
+    assert joined.join() is leader.join()
+    assert builds.count["acme"] == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        pytest.param(-1, ValueError, id="negative"),
+        pytest.param(1.5, TypeError, id="float"),
+        pytest.param(True, TypeError, id="bool"),
+        pytest.param("2", TypeError, id="string"),
+    ],
+)
+def test_max_waiters_is_checked(
+    builds: Builds, value: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match=f"max_waiters must be .*{value!r}"):
+        AppCache(builds, max_waiters=value)  # type: ignore[arg-type]
+
+
+# -- AppCache: a build never outlives a change that raced it -------------------
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        pytest.param("during-build", id="change during the build"),
+        pytest.param("after-lookup", id="change between the lookup and the build"),
+    ],
+)
+def test_a_build_that_raced_a_change_is_dropped_however_many_others_change(
+    registry: TenantRegistry,
+    new_cache: Callable[..., AppCache],
+    builds: Builds,
+    teardowns: Teardowns,
+    when: str,
+) -> None:
+    """No bounded memory of changes may forget the one that matters.
+
+    acme is disabled while its build from the active snapshot runs (or after
+    its lookup read that snapshot, before the build began), then 1,001 other
+    tenants change: the stale build must still be dropped, not served for
+    app_ttl.
+    """
+    create(registry, "acme")
+    others = [create(registry, f"other{i}") for i in range(3)]
+    cache = new_cache()
+
+    def change_acme_then_1001_others() -> None:
+        disabled = registry.disable_tenant("acme")
+        cache.invalidate("acme", disabled.version)
+        for i in range(1001):
+            cache.invalidate(f"slug{i}", disabled.version + 1 + i)
+
+    raced: list[Tenant] = []
+
+    def lookup() -> Tenant:
+        tenant = registry.get_tenant("acme")
+        if when == "after-lookup" and not raced:
+            raced.append(tenant)
+            change_acme_then_1001_others()
+        return tenant
+
+    release = threading.Event()
+    if when == "during-build":
+        builds.hooks["acme"] = Waits(release)
+    leader = Background(lambda: fetch(cache, host("acme"), lookup))
+    try:
+        if when == "during-build":
+            assert builds.started("acme").wait(WAIT)
+            change_acme_then_1001_others()
+            # Other tenants built meanwhile are kept.
+            for other in others:
+                fetch(cache, host(other.slug), Lookup(other))
+    finally:
+        release.set()
+        leader.wait()
+    served = leader.join()
+
+    # The stale build was dropped and torn down; what is kept is the disabled one.
+    stale, kept = [app for app in builds.apps if app.tenant.slug == "acme"]
+    assert teardowns.of(stale) == 1
+    assert stale.tenant.is_active
+    assert served.app is kept
+    assert not served.tenant.is_active
+    assert fetch(cache, host("acme"), lookup) is served
+    if when == "during-build":
+        assert all(other.slug in cache for other in others)
+
+
+def test_changes_seen_during_builds_are_forgotten_when_they_end(
+    registry: TenantRegistry, new_cache: Callable[..., AppCache]
+) -> None:
+    tenant = create(registry, "acme")
+    cache = new_cache()
+    for i in range(100):
+        cache.invalidate(f"slug{i}", i + 1)
+    fetch(cache, host("acme"), Lookup(tenant))
+    assert fetch(cache, host("acme"), Lookup(tenant)).tenant == tenant
+    # What invalidate() records lives in the flights in progress: none now.
+    assert not cache._flights and not cache._building
+
+
+# -- AppCache: create_app must return a WSGI app -------------------------------
+
+
+@pytest.mark.parametrize(
+    "returned",
+    [
+        pytest.param(None, id="None"),
+        pytest.param("an app", id="string"),
+    ],
+)
+def test_a_build_that_returns_no_wsgi_app_fails_and_backs_off(
+    registry: TenantRegistry,
+    teardowns: Teardowns,
+    timer: Timer,
+    caplog: pytest.LogCaptureFixture,
+    returned: object,
+) -> None:
+    tenant = create(registry, "acme")
+    calls: list[Tenant] = []
+
+    def build(tenant: Tenant) -> Any:
+        calls.append(tenant)
+        return returned if len(calls) == 1 else TinyApp(tenant)
+
+    cache = AppCache(build, failure_backoff=5, teardown=teardowns, timer=timer)
+    with caplog.at_level(logging.ERROR, logger="dispatcher.cache"):
+        with pytest.raises(BuildFailed, match="'acme'"):
+            fetch(cache, host("acme"), Lookup(tenant))
+    assert any(
+        "'acme'" in r.getMessage() and "WSGI" in str(r.exc_info) for r in caplog.records
+    ), caplog.text
+
+    timer.tick(4)
+    with pytest.raises(BuildFailed):
+        fetch(cache, host("acme"), Lookup(tenant))
+    assert len(calls) == 1
+    timer.tick(1)
+    assert fetch(cache, host("acme"), Lookup(tenant)).tenant == tenant
+    assert cache.stats().build_failures == 1
+    assert teardowns.calls == []
+
+
+def test_dispatcher_answers_500_when_create_app_returns_no_wsgi_app(
+    counting: CountingRegistry,
+) -> None:
+    create(counting, "acme")
+    dispatcher = TenantDispatcher(counting, lambda tenant: None, base_domain=BASE)  # type: ignore[arg-type,return-value]
+    try:
+        assert get(dispatcher, host("acme")).status_code == 500
+        assert dispatcher.stats().apps == 0
+    finally:
+        dispatcher.close()
+
+
+# -- AppCache: an outage is not logged once per tenant and backoff -------------
+
+
+def test_serving_expired_apps_during_an_outage_logs_no_warnings(
+    registry: TenantRegistry,
+    new_cache: Callable[..., AppCache],
+    timer: Timer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The dispatcher says once that the registry is down; the cache adds no noise."""
+    tenants = [create(registry, slug) for slug in ("alpha", "bravo")]
+    cache = new_cache(app_ttl=60, stale_if_error=600, failure_backoff=5)
+    for tenant in tenants:
+        fetch(cache, host(tenant.slug), Lookup(tenant))
+    timer.tick(60)
+
+    with caplog.at_level(logging.DEBUG, logger="dispatcher.cache"):
+        for _ in range(10):
+            for tenant in tenants:
+                assert fetch(cache, host(tenant.slug), Unreachable(tenant))
+            timer.tick(5)
+
+    kept = [r for r in caplog.records if "expired app" in r.getMessage()]
+    assert len(kept) == 20  # still there for whoever debugs
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
