@@ -23,9 +23,13 @@ A request is resolved in this order:
 2. The Host header (``SERVER_NAME`` for HTTP/1.0 requests without one); a
    malformed host is answered with 400 before any cache or database access.
 3. A tenant's custom domain (exact match), then a single-label subdomain of
-   ``base_domain``. The apex, ``www.`` and IP addresses name no tenant.
-4. With ``path_routing``, the first path segment as a tenant's path prefix; it
-   moves from ``PATH_INFO`` to ``SCRIPT_NAME`` so the tenant's links include it.
+   ``base_domain``. The apex, ``www.``, IP addresses and the
+   ``path_routing_hosts`` name no tenant.
+4. With ``path_routing``, on the apex of ``base_domain``, its ``www.`` and the
+   ``path_routing_hosts`` only: the first path segment as a tenant's path
+   prefix; it moves from ``PATH_INFO`` to ``SCRIPT_NAME`` so the tenant's links
+   include it. Any other host reaches no tenant by path: a tenant's links are
+   built from the Host it was reached on, so a spoofed Host must not reach it.
 5. ``default_app``, or 404.
 
 A disabled tenant gets ``disabled_app`` (default: 403). While the database is
@@ -43,7 +47,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +81,7 @@ from dispatcher.resolve import (
     request_host,
     subdomain_of,
 )
+from dispatcher.streams import Leases, guard_input
 from dispatcher.tenant import RESYNC, Tenant, TenantChange
 
 if TYPE_CHECKING:
@@ -92,7 +97,10 @@ ENVIRON_KEY = "dispatcher.tenant"
 # Raw Host header -> routing key, so a repeat host skips parsing. Only valid
 # hosts get in, and the memo is emptied when full, so spoofed hosts cannot grow it.
 _HOST_MEMO_SIZE = 10_000
+# Routing keys of hosts that name no tenant. "/" is no path key ("/<prefix>")
+# nor a host, so no route is ever stored under it.
 _NO_HOST_TENANT = ""
+_PATH_HOST = "/"
 
 
 class TenantDisabled(Forbidden):
@@ -107,7 +115,11 @@ class TenantDispatcher:
     :param registry: where tenants are looked up.
     :param create_app: builds a WSGI app (a Flask app, say) from a :class:`Tenant`.
     :param base_domain: route ``<label>.<base_domain>`` by subdomain; None: don't.
-    :param path_routing: route ``/<prefix>/...`` by the tenant's path prefix.
+    :param path_routing: route ``/<prefix>/...`` by the tenant's path prefix,
+        on the apex of ``base_domain`` (and its ``www.``) and on
+        ``path_routing_hosts``; it needs at least one of them.
+    :param path_routing_hosts: more hosts to route by path on, such as
+        ``localhost`` or ``127.0.0.1`` (any port); they name no tenant.
     :param default_app: answers requests that name no tenant; None: 404.
     :param disabled_app: answers requests for disabled tenants; None: 403.
     :param mounts: fixed WSGI apps by path prefix, served before any tenant.
@@ -134,6 +146,7 @@ class TenantDispatcher:
         *,
         base_domain: str | None = None,
         path_routing: bool = False,
+        path_routing_hosts: Collection[str] = (),
         default_app: WSGIApplication | None = None,
         disabled_app: WSGIApplication | None = None,
         mounts: Mapping[str, WSGIApplication] | None = None,
@@ -181,6 +194,14 @@ class TenantDispatcher:
         self.create_app = create_app
         self.base_domain = _check_base_domain(base_domain)
         self.path_routing = bool(path_routing)
+        self.path_routing_hosts = _check_path_routing_hosts(
+            path_routing_hosts, self.path_routing, self.base_domain
+        )
+        # Hosts routed by path: their routing key is _PATH_HOST.
+        self._path_hosts = self.path_routing_hosts
+        if self.path_routing and self.base_domain is not None:
+            apex = self.base_domain
+            self._path_hosts = self._path_hosts | {apex, f"www.{apex}"}
         self.default_app: WSGIApplication = default_app or NotFound()
         self.disabled_app: WSGIApplication = disabled_app or TenantDisabled()
         self.mounts = _check_mounts(mounts or {})
@@ -205,6 +226,8 @@ class TenantDispatcher:
         self._routes = self._cache.routes
         self._timer = timer
         self._hot_hits = 0
+        # Wraps the tenant apps' response bodies; counts those never closed.
+        self._leases = Leases()
         self._outage = _Outage(timer)
         # Changes written through this registry object evict at once; with a
         # poll_interval, the registry's follower publishes everyone else's.
@@ -220,6 +243,8 @@ class TenantDispatcher:
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
+        if "CONTENT_LENGTH" in environ or "HTTP_TRANSFER_ENCODING" in environ:
+            guard_input(environ)  # a malformed body is a 400, not a 500
         # The hit path, inlined because it runs on every request: a Host seen
         # before and valid, whose tenant's app is built, fresh and not retired.
         # Entry.acquire() is spelled out: append a lease, then check retired.
@@ -239,7 +264,7 @@ class TenantDispatcher:
                 except BaseException:
                     entry.release()
                     raise
-                return _LeasedBody(body, entry)
+                return self._leases.wrap(body, entry, environ)
             entry.release()
         return self._dispatch(environ, start_response)
 
@@ -258,11 +283,11 @@ class TenantDispatcher:
         except InvalidHost as e:
             return BadRequest(str(e))(environ, start_response)
         try:
-            if host_key:
+            if host_key and host_key != _PATH_HOST:
                 entry = self._cache.get(host_key, lambda: self._find_by_host(host_key))
                 if entry is not None:
-                    return _serve(entry, environ, start_response)
-            if self.path_routing:
+                    return _serve(entry, environ, start_response, self._leases)
+            elif host_key:
                 found = first_segment(path_info)
                 if found is not None:
                     segment, rest = found
@@ -272,7 +297,7 @@ class TenantDispatcher:
                     )
                     if entry is not None:
                         _shift(environ, path_key, rest)
-                        return _serve(entry, environ, start_response)
+                        return _serve(entry, environ, start_response, self._leases)
         except (RegistryUnavailable, SchemaMissing):
             # Logged once per outage, by the lookup that met it first.
             self._outage.refused()
@@ -285,7 +310,8 @@ class TenantDispatcher:
         return self.default_app(environ, start_response)
 
     def _host_key(self, environ: WSGIEnvironment) -> str:
-        """The normalised host to look tenants up by, or "" if it names none."""
+        """The normalised host to look tenants up by; "" if it names none, and
+        :data:`_PATH_HOST` if tenants are found by path on it."""
         raw: str | None = environ.get("HTTP_HOST")
         if raw is not None:
             key = self._host_keys.get(raw)
@@ -298,17 +324,21 @@ class TenantDispatcher:
             environ.get("wsgi.url_scheme", "http"),
             environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
         )
-        key = _NO_HOST_TENANT if self._names_no_tenant(host) else host
+        key = self._routing_key(host)
         if raw is not None:
             if len(self._host_keys) >= _HOST_MEMO_SIZE:
                 self._host_keys.clear()
             self._host_keys[raw] = key
         return key
 
-    def _names_no_tenant(self, host: str) -> bool:
+    def _routing_key(self, host: str) -> str:
+        if host in self._path_hosts:
+            return _PATH_HOST
         if host.startswith("[") or host.rpartition(".")[2].isdigit():
-            return True  # an IP address
-        return self.base_domain is not None and is_apex(host, self.base_domain)
+            return _NO_HOST_TENANT  # an IP address
+        if self.base_domain is not None and is_apex(host, self.base_domain):
+            return _NO_HOST_TENANT
+        return host
 
     def _find_by_path_prefix(self, segment: str) -> Tenant | None:
         return self._lookup(self.registry.find_by_path_prefix, segment)
@@ -404,7 +434,11 @@ class TenantDispatcher:
     def stats(self) -> CacheStats:
         """Hits, misses, builds, evictions and sizes of the app cache."""
         stats = self._cache.stats()
-        return replace(stats, hits=stats.hits + self._hot_hits)
+        return replace(
+            stats,
+            hits=stats.hits + self._hot_hits,
+            leaked_leases=self._leases.leaked,
+        )
 
     def close(self) -> None:
         """Stop hearing the registry's changes and tear every app down.
@@ -471,7 +505,10 @@ def _is_host_key(key: object) -> bool:
 
 
 def _serve(
-    entry: Entry, environ: WSGIEnvironment, start_response: StartResponse
+    entry: Entry,
+    environ: WSGIEnvironment,
+    start_response: StartResponse,
+    leases: Leases,
 ) -> Iterable[bytes]:
     environ[ENVIRON_KEY] = entry.tenant
     try:
@@ -479,30 +516,7 @@ def _serve(
     except BaseException:
         entry.release()
         raise
-    return _LeasedBody(body, entry)
-
-
-class _LeasedBody:
-    """A response body that holds its app's lease until the server closes it."""
-
-    __slots__ = ("_body", "_entry")
-
-    def __init__(self, body: Iterable[bytes], entry: Entry) -> None:
-        self._body = body
-        self._entry: Entry | None = entry
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
-
-    def close(self) -> None:
-        entry, self._entry = self._entry, None
-        try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            if entry is not None:
-                entry.release()
+    return leases.wrap(body, entry, environ)
 
 
 def _shift(environ: WSGIEnvironment, prefix: str, rest: str) -> None:
@@ -553,6 +567,53 @@ def _check_base_domain(base_domain: str | None) -> str | None:
             f"base_domain {base_domain!r} must be a host name without a port"
         )
     return host
+
+
+def _check_path_routing_hosts(
+    hosts: Collection[str], path_routing: bool, base_domain: str | None
+) -> frozenset[str]:
+    if isinstance(hosts, str) or not isinstance(hosts, Collection):
+        raise TypeError(
+            "path_routing_hosts must be a collection of host names, "
+            f"not {type(hosts).__name__}"
+        )
+    checked = frozenset(_check_path_routing_host(host) for host in hosts)
+    if checked and not path_routing:
+        raise ValueError(
+            f"path_routing_hosts {sorted(checked)!r} are given but path_routing"
+            " is off: turn it on, or list no hosts"
+        )
+    if path_routing and base_domain is None and not checked:
+        # Routing by path on every host would let any Host header reach every
+        # tenant, and the tenant's links would point at that host.
+        raise ValueError(
+            "path_routing needs a base_domain or path_routing_hosts: the hosts"
+            " on which /<prefix>/ names a tenant"
+        )
+    return checked
+
+
+def _check_path_routing_host(host: object) -> str:
+    if not isinstance(host, str):
+        raise TypeError(
+            f"path_routing_hosts entry {host!r} must be a host name, "
+            f"not {type(host).__name__}"
+        )
+    try:
+        name = parse_host(host)
+    except InvalidHost as e:
+        raise ValueError(
+            f"path_routing_hosts entry {host!r} is not a host name: {e}"
+        ) from e
+    # parse_host drops a port; the dispatcher routes by host whatever the port,
+    # so a listed port would promise what is not done.
+    has_port = not host.endswith("]") if name.startswith("[") else ":" in host
+    if has_port:
+        raise ValueError(
+            f"path_routing_hosts entry {host!r} must be a host name without a"
+            " port (every port of the host is routed alike)"
+        )
+    return name
 
 
 def _check_mounts(mounts: Mapping[str, WSGIApplication]) -> dict[str, WSGIApplication]:

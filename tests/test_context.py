@@ -260,11 +260,11 @@ def test_current_tenant_in_a_view(
             id="odd-spelling",
         ),
         pytest.param(
-            "evil.test",
+            "Example.com.:8443",
             "/acme/whoami",
             {},
             "https://www.acme.test/reset",
-            id="foreign-host-path-routed",
+            id="path-routed",
         ),
         pytest.param(
             "shop.acme.test",
@@ -274,11 +274,11 @@ def test_current_tenant_in_a_view(
             id="forwarded-headers",
         ),
         pytest.param(
-            "evil.test",
+            "www.example.com",
             "/beta/whoami",
-            {},
+            {"X-Forwarded-Host": "evil.test"},
             "https://beta.example.com/reset",
-            id="subdomain-tenant",
+            id="subdomain-tenant-path-routed",
         ),
         pytest.param(
             "beta.example.com",
@@ -296,6 +296,25 @@ def test_spoofed_host_does_not_change_tenant_url(
     assert data["reset_link"] == link
     # The view did see the Host it was sent; the link just does not use it.
     assert data["request_host"] == host
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        pytest.param("evil.test", id="foreign"),
+        pytest.param("evil.example.com", id="unknown-subdomain"),
+        pytest.param("127.0.0.1:8000", id="ip"),
+    ],
+)
+def test_a_foreign_host_reaches_no_path_routed_tenant(
+    client: Client, host: str
+) -> None:
+    """The tenant's own links (url_for(_external=True), redirects) use the Host
+    it was reached on, so it must never be reached on a host not meant for it."""
+    response = client.get(
+        "/acme/whoami", environ_overrides={"HTTP_HOST": host}, buffered=True
+    )
+    assert response.status_code == 404
 
 
 def test_tenant_url_in_a_view_follows_registry_changes(

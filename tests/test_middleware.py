@@ -307,6 +307,18 @@ def echo_app(name: str) -> App:
         pytest.param("[::1]:8080", "/", None, id="ipv6"),
         pytest.param("example.com", "/nosuch/x", None, id="unknown-path"),
         pytest.param("example.com", "/" + "a" * 63 + "/", None, id="path-63"),
+        pytest.param(
+            "Example.COM.:8000", "/acme/", ("acme", "/", "/acme"), id="path-apex-port"
+        ),
+        # Path routing answers on the apex only: any other host that names no
+        # tenant must not reach a tenant, or its links would point there.
+        pytest.param("attacker.test", "/acme/x", None, id="path-on-foreign-host"),
+        pytest.param("attacker.test:8000", "/acme/", None, id="path-on-foreign-port"),
+        pytest.param("unknown.example.com", "/acme/", None, id="path-on-unknown-sub"),
+        pytest.param("x.www.example.com", "/acme/", None, id="path-under-www"),
+        pytest.param("evilexample.com", "/acme/", None, id="path-no-dot-boundary"),
+        pytest.param("127.0.0.1:8000", "/acme/", None, id="path-on-ipv4"),
+        pytest.param("[::1]", "/acme/", None, id="path-on-ipv6"),
     ],
 )
 def test_resolution(
@@ -410,12 +422,58 @@ def test_without_base_domain_subdomains_are_not_routed(
     registry: CountingRegistry,
     tenants: dict[str, Tenant],
 ) -> None:
-    client = Client(make_dispatcher(base_domain=None))
+    client = Client(
+        make_dispatcher(base_domain=None, path_routing_hosts=["example.com"])
+    )
     assert fetch(client, "acme.example.com").status_code == 404
     assert registry.hosts == ["acme.example.com"]
     assert registry.labels == []
     assert fetch(client, "shop.acme.test").get_json()["tenant"] == "acme"
     assert fetch(client, "example.com", "/beta/").get_json()["tenant"] == "beta"
+
+
+@pytest.mark.parametrize(
+    ("hosts", "host", "routed"),
+    [
+        pytest.param(["app.test"], "app.test", True, id="listed"),
+        pytest.param(["App.Test."], "APP.test:8443", True, id="listed-spelt-oddly"),
+        pytest.param(["localhost"], "localhost:5000", True, id="localhost-port"),
+        pytest.param(["127.0.0.1"], "127.0.0.1:8000", True, id="ipv4"),
+        pytest.param(["[::1]"], "[::1]:8000", True, id="ipv6"),
+        pytest.param(["app.test"], "example.com", True, id="apex-still"),
+        pytest.param(["app.test"], "www.example.com", True, id="www-still"),
+        pytest.param(["app.test"], "x.app.test", False, id="under-listed"),
+        pytest.param(["app.test"], "attacker.test", False, id="unlisted"),
+        pytest.param(["localhost"], "127.0.0.1", False, id="ip-unlisted"),
+    ],
+)
+def test_path_routing_hosts(
+    make_dispatcher: Callable[..., TenantDispatcher],
+    registry: CountingRegistry,
+    tenants: dict[str, Tenant],
+    hosts: list[str],
+    host: str,
+    routed: bool,
+) -> None:
+    client = Client(make_dispatcher(path_routing_hosts=hosts))
+    response = fetch(client, host, "/beta/x")
+    if not routed:
+        assert response.status_code == 404
+        return
+    assert response.get_json()["tenant"] == "beta"
+    # The operator's own host names no tenant: only the path is looked up.
+    assert registry.hosts == []
+    assert registry.prefixes == ["beta"]
+
+
+def test_path_routing_hosts_without_base_domain(
+    make_dispatcher: Callable[..., TenantDispatcher], tenants: dict[str, Tenant]
+) -> None:
+    client = Client(make_dispatcher(base_domain=None, path_routing_hosts=["app.test"]))
+    assert fetch(client, "app.test", "/acme/").get_json()["tenant"] == "acme"
+    assert fetch(client, "example.com", "/acme/").status_code == 404
+    # Custom domains are still served, and still win over the path.
+    assert fetch(client, "shop.acme.test", "/beta/").get_json()["tenant"] == "acme"
 
 
 def test_unknown_is_remembered_until_a_tenant_is_created(
@@ -629,6 +687,7 @@ def test_odd_path_inside_tenant_is_the_tenants_business(
         pytest.param("evilexample.com", "/", id="no-dot-boundary"),
         pytest.param("example.com", "/nosuch/x", id="unknown-path"),
         pytest.param("127.0.0.1", "/", id="ip"),
+        pytest.param("attacker.test", "/acme/x", id="path-on-foreign-host"),
     ],
 )
 def test_default_app_gets_unmatched_requests(
@@ -1310,6 +1369,78 @@ def test_bad_configuration(
     factory = options.pop("create_app", create_app)
     with pytest.raises(error, match=message):
         TenantDispatcher(idle_registry, factory, **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        pytest.param(
+            {"path_routing": True},
+            ValueError,
+            "path_routing needs a base_domain or path_routing_hosts",
+            id="path-routing-on-no-host",
+        ),
+        pytest.param(
+            {"path_routing_hosts": ["app.test"]},
+            ValueError,
+            "path_routing_hosts .* path_routing is off",
+            id="hosts-without-path-routing",
+        ),
+        pytest.param(
+            {"path_routing": True, "path_routing_hosts": "app.test"},
+            TypeError,
+            "path_routing_hosts must be a collection of host names, not str",
+            id="hosts-a-string",
+        ),
+        pytest.param(
+            {"path_routing": True, "path_routing_hosts": [42]},
+            TypeError,
+            "path_routing_hosts entry 42 must be a host name, not int",
+            id="hosts-not-str",
+        ),
+        pytest.param(
+            {"path_routing": True, "path_routing_hosts": ["a_b.test"]},
+            ValueError,
+            "path_routing_hosts entry 'a_b.test' is not a host name: .*'_'",
+            id="hosts-bad-name",
+        ),
+        pytest.param(
+            {"path_routing": True, "path_routing_hosts": ["localhost:5000"]},
+            ValueError,
+            "path_routing_hosts entry 'localhost:5000' must be a host name"
+            " without a port",
+            id="hosts-port",
+        ),
+    ],
+)
+def test_bad_path_routing_configuration(
+    idle_registry: TenantRegistry,
+    create_app: Callable[[Tenant], Flask],
+    options: dict[str, Any],
+    error: type[Exception],
+    message: str,
+) -> None:
+    """Path routing on every host would hand tenants to any Host an attacker
+    sends: with no host to route on, construction fails naming the rule."""
+    with pytest.raises(error, match=message):
+        TenantDispatcher(idle_registry, create_app, **options)
+
+
+def test_path_routing_hosts_are_normalised(
+    idle_registry: TenantRegistry, create_app: Callable[[Tenant], Flask]
+) -> None:
+    dispatcher = TenantDispatcher(
+        idle_registry,
+        create_app,
+        path_routing=True,
+        path_routing_hosts=["App.Test.", "[::1]", "app.test", "127.0.0.1"],
+    )
+    try:
+        assert dispatcher.path_routing_hosts == frozenset(
+            {"app.test", "[::1]", "127.0.0.1"}
+        )
+    finally:
+        dispatcher.close()
 
 
 def test_good_configuration_is_normalised(
