@@ -75,6 +75,7 @@ from dispatcher.exceptions import (
     SchemaMissing,
     TenantExists,
     TenantNotFound,
+    TooManyDomains,
 )
 from dispatcher.follower import ChangeFollower
 from dispatcher.resolve import parse_host
@@ -101,6 +102,8 @@ log = logging.getLogger(__name__)
 # Any constant works; it only has to be the same in every process.
 _WRITE_LOCK_KEY = 0x7E4A47_5EED
 DEFAULT_CHANNEL = "dispatcher_changes"
+#: Custom domains one tenant may have: every lookup returns them all.
+DEFAULT_MAX_DOMAINS = 100
 _CHANNEL = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 _COLUMNS = (
@@ -180,6 +183,8 @@ class TenantRegistry:
         ``<subdomain>.<base_domain>``); a custom domain equal to it or under it
         is refused, so it can never take over another tenant's subdomain or a
         reserved one. None: no such check (the dispatcher routes no subdomains).
+    :param max_domains: how many custom domains one tenant may have; a lookup
+        reads all of a tenant's domains, so this bounds its cost.
     """
 
     def __init__(
@@ -189,6 +194,7 @@ class TenantRegistry:
         reserved: Collection[str] = DEFAULT_RESERVED,
         channel: str = DEFAULT_CHANNEL,
         base_domain: str | None = None,
+        max_domains: int = DEFAULT_MAX_DOMAINS,
     ) -> None:
         if isinstance(url_or_engine, Engine):
             engine = url_or_engine
@@ -210,6 +216,7 @@ class TenantRegistry:
             )
         self.reserved = frozenset(label.lower() for label in reserved)
         self.base_domain = _check_base_domain(base_domain)
+        self.max_domains = _check_max_domains(max_domains)
         self.channel = channel
         self.engine = engine
         self._follower: ChangeFollower | None = None
@@ -445,8 +452,10 @@ class TenantRegistry:
         hosts = tuple(dict.fromkeys(normalise_domain(host) for host in domains))
         for host in hosts:
             self._check_outside_base(host)
+        slug = normalise_label(slug, what="slug")
+        self._check_domain_count(slug, len(hosts))
         return NewTenant(
-            slug=normalise_label(slug, what="slug"),
+            slug=slug,
             owner_email=normalise_email(owner_email),
             owner_name=normalise_owner_name(owner_name),
             subdomain=self._label(subdomain, "subdomain"),
@@ -454,6 +463,13 @@ class TenantRegistry:
             domains=hosts,
             config=freeze(check_config(config or {})),
         )
+
+    def _check_domain_count(self, slug: str, count: int) -> None:
+        if count > self.max_domains:
+            raise TooManyDomains(
+                f"tenant {slug!r} would have {count} custom domains; the limit "
+                f"is {self.max_domains} (TenantRegistry's max_domains)"
+            )
 
     def _check_outside_base(self, host: str) -> None:
         """Refuse a custom domain that would shadow ``<label>.<base_domain>``."""
@@ -621,6 +637,7 @@ class TenantRegistry:
             row = tx.tenant(slug)
             current = {domain.host: domain for domain in row.domains}
             if host not in current:
+                self._check_domain_count(row.slug, len(current) + 1)
                 tx.check_free(NewTenant(row.slug, "", domains=(host,)), exists=True)
             make_primary = primary or not current
             if host in current and (current[host].is_primary or not make_primary):
@@ -685,7 +702,7 @@ class TenantRegistry:
             results: list[ImportResult] = []
             accepted: list[NewTenant] = []
             for spec in batch:
-                result = _import_decision(spec, existing.get(spec.slug), taken)
+                result = self._import_decision(spec, existing.get(spec.slug), taken)
                 results.append(result)
                 if result.status is ImportStatus.CREATED:
                     accepted.append(spec)
@@ -693,6 +710,16 @@ class TenantRegistry:
             if accepted:
                 tx.bulk_create(accepted)
         return results
+
+    def _import_decision(
+        self, spec: NewTenant, existing: Tenant | None, taken: _Taken
+    ) -> ImportResult:
+        try:
+            # A spec built by hand, past new_tenant(), may have too many.
+            self._check_domain_count(spec.slug, len(spec.domains))
+        except TooManyDomains as e:
+            return ImportResult(spec, ImportStatus.CONFLICT, e)
+        return _import_decision(spec, existing, taken)
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -1094,6 +1121,16 @@ def _names_from_json(value: Any) -> NewNames | None:
         path_prefix=value.get("path_prefix"),
         domains=tuple(value.get("domains") or ()),
     )
+
+
+def _check_max_domains(max_domains: int) -> int:
+    if not isinstance(max_domains, int) or isinstance(max_domains, bool):
+        raise TypeError(
+            f"max_domains must be an integer, not {type(max_domains).__name__}"
+        )
+    if max_domains < 1:
+        raise ValueError(f"max_domains must be at least 1, not {max_domains}")
+    return max_domains
 
 
 def _check_base_domain(base_domain: str | None) -> str | None:

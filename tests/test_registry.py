@@ -33,6 +33,7 @@ from dispatcher import (
     TenantNotFound,
     TenantRegistry,
     TenantStatus,
+    TooManyDomains,
 )
 from dispatcher.tenant import NewNames
 from dispatcher.validation import MAX_CONFIG_BYTES
@@ -2129,3 +2130,97 @@ def test_changes_without_names_read_back_as_unknown(
 
     assert first.names == NewNames("acme", None, ())
     assert (old.slug, old.names) == ("old", None)
+
+
+# -- a bounded number of custom domains per tenant (issue 9, E21) ----------------
+# A lookup returns the tenant with all its domains, so its cost grows with
+# them; the registry bounds how many one tenant may have.
+
+
+def hosts(count: int, start: int = 0) -> list[str]:
+    return [f"d{i}.acme.test" for i in range(start, start + count)]
+
+
+def test_default_domain_limit(registry: TenantRegistry) -> None:
+    assert registry.max_domains == 100
+    registry.create_tenant("acme", owner_email="o@acme.test", domains=hosts(100))
+    before = state(registry)
+
+    with pytest.raises(TooManyDomains, match="'acme'.*101.*limit is 100"):
+        registry.add_domain("acme", "one-more.acme.test")
+
+    assert state(registry) == before
+
+
+def test_domain_limit_counts_only_new_hosts(registry: TenantRegistry) -> None:
+    registry.create_tenant("acme", owner_email="o@acme.test", domains=hosts(100))
+
+    tenant = registry.add_domain("acme", "d5.acme.test", primary=True)
+
+    assert tenant.primary_domain == "d5.acme.test"
+
+
+def test_domain_limit_freed_by_remove(
+    database_url: str, registry: TenantRegistry
+) -> None:
+    with TenantRegistry(database_url, max_domains=2) as limited:
+        limited.create_tenant("acme", owner_email="o@acme.test", domains=hosts(2))
+        limited.remove_domain("acme", "d0.acme.test")
+
+        tenant = limited.add_domain("acme", "d9.acme.test")
+
+    assert tenant.domains == ("d1.acme.test", "d9.acme.test")
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(
+            lambda r: r.create_tenant("acme", owner_email="o@a.test", domains=hosts(3)),
+            id="create",
+        ),
+        pytest.param(
+            lambda r: r.new_tenant("acme", owner_email="o@a.test", domains=hosts(3)),
+            id="new-tenant",
+        ),
+    ],
+)
+def test_domain_limit_at_create(database_url: str, write: Write) -> None:
+    with TenantRegistry(database_url, max_domains=2) as limited:
+        limited.migrate()
+        before = state(limited)
+
+        with pytest.raises(TooManyDomains, match="'acme'.*3.*limit is 2"):
+            write(limited)
+
+        assert state(limited) == before
+
+
+def test_domain_limit_at_import(database_url: str, registry: TenantRegistry) -> None:
+    with TenantRegistry(database_url, max_domains=2) as limited:
+        # Built by hand, so new_tenant() did not count them.
+        specs = [
+            NewTenant("big", "o@big.test", domains=tuple(hosts(3))),
+            NewTenant("small", "o@small.test", domains=tuple(hosts(2, start=10))),
+        ]
+
+        big, small = limited.import_tenants(specs)
+
+    assert big.status is ImportStatus.CONFLICT
+    assert isinstance(big.error, TooManyDomains)
+    assert small.status is ImportStatus.CREATED
+    assert [t.slug for t in registry.list_tenants()] == ["small"]
+
+
+@pytest.mark.parametrize(
+    "max_domains",
+    [
+        pytest.param(0, id="zero"),
+        pytest.param(-1, id="negative"),
+        pytest.param(2.5, id="float"),
+        pytest.param(True, id="bool"),
+    ],
+)
+def test_domain_limit_invalid(database_url: str, max_domains: Any) -> None:
+    with pytest.raises((ValueError, TypeError), match="max_domains"):
+        TenantRegistry(database_url, max_domains=max_domains)
