@@ -82,7 +82,7 @@ from dispatcher.resolve import (
     subdomain_of,
 )
 from dispatcher.streams import Leases, guard_input
-from dispatcher.tenant import RESYNC, Tenant, TenantChange
+from dispatcher.tenant import RESYNC, NewNames, Tenant, TenantChange
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -420,6 +420,18 @@ class TenantDispatcher:
             # it will never report.
             self._cache.clear()
             return True
+        if change.names is not None:
+            # The change says which names it made route to its tenant: only
+            # those may have been unknown or routed elsewhere until now.
+            evicted = self._cache.invalidate(
+                change.slug, change.generation, names_changed=False
+            )
+            keys = self._routing_keys(change.names)
+            if keys:
+                self._cache.forget_unknown(keys)
+            return evicted
+        # Unknown names (a change recorded before they were, or RESYNC-like):
+        # any unknown name may now be known, any host route may have moved.
         evicted = self._cache.invalidate(
             change.slug,
             change.generation,
@@ -430,6 +442,18 @@ class TenantDispatcher:
             # routes to: look every host up again (path routes cannot clash).
             self._cache.forget_routes(_is_host_key)
         return evicted
+
+    def _routing_keys(self, names: NewNames) -> list[str]:
+        """The routing keys under which requests for ``names`` are cached."""
+        hosts = list(names.domains)
+        if names.subdomain is not None and self.base_domain is not None:
+            hosts.append(f"{names.subdomain}.{self.base_domain}")
+        keys = [self._routing_key(host) for host in hosts]
+        # "" and _PATH_HOST are never looked up by host, so never cached as such.
+        keys = [key for key in keys if key not in (_NO_HOST_TENANT, _PATH_HOST)]
+        if names.path_prefix is not None:
+            keys.append("/" + names.path_prefix)
+        return keys
 
     def stats(self) -> CacheStats:
         """Hits, misses, builds, evictions and sizes of the app cache."""

@@ -28,6 +28,7 @@ from werkzeug.test import Client, EnvironBuilder, TestResponse, run_wsgi_app
 from werkzeug.wrappers import Request, Response
 
 from dispatcher import Tenant, TenantDispatcher, TenantRegistry, current_tenant, forks
+from dispatcher.tenant import NewNames, TenantChange
 
 BASE = "example.com"
 
@@ -1028,6 +1029,126 @@ def test_new_custom_domain_wins_over_a_subdomain_already_served(
     assert fetch(fresh, "beta.example.com").get_json()["tenant"] == owner
     # ...and so must the one that was running when the domain was added.
     assert fetch(client, "beta.example.com").get_json()["tenant"] == owner
+
+
+@pytest.fixture
+def many_hosts(registry: CountingRegistry) -> list[str]:
+    """Thirty tenants with a subdomain each: the active hosts of a busy process."""
+    specs = [
+        registry.new_tenant(f"t{i}", owner_email=f"o{i}@t.test", subdomain=f"t{i}")
+        for i in range(30)
+    ]
+    assert all(result.error is None for result in registry.import_tenants(specs))
+    return [f"t{i}.example.com" for i in range(30)]
+
+
+@contextmanager
+def _counting_queries(registry: TenantRegistry) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        seen.append(args[2])
+
+    event.listen(registry.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(registry.engine, "before_cursor_execute", record)
+
+
+@pytest.mark.parametrize(
+    ("write", "served"),
+    [
+        pytest.param(
+            lambda r: r.create_tenant(
+                "new",
+                owner_email="o@new.test",
+                subdomain="new",
+                path_prefix="new",
+                domains=["new.test"],
+            ),
+            [("new.example.com", "/"), (BASE, "/new/"), ("new.test", "/")],
+            id="created",
+        ),
+        pytest.param(
+            lambda r: r.add_domain("t0", "new.test"),
+            [("new.test", "/")],
+            id="domain-added",
+        ),
+        pytest.param(
+            lambda r: r.set_subdomain("t0", "new"),
+            [("new.example.com", "/")],
+            id="subdomain",
+        ),
+    ],
+)
+def test_a_change_drops_only_the_names_it_introduces(
+    make_dispatcher: Callable[..., TenantDispatcher],
+    registry: CountingRegistry,
+    many_hosts: list[str],
+    write: Callable[[TenantRegistry], object],
+    served: list[tuple[str, str]],
+) -> None:
+    """One signup costs queries for the names it adds, not for every active host."""
+    client = Client(make_dispatcher(poll_interval=None))
+    for host in many_hosts[1:]:
+        assert fetch(client, host).status_code == 200
+    for host, path in served:
+        assert fetch(client, host, path).status_code == 404  # remembered as unknown
+
+    write(registry)  # through this registry object: the dispatcher hears it now
+    with _counting_queries(registry) as queries:
+        for host in many_hosts[1:]:
+            assert fetch(client, host).status_code == 200
+    assert queries == []
+    # The new names are served at once, not remembered as unknown.
+    for host, path in served:
+        assert fetch(client, host, path).status_code == 200
+
+
+def test_a_change_without_its_names_drops_every_host_route(
+    make_dispatcher: Callable[..., TenantDispatcher],
+    registry: CountingRegistry,
+    many_hosts: list[str],
+) -> None:
+    """Changes recorded before names were (names=None) may have moved any host."""
+    dispatcher = make_dispatcher(poll_interval=None)
+    client = Client(dispatcher)
+    for host in many_hosts:
+        assert fetch(client, host).status_code == 200
+    assert fetch(client, "new.example.com").status_code == 404
+
+    with TenantRegistry(registry.engine) as writer:  # not heard by the dispatcher
+        tenant = writer.create_tenant("new", owner_email="o@new.test", subdomain="new")
+    dispatcher.invalidate(TenantChange(tenant.version, "new", "created"))
+    registry.clear()
+    for host in many_hosts:
+        assert fetch(client, host).status_code == 200
+    assert sorted(registry.hosts) == sorted(many_hosts)
+    assert fetch(client, "new.example.com").get_json()["tenant"] == "new"
+
+
+def test_a_new_domain_with_its_names_wins_over_a_subdomain_already_served(
+    make_dispatcher: Callable[..., TenantDispatcher],
+    registry: CountingRegistry,
+    tenants: dict[str, Tenant],
+) -> None:
+    client = Client(make_dispatcher(poll_interval=None))
+    assert fetch(client, "beta.example.com").get_json()["tenant"] == "beta"
+    assert fetch(client, "acme.example.com").get_json()["tenant"] == "acme"
+    with TenantRegistry(registry.engine) as writer:
+        tenant = writer.add_domain("alpha", "beta.example.com")
+    change = TenantChange(
+        tenant.version,
+        "alpha",
+        "domain_added",
+        NewNames(domains=("beta.example.com",)),
+    )
+    client.application.invalidate(change)  # type: ignore[attr-defined]
+    registry.clear()
+    assert fetch(client, "beta.example.com").get_json()["tenant"] == "alpha"
+    assert fetch(client, "acme.example.com").get_json()["tenant"] == "acme"
+    assert registry.hosts == ["beta.example.com"]
 
 
 # -- failures -------------------------------------------------------------------
