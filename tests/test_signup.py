@@ -2,7 +2,8 @@
 
 A :class:`TenantDispatcher` with the demo tenant app and the signup app as its
 default app, on a real registry, driven by :class:`werkzeug.test.Client` (which
-keeps the CSRF cookie between requests, like a browser).
+keeps the CSRF cookie between requests, like a browser, and scopes cookies by
+domain and path as one does).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +24,8 @@ from werkzeug.test import Client, TestResponse
 
 from dispatcher import Tenant, TenantDispatcher, TenantRegistry
 from dispatcher.demo import create_app
+from dispatcher.demo.ratelimit import RateLimiter
+from dispatcher.demo.secret import SECRET_FILE, SECRET_VARIABLE
 from dispatcher.demo.signup import CSRF_COOKIE, create_signup_app
 from dispatcher.demo.tenant_app import DEFAULT_COLOUR
 from models import User as UserRow
@@ -31,24 +35,50 @@ APEX = "localhost:8000"
 
 #: A valid signup; tests override single fields.
 FORM = {"organisation": "Acme Corp", "subdomain": "Acme", "email": "ada@acme.test"}
+#: The demo's deployment secret in these tests (DISPATCHER_SECRET_KEY).
+SECRET = "the-demo-deployment-secret-of-the-signup-tests"
 
 
 # -- fixtures and helpers -------------------------------------------------------
 
 
-def make_site(registry: TenantRegistry) -> TenantDispatcher:
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_site(
+    registry: TenantRegistry, limiter: RateLimiter | None = None
+) -> TenantDispatcher:
     """What ``dispatcher.wsgi.make_application`` builds by default, minus the
-    change follower's threads."""
+    change follower's threads.
+
+    The signup limit is lifted unless ``limiter`` is given: most tests send
+    more signups than a visitor may.
+    """
+    if limiter is None:
+        limiter = RateLimiter(limit=10_000)
     return TenantDispatcher(
         registry,
         create_app,
         base_domain=BASE,
         path_routing=True,
-        default_app=create_signup_app(registry, BASE),
+        default_app=create_signup_app(registry, BASE, limiter=limiter),
         # Only this registry object's own writes evict, synchronously: what these
         # tests check. (test_wsgi runs make_application's defaults, follower on.)
         poll_interval=None,
     )
+
+
+@pytest.fixture(autouse=True)
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's deployment secret: no key file in the working directory."""
+    monkeypatch.setenv(SECRET_VARIABLE, SECRET)
 
 
 @pytest.fixture
@@ -93,8 +123,22 @@ def get(client: Client, host: str = APEX, path: str = "/") -> TestResponse:
     return client.get(path, base_url=f"http://{host}", buffered=True)
 
 
-def post(client: Client, data: dict[str, str], host: str = APEX) -> TestResponse:
-    return client.post("/", base_url=f"http://{host}", data=data, buffered=True)
+def post(
+    client: Client, data: dict[str, str], host: str = APEX, path: str = "/"
+) -> TestResponse:
+    return client.post(path, base_url=f"http://{host}", data=data, buffered=True)
+
+
+class ClientAt(Client):
+    """A browser at client address ``address`` (``REMOTE_ADDR``)."""
+
+    def __init__(self, application: Any, address: str) -> None:
+        super().__init__(application)
+        self.address = address
+
+    def open(self, *args: Any, **kwargs: Any) -> TestResponse:
+        kwargs.setdefault("environ_base", {"REMOTE_ADDR": self.address})
+        return super().open(*args, **kwargs)
 
 
 def form_token(response: TestResponse) -> str:
@@ -206,7 +250,7 @@ def test_a_signup_is_served_on_the_very_next_request(
     assert '<h1 id="greeting">Welcome to Acme Corp!</h1>' in home.text
     assert '<strong id="name">Acme Corp</strong>' in home.text
     assert '<code id="slug">acme</code>' in home.text
-    assert "owned by ada@acme.test" in home.text
+    assert "ada@acme.test" not in home.text
 
     tenant = registry.get_tenant("acme")
     assert tenant.is_active
@@ -574,3 +618,270 @@ def test_an_unsafe_colour_falls_back_to_the_default(
     assert f"border-bottom: 4px solid {shown};" in page.text
     assert "<script>" not in page.text
     assert "evil.test/x);" not in page.text.split("</style>")[0]
+
+
+# -- what visitors must not see ---------------------------------------------------
+
+PRIVATE_CONFIG = {
+    "color": "#0f0",
+    "api_token": "sk_live_do-not-show-me",
+    "smtp": {"password": "hunter2-do-not-show-me"},
+}
+
+
+def public_pages(client: Client) -> list[TestResponse]:
+    """Every page a visitor can reach on tenant acme, signed in and out."""
+    pages = []
+    for host, prefix in (("acme.localhost:8000", ""), (APEX, "/acme")):
+        pages += [get(client, host, f"{prefix}/"), get(client, host, f"{prefix}/about")]
+        pages.append(sign_in(client, "Eve", host, prefix))
+        pages.append(get(client, host, f"{prefix}/"))
+        pages.append(post(client, {}, host, f"{prefix}/sign-in"))  # an error page
+        pages.append(sign_out(client, host, prefix))
+    return pages
+
+
+def test_the_public_pages_show_no_private_data(
+    client: Client, registry: TenantRegistry
+) -> None:
+    assert sign_up(client, email="Owner.Private@acme.test").status_code == 303
+    registry.update_config("acme", PRIVATE_CONFIG)
+    visitor = Client(client.application)
+    pages = public_pages(visitor)
+    assert len(pages) == 12
+    for page in pages:
+        text = page.text.lower()
+        assert "owner.private@acme.test" not in text, page.request.path
+        assert "do-not-show-me" not in text, page.request.path
+        assert "api_token" not in text, page.request.path
+        assert "smtp" not in text, page.request.path
+    home = pages[0]
+    # What is meant to be public still shows.
+    assert home.status_code == 200
+    assert '<strong id="name">Acme Corp</strong>' in home.text
+    assert '<h1 id="greeting">Welcome to Acme Corp!</h1>' in home.text
+    assert "h1 { color: #0f0; }" in home.text
+
+
+# -- visitor sessions on tenant sites ---------------------------------------------
+
+
+def page_token(response: TestResponse) -> str:
+    """The CSRF token of a tenant page's sign-in or sign-out form."""
+    return form_token(response)
+
+
+def sign_in(
+    client: Client, name: str, host: str, prefix: str = "", token: str | None = None
+) -> TestResponse:
+    if token is None:
+        token = page_token(get(client, host, f"{prefix}/"))
+    data = {"visitor": name, "csrf_token": token}
+    return post(client, data, host, f"{prefix}/sign-in")
+
+
+def sign_out(client: Client, host: str, prefix: str = "") -> TestResponse:
+    token = page_token(get(client, host, f"{prefix}/"))
+    return post(client, {"csrf_token": token}, host, f"{prefix}/sign-out")
+
+
+def visitor_of(response: TestResponse) -> str | None:
+    assert response.status_code == 200, response.text
+    found = re.search(
+        r'Signed in as <strong id="visitor-name">(.*?)</strong>', response.text
+    )
+    return None if found is None else html.unescape(found.group(1))
+
+
+ROUTED = pytest.mark.parametrize(
+    ("acme", "beta"),
+    [
+        pytest.param(
+            ("acme.localhost:8000", ""), ("beta.localhost:8000", ""), id="subdomain"
+        ),
+        pytest.param((APEX, "/acme"), (APEX, "/beta"), id="path"),
+    ],
+)
+
+
+@ROUTED
+def test_signing_in_on_one_site_leaves_another_alone(
+    client: Client, acme: tuple[str, str], beta: tuple[str, str]
+) -> None:
+    assert sign_up(client).status_code == 303
+    assert sign_up(client, subdomain="beta", email="bob@beta.test").status_code == 303
+    browser = Client(client.application)
+
+    signed_in = sign_in(browser, "Bob", *beta)
+    assert signed_in.status_code == 303
+    assert visitor_of(get(browser, beta[0], f"{beta[1]}/")) == "Bob"
+    assert visitor_of(get(browser, acme[0], f"{acme[1]}/")) is None
+
+    assert sign_in(browser, "Ada", *acme).status_code == 303
+    assert visitor_of(get(browser, acme[0], f"{acme[1]}/")) == "Ada"
+    assert visitor_of(get(browser, beta[0], f"{beta[1]}/")) == "Bob"
+
+    assert sign_out(browser, *acme).status_code == 303
+    assert visitor_of(get(browser, acme[0], f"{acme[1]}/")) is None
+    assert visitor_of(get(browser, beta[0], f"{beta[1]}/")) == "Bob"
+
+
+def test_a_session_cookie_of_one_site_is_refused_by_another(client: Client) -> None:
+    assert sign_up(client).status_code == 303
+    assert sign_up(client, subdomain="beta", email="bob@beta.test").status_code == 303
+    browser = Client(client.application)
+    signed_in = sign_in(browser, "Ada", APEX, "/acme")
+    (header,) = signed_in.headers.getlist("Set-Cookie")
+    assert "Path=/acme;" in header or header.endswith("Path=/acme")
+    assert "domain=" not in header.lower()
+    cookie = browser.get_cookie("session", domain=BASE, path="/acme")
+    assert cookie is not None
+    thief = Client(client.application, use_cookies=False)
+    for path, expected in (("/beta/", None), ("/acme/", "Ada")):
+        page = thief.get(
+            path,
+            base_url=f"http://{APEX}",
+            headers={"Cookie": f"session={cookie.value}"},
+            buffered=True,
+        )
+        assert visitor_of(page) == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "message"),
+    [
+        pytest.param({"visitor": "Ada"}, 400, "The form expired", id="no-token"),
+        pytest.param(
+            {"visitor": "Ada", "csrf_token": "forged"}, 400, "expired", id="forged"
+        ),
+        pytest.param({"visitor": "  "}, 422, "Please give a name", id="blank"),
+        pytest.param({"visitor": "x" * 41}, 422, "longer than 40", id="long"),
+    ],
+)
+def test_a_bad_sign_in_is_refused(
+    client: Client, data: dict[str, str], status: int, message: str
+) -> None:
+    assert sign_up(client).status_code == 303
+    browser = Client(client.application)
+    token = page_token(get(browser, "acme.localhost:8000"))
+    if status != 400:
+        data = {**data, "csrf_token": token}
+    response = post(browser, data, "acme.localhost:8000", "/sign-in")
+    assert response.status_code == status
+    assert message in (error_of(response) or "")
+    assert visitor_of(get(browser, "acme.localhost:8000")) is None
+
+
+def test_the_visitor_name_is_escaped(client: Client) -> None:
+    assert sign_up(client).status_code == 303
+    browser = Client(client.application)
+    assert sign_in(browser, "<b>x</b>", "acme.localhost:8000").status_code == 303
+    page = get(browser, "acme.localhost:8000")
+    assert "<b>x</b>" not in page.text
+    assert visitor_of(page) == "<b>x</b>"
+
+
+# -- the demo's deployment secret ---------------------------------------------------
+
+
+def test_without_a_secret_every_process_shares_one_key_file(
+    registry: TenantRegistry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two sites stand for two gunicorn workers started in one directory."""
+    monkeypatch.delenv(SECRET_VARIABLE)
+    monkeypatch.chdir(tmp_path)
+    first, second = make_site(registry), make_site(registry)
+    try:
+        owner = Client(first)
+        assert sign_up(owner).status_code == 303
+        assert sign_in(owner, "Ada", APEX, "/acme").status_code == 303
+        cookie = owner.get_cookie("session", domain=BASE, path="/acme")
+        assert cookie is not None
+        # The other worker honours the session.
+        other = Client(second, use_cookies=False)
+        page = other.get(
+            "/acme/",
+            base_url=f"http://{APEX}",
+            headers={"Cookie": f"session={cookie.value}"},
+            buffered=True,
+        )
+        assert visitor_of(page) == "Ada"
+    finally:
+        first.close()
+        second.close()
+    key_file = tmp_path / SECRET_FILE
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(str(key_file) in w and SECRET_VARIABLE in w for w in warnings), warnings
+
+
+# -- signup limits ------------------------------------------------------------------
+
+
+def test_signups_are_limited_per_client_address(
+    local_registry: TenantRegistry,
+) -> None:
+    clock = Clock()
+    site = make_site(local_registry, RateLimiter(limit=2, window=60.0, timer=clock))
+    try:
+        alice = ClientAt(site, "192.0.2.1")
+        assert sign_up(alice, subdomain="a1", email="a1@x.test").status_code == 303
+        clock.now += 10
+        assert sign_up(alice, subdomain="a2", email="a2@x.test").status_code == 303
+        clock.now += 20
+        before = written(local_registry)
+
+        refused = sign_up(alice, subdomain="a3", email="a3@x.test")
+
+        assert refused.status_code == HTTPStatus.TOO_MANY_REQUESTS
+        assert refused.headers["Retry-After"] == "30"
+        assert error_of(refused) == (
+            "Too many sign-ups from your address; please try again in 30 seconds."
+        )
+        assert form_values(refused)["subdomain"] == "a3"
+        assert written(local_registry) == before
+        # Another address is not affected; a forwarded-for header changes nothing.
+        bob = ClientAt(site, "198.51.100.7")
+        assert sign_up(bob, subdomain="b1", email="b1@x.test").status_code == 303
+        spoofed = alice.post(
+            "/",
+            base_url=f"http://{APEX}",
+            headers={"X-Forwarded-For": "203.0.113.9"},
+            data={**FORM, "csrf_token": form_token(get(alice))},
+        )
+        assert spoofed.status_code == HTTPStatus.TOO_MANY_REQUESTS
+        # Once the first signup is a window old, one more is allowed.
+        clock.now += 30
+        assert sign_up(alice, subdomain="a3", email="a3@x.test").status_code == 303
+        assert sign_up(alice, subdomain="a4", email="a4@x.test").status_code == 429
+    finally:
+        site.close()
+
+
+def test_the_default_limit_is_five_signups_a_minute(
+    local_registry: TenantRegistry,
+) -> None:
+    site = TenantDispatcher(
+        local_registry,
+        create_app,
+        base_domain=BASE,
+        default_app=create_signup_app(local_registry, BASE),
+        poll_interval=None,
+    )
+    try:
+        client = ClientAt(site, "192.0.2.1")
+        # Refused forms count too: each costs the service work.
+        statuses = [sign_up(client, subdomain="www").status_code for _ in range(6)]
+        assert statuses == [422] * 5 + [429]
+        assert (
+            55
+            <= int(client.post("/", base_url=f"http://{APEX}").headers["Retry-After"])
+            <= 60
+        )
+        # The form itself is never limited.
+        assert get(client).status_code == 200
+    finally:
+        site.close()

@@ -3,15 +3,24 @@
 A valid signup creates the tenant (subdomain and path prefix both its name)
 and redirects to ``http://<name>.<base domain>:<port>/``, which the dispatcher
 serves on that very request: no restart, no cache to wait for.
+
+Each client address may send the form :data:`SIGNUP_LIMIT` times in any
+:data:`SIGNUP_WINDOW` seconds, in each process (see
+:mod:`dispatcher.demo.ratelimit`); more get 429 with ``Retry-After``. The
+address is ``REMOTE_ADDR``, never ``X-Forwarded-For``, which any client can
+write: behind a proxy, wrap the dispatcher in werkzeug's ``ProxyFix`` with
+the number of proxies you trust, and it sets ``REMOTE_ADDR`` from them.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 
 from flask import Flask, Response, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
+from dispatcher.demo.ratelimit import RateLimiter, client_key
 from dispatcher.exceptions import (
     Conflict,
     InvalidConfig,
@@ -27,16 +36,27 @@ from dispatcher.resolve import is_apex, parse_host
 CSRF_COOKIE = "signup_csrf"
 MAX_ORGANISATION = 100
 BLUE, GREY = "#3b5bdb", "#495057"
+#: Form posts allowed per client address in any SIGNUP_WINDOW seconds.
+SIGNUP_LIMIT = 5
+SIGNUP_WINDOW = 60.0
 
 
 def create_signup_app(
     registry: TenantRegistry,
     base_domain: str | None,
     provisioner: Provisioner | None = None,
+    *,
+    limiter: RateLimiter | None = None,
 ) -> Flask:
-    """The signup site for ``registry``; tenants live under ``base_domain``."""
+    """The signup site for ``registry``; tenants live under ``base_domain``.
+
+    ``limiter`` counts form posts per client address (default:
+    :data:`SIGNUP_LIMIT` in :data:`SIGNUP_WINDOW` seconds, in this process).
+    """
     app = Flask(__name__)
     provisioner = provisioner or Provisioner(registry)
+    if limiter is None:
+        limiter = RateLimiter(SIGNUP_LIMIT, SIGNUP_WINDOW)
 
     def on_apex() -> bool:
         if base_domain is None:
@@ -58,6 +78,17 @@ def create_signup_app(
             name: request.form.get(name, "").strip()
             for name in ("organisation", "subdomain", "email")
         }
+        # Before any other work: refused and invalid forms count too.
+        wait = limiter.hit(client_key(request.remote_addr))
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            message = (
+                "Too many sign-ups from your address; please try again in "
+                f"{seconds} seconds."
+            )
+            response = form(fields, message, 429)
+            response.headers["Retry-After"] = str(seconds)
+            return response
         sent = request.form.get("csrf_token", "")
         expected = request.cookies.get(CSRF_COOKIE, "")
         # Bytes: compare_digest refuses non-ASCII str.
