@@ -2,6 +2,8 @@
 
 Exit codes: 0 success, 1 a conflict, an unknown tenant or an unavailable
 database, 2 bad input. Errors are one line on stderr, never a traceback.
+Plain-text output escapes every character a terminal would obey instead of
+show (``\\x1b``, ``\\n``, ``\\u202e``), whatever the database holds.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import csv
 import json
 import os
 import sys
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -25,6 +28,7 @@ from dispatcher.registry import ImportStatus, TenantRegistry
 from dispatcher.settings import DATABASE_URL_VARIABLE
 from dispatcher.settings import database_url as default_database_url
 from dispatcher.tenant import NewTenant, Tenant, TenantStatus
+from dispatcher.validation import MAX_CONFIG_DEPTH, normalise_reason
 
 __all__ = ["cli", "main"]
 
@@ -41,13 +45,20 @@ IMPORT_COLUMNS = (
 )
 
 
-class BadInput(click.ClickException):
+class _OneLine(click.ClickException):
+    """An error shown as one line, whatever characters its message holds."""
+
+    def format_message(self) -> str:
+        return _escape(self.message)
+
+
+class BadInput(_OneLine):
     """The user asked for something invalid; nothing was changed."""
 
     exit_code = 2
 
 
-class Failed(click.ClickException):
+class Failed(_OneLine):
     """The request was valid but could not be carried out; nothing was changed."""
 
     exit_code = 1
@@ -116,7 +127,7 @@ def db_upgrade(ctx: click.Context, revision: str) -> None:
         registry.migrate(revision)
     except ValueError as e:
         raise BadInput(str(e)) from e
-    click.echo(f"database {registry.url} upgraded to {revision}")
+    click.echo(_escape(f"database {registry.url} upgraded to {revision}"))
 
 
 # -- tenants ----------------------------------------------------------------------
@@ -217,7 +228,7 @@ def show(ctx: click.Context, slug: str, as_json: bool) -> None:
 @click.pass_context
 def disable(ctx: click.Context, slug: str, reason: str | None, as_json: bool) -> None:
     """Stop serving tenant SLUG; its visitors get the disabled page."""
-    tenant = _registry(ctx).disable_tenant(slug, reason)
+    tenant = _registry(ctx).disable_tenant(slug, normalise_reason(reason))
     _print_tenant(tenant, as_json, f"disabled tenant {tenant.slug!r}")
 
 
@@ -376,7 +387,7 @@ def import_(ctx: click.Context, file: Path, batch_size: int) -> None:
                 problems.append((lines[result.spec.slug], str(result.error)))
             bar.update(1)
     for line, problem in sorted(problems):
-        click.echo(f"{file}:{line}: {problem}", err=True)
+        click.echo(_escape(f"{file}:{line}: {problem}"), err=True)
     click.echo(
         f"{counts[ImportStatus.CREATED]} created, "
         f"{counts[ImportStatus.UNCHANGED]} unchanged, {len(problems)} failed"
@@ -407,7 +418,15 @@ def _read_csv(file: Path) -> list[tuple[int, dict[str, str]]]:
     try:
         with file.open(newline="", encoding="utf-8-sig") as stream:
             reader = csv.DictReader(stream)
-            columns = reader.fieldnames or []
+            columns = list(reader.fieldnames or [])
+            # DictReader keeps the last of two same-named fields: refuse, or a
+            # row would be read other than it looks.
+            twice = sorted({name for name in columns if columns.count(name) > 1})
+            if twice:
+                _bad_input(
+                    f"{file}: the header row names column(s) "
+                    f"{', '.join(map(repr, twice))} more than once"
+                )
             unknown = [name for name in columns if name not in IMPORT_COLUMNS]
             if unknown:
                 _bad_input(
@@ -442,9 +461,11 @@ def _row_to_tenant(registry: TenantRegistry, row: dict[str, Any]) -> NewTenant:
             json.loads(config_text, parse_constant=_not_json) if config_text else {}
         )
     except ValueError as e:
-        raise InvalidConfig(f"config {config_text!r} is not JSON: {e}") from e
+        raise InvalidConfig(f"config {_shown(config_text)} is not JSON: {e}") from e
+    except RecursionError as e:
+        raise InvalidConfig(_too_deep("config", config_text)) from e
     if not isinstance(config, dict):
-        raise InvalidConfig(f"config {config_text!r} must be a JSON object")
+        raise InvalidConfig(f"config {_shown(config_text)} must be a JSON object")
     return registry.new_tenant(
         row.get("slug") or "",
         owner_email=row.get("owner_email") or "",
@@ -509,7 +530,7 @@ def _print_tenant(tenant: Tenant, as_json: bool, headline: str | None = None) ->
         click.echo(json.dumps(tenant.to_dict(), indent=2))
         return
     if headline:
-        click.echo(headline)
+        click.echo(_escape(headline))
     fields = tenant.to_dict()
     fields["domains"] = ", ".join(tenant.domains) or "-"
     fields["config"] = json.dumps(fields["config"], sort_keys=True)
@@ -526,7 +547,7 @@ def _print_tenant(tenant: Tenant, as_json: bool, headline: str | None = None) ->
 
 def _table(header: Sequence[str] | None, rows: Iterable[Sequence[str]]) -> str:
     lines = [tuple(header)] if header else []
-    lines.extend(tuple(row) for row in rows)
+    lines.extend(tuple(map(_escape, row)) for row in rows)
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return "\n".join(
         "  ".join(
@@ -549,6 +570,16 @@ def _json_or_string(value: str) -> Any:
         return json.loads(value, parse_constant=_not_json)
     except ValueError:
         return value
+    except RecursionError as e:
+        # Deeper than Python parses, so deeper than any config may be.
+        raise BadInput(_too_deep("config value", value)) from e
+
+
+def _too_deep(what: str, text: str) -> str:
+    return (
+        f"{what} {_shown(text)} is nested too deeply to parse; the limit is "
+        f"{MAX_CONFIG_DEPTH} levels of objects and lists"
+    )
 
 
 def _not_json(constant: str) -> NoReturn:
@@ -557,6 +588,29 @@ def _not_json(constant: str) -> NoReturn:
 
 def _bad_input(message: str) -> NoReturn:
     raise BadInput(message)
+
+
+def _shown(value: str) -> str:
+    """The value as a message shows it: quoted, and short even when it is not."""
+    return repr(value if len(value) <= 80 else value[:77] + "...")
+
+
+# Control, format, separator, surrogate, private-use and unassigned characters:
+# a terminal may obey them (escape sequences, line breaks, bidi overrides)
+# or draw nothing, so a name could hide or rewrite what is printed around it.
+_UNSHOWN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def _escape(text: str) -> str:
+    """``text`` with the characters a terminal would not simply show escaped."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char) in _UNSHOWN
+        else char
+        for char in text
+    )
 
 
 def main() -> None:

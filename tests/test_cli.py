@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from dispatcher import TenantNotFound, TenantRegistry
 from dispatcher.cli import cli
@@ -959,16 +959,17 @@ def test_import_reports_bad_rows_and_writes_the_good_ones(
 def test_import_line_numbers_count_physical_lines(
     registry: TenantRegistry, tenantctl: Tenantctl, tmp_path: Path, newline: str
 ) -> None:
+    # A name may not hold a line break; a JSON config may.
     lines = [
-        "slug,owner_email,owner_name",  # 1
-        'one,one@x.test,"Ann',  # 2
-        'Owner"',  # 3
+        "slug,owner_email,config",  # 1
+        'one,one@x.test,"{""a"":',  # 2
+        '1}"',  # 3
         "",  # 4
         "Bad_One,o@x.test,",  # 5
         ",,",  # 6: no values at all, like a blank line
-        'two,two@x.test,"a',  # 7
-        "multi-line",  # 8
-        'name"',  # 9
+        'two,two@x.test,"{',  # 7
+        '""b"": 2',  # 8
+        '}"',  # 9
         "Bad_Two,o@x.test,",  # 10
         "",  # 11
     ]
@@ -981,8 +982,8 @@ def test_import_line_numbers_count_physical_lines(
     assert "'Bad_One'" in errors[5]
     assert "'Bad_Two'" in errors[10]
     assert slugs(registry) == ["one", "two"]
-    assert registry.get_tenant("one").owner_name == f"Ann{newline}Owner"
-    assert registry.get_tenant("two").owner_name == f"a{newline}multi-line{newline}name"
+    assert dict(registry.get_tenant("one").config) == {"a": 1}
+    assert dict(registry.get_tenant("two").config) == {"b": 2}
 
 
 def test_import_a_utf8_file_with_a_bom(
@@ -1035,6 +1036,259 @@ def test_import_refuses_a_bad_file(
     assert named in line
     assert result.stdout == ""
     assert state(registry) == before
+
+
+# -- hostile input ----------------------------------------------------------------
+
+DEEP_UNCLOSED = "[" * 100_000  # more than Python's recursion limit, and not JSON
+DEEP_CLOSED = "[" * 5_000 + "]" * 5_000  # JSON, deeper than Python can parse
+DEEP_PARSEABLE = "[" * 100 + "]" * 100  # parses, deeper than the config limit
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(DEEP_UNCLOSED, id="unclosed"),
+        pytest.param(DEEP_CLOSED, id="closed"),
+        pytest.param(DEEP_PARSEABLE, id="parseable"),
+    ],
+)
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["config", "set", "acme", "k", "{value}"], id="config-set"),
+        pytest.param(
+            ["add", "gamma", "--owner", "o@x.test", "--config", "k={value}"], id="add"
+        ),
+    ],
+)
+def test_deeply_nested_json_is_one_line_of_bad_input(
+    tenants: TenantRegistry, tenantctl: Tenantctl, args: list[str], value: str
+) -> None:
+    before = state(tenants)
+    result = tenantctl(*(arg.format(value=value) for arg in args))
+    line = error_line(result, 2)
+    assert "nested" in line
+    assert len(line) < 300  # the value is shown shortened
+    assert state(tenants) == before
+
+
+def test_deeply_nested_json_in_an_import_file_is_a_bad_row(
+    registry: TenantRegistry, tenantctl: Tenantctl, tmp_path: Path
+) -> None:
+    file = write_csv(
+        tmp_path / "t.csv",
+        "slug,owner_email,config\n"
+        f"deep,o@x.test,{DEEP_UNCLOSED}\n"
+        f'closed,o@x.test,"{DEEP_CLOSED}"\n'
+        f'parseable,o@x.test,"{{""k"": {DEEP_PARSEABLE}}}"\n'
+        "good,o@x.test,\n",
+    )
+    result = tenantctl("import", str(file))
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    errors = row_errors(result, file)
+    assert sorted(errors) == [2, 3, 4]
+    assert all("nested" in error and len(error) < 300 for error in errors.values())
+    assert result.stdout == "1 created, 0 unchanged, 3 failed\n"
+    assert slugs(registry) == ["good"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["config", "set", "acme", "k", DEEP_UNCLOSED], id="config-set"),
+        pytest.param(["import", "{csv}"], id="import"),
+    ],
+)
+def test_deeply_nested_json_in_the_real_program(
+    tenants: TenantRegistry, database_url: str, tmp_path: Path, args: list[str]
+) -> None:
+    csv_file = write_csv(
+        tmp_path / "t.csv", f"slug,owner_email,config\ndeep,o@x.test,{DEEP_UNCLOSED}\n"
+    )
+    completed = subprocess.run(
+        [
+            str(TENANTCTL_SCRIPT),
+            "--database-url",
+            database_url,
+            *(arg.format(csv=csv_file) for arg in args),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode in (1, 2), completed.stderr
+    assert "Traceback" not in completed.stderr
+    lines = completed.stderr.splitlines()
+    assert len(lines) == 1, completed.stderr
+    assert "nested" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("header", "named"),
+    [
+        pytest.param("slug,owner_email,slug", "'slug'", id="slug-twice"),
+        pytest.param("slug,owner_email,config,config", "'config'", id="config-twice"),
+        pytest.param(
+            "slug,domains,owner_email,domains,domains", "'domains'", id="three-times"
+        ),
+    ],
+)
+def test_import_refuses_a_column_named_twice(
+    registry: TenantRegistry,
+    tenantctl: Tenantctl,
+    tmp_path: Path,
+    header: str,
+    named: str,
+) -> None:
+    # csv.DictReader keeps the last of two same-named fields: a row would be
+    # read other than it looks.
+    values = ",".join(f"v{i}" for i in range(header.count(",") + 1))
+    file = write_csv(tmp_path / "t.csv", f"{header}\n{values}\n")
+    before = state(registry)
+    result = tenantctl("import", str(file))
+    line = error_line(result, 2)
+    assert str(file) in line
+    assert named in line
+    assert "more than once" in line
+    assert result.stdout == ""
+    assert state(registry) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        pytest.param(
+            ["add", "gamma", "--owner", "o@x.test", "--owner-name", "Ann\x1b[2J"],
+            "owner name",
+            id="owner-name-escape",
+        ),
+        pytest.param(
+            ["add", "gamma", "--owner", "o@x.test", "--owner-name", "Ann\nOwner"],
+            "owner name",
+            id="owner-name-newline",
+        ),
+        pytest.param(
+            ["add", "gamma", "--owner", "o\x1b[31m@x.test"], "e-mail", id="e-mail"
+        ),
+        pytest.param(
+            ["add", "gamma", "--owner", "o\u202e@x.test"], "e-mail", id="e-mail-bidi"
+        ),
+        pytest.param(
+            ["disable", "acme", "--reason", "unpaid\x1b]0;owned\x07"],
+            "disabled reason",
+            id="reason-escape",
+        ),
+        pytest.param(
+            ["disable", "acme", "--reason", "unpaid\r\nOK"],
+            "disabled reason",
+            id="reason-line-break",
+        ),
+    ],
+)
+def test_control_characters_are_refused(
+    tenants: TenantRegistry, tenantctl: Tenantctl, args: list[str], named: str
+) -> None:
+    before = state(tenants)
+    result = tenantctl(*args)
+    line = error_line(result, 2)
+    assert named in line
+    assert "control characters" in line
+    assert line.isprintable()
+    assert state(tenants) == before
+
+
+def test_control_characters_are_refused_in_an_import_file(
+    registry: TenantRegistry, tenantctl: Tenantctl, tmp_path: Path
+) -> None:
+    file = write_csv(
+        tmp_path / "t.csv",
+        "slug,owner_email,owner_name\n"
+        "one,one@x.test,Ann\x1b[2J\n"
+        "two,tw\x07o@x.test,\n"
+        "three,three@x.test,Ann\n",
+    )
+    result = tenantctl("import", str(file))
+    assert result.exit_code == 1, result.output
+    errors = row_errors(result, file)
+    assert sorted(errors) == [2, 3]
+    assert all("control characters" in error for error in errors.values())
+    assert slugs(registry) == ["three"]
+    assert "\x1b" not in result.output and "\x07" not in result.output
+
+
+# Lower case: the e-mail column holds only lower case (a CHECK constraint).
+HOSTILE = "ann\x1b]0;owned\x07\x1b[1m\r\u202eevil\u2028x\x9b"
+
+
+def _plant_hostile_rows(registry: TenantRegistry) -> None:
+    """Rows written before the rules existed, or by a tool that ignores them."""
+    registry.disable_tenant("acme", "unpaid")
+    with registry.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE users SET name = :name, email = :prefix || email"),
+            {"name": HOSTILE, "prefix": HOSTILE},
+        )
+        connection.execute(
+            text("UPDATE tenants SET disabled_reason = :reason"), {"reason": HOSTILE}
+        )
+
+
+def _assert_escaped(output: str) -> None:
+    # Every character printed is one a terminal shows; the hostile ones are
+    # there, escaped as Python would in a string literal.
+    assert all(line.isprintable() for line in output.splitlines()), repr(output)
+    assert "\\x1b]0;owned\\x07\\x1b[1m\\r\\u202eevil\\u2028x\\x9b" in output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["list"], id="list"),
+        pytest.param(["show", "acme"], id="show"),
+        pytest.param(["config", "set", "acme", "k", "v"], id="config-set"),
+        pytest.param(["enable", "acme"], id="enable"),
+    ],
+)
+def test_output_escapes_control_characters(
+    tenants: TenantRegistry, tenantctl: Tenantctl, args: list[str]
+) -> None:
+    _plant_hostile_rows(tenants)
+    result = succeeded(tenantctl(*args))
+    _assert_escaped(result.stdout)
+    assert result.stdout.count("\n") == len(result.stdout.splitlines())
+
+
+def test_json_output_keeps_control_characters_as_json_escapes(
+    tenants: TenantRegistry, tenantctl: Tenantctl
+) -> None:
+    _plant_hostile_rows(tenants)
+    result = succeeded(tenantctl("show", "acme", "--json"))
+    assert result.stdout.isascii()
+    assert json.loads(result.stdout)["owner_name"] == HOSTILE
+
+
+def test_headlines_escape_what_the_user_typed(
+    tenants: TenantRegistry, tenantctl: Tenantctl
+) -> None:
+    # config keys are JSON strings, so any text is a key; print it escaped.
+    succeeded(tenantctl("config", "set", "acme", "k\x1b[2J", "v"))
+    result = succeeded(tenantctl("config", "unset", "acme", "k\x1b[2J"))
+    headline = result.stdout.splitlines()[0]
+    assert headline == "tenant 'acme': unset k\\x1b[2J"
+
+
+def test_errors_escape_control_characters(
+    registry: TenantRegistry, tenantctl: Tenantctl, tmp_path: Path
+) -> None:
+    file = write_csv(tmp_path / "t\x1b[2J.csv", "slug,colour\nacme,red\n")
+    result = tenantctl("import", str(file))
+    line = error_line(result, 2)
+    assert line.isprintable()
+    assert "t\\x1b[2J.csv" in line
 
 
 # -- the installed programs ---------------------------------------------------------
