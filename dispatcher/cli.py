@@ -45,6 +45,10 @@ IMPORT_COLUMNS = (
 )
 
 
+BASE_DOMAIN_VARIABLE = "DISPATCHER_BASE_DOMAIN"
+DEFAULT_BASE_DOMAIN = "localhost"
+
+
 class _OneLine(click.ClickException):
     """An error shown as one line, whatever characters its message holds."""
 
@@ -81,11 +85,17 @@ def _registry(ctx: click.Context) -> TenantRegistry:
     obj: dict[str, Any] = ctx.ensure_object(dict)
     if "registry" not in obj:
         try:
-            obj["registry"] = TenantRegistry(obj["database_url"])
+            obj["registry"] = TenantRegistry(
+                obj["database_url"], base_domain=obj["base_domain"]
+            )
         except ValueError as e:
-            raise BadInput(
-                f"{e}; check --database-url or ${DATABASE_URL_VARIABLE}"
-            ) from e
+            # The registry's message names the argument it refused.
+            source = (
+                f"--base-domain or ${BASE_DOMAIN_VARIABLE}"
+                if str(e).startswith("base_domain")
+                else f"--database-url or ${DATABASE_URL_VARIABLE}"
+            )
+            raise BadInput(f"{e}; check {source}") from e
         ctx.call_on_close(obj["registry"].close)
     registry: TenantRegistry = obj["registry"]
     return registry
@@ -102,11 +112,29 @@ def _json_option(function: F) -> F:
     help=f"Registry database; default ${DATABASE_URL_VARIABLE} or a SQLite file "
     "'dispatcher.sqlite3' in the current directory.",
 )
+@click.option(
+    "--base-domain",
+    metavar="HOST",
+    help=f"Domain tenants' subdomains live under, as the server routes them; "
+    f"custom domains under it are refused. Default ${BASE_DOMAIN_VARIABLE} or "
+    f"'{DEFAULT_BASE_DOMAIN}'; empty: none.",
+)
 @click.version_option(package_name="flask-tenant-dispatcher")
 @click.pass_context
-def cli(ctx: click.Context, database_url: str | None) -> None:
+def cli(ctx: click.Context, database_url: str | None, base_domain: str | None) -> None:
     """Manage the tenants of a tenant-aware Flask deployment."""
-    ctx.ensure_object(dict)["database_url"] = database_url or default_database_url()
+    obj = ctx.ensure_object(dict)
+    obj["database_url"] = database_url or default_database_url()
+    obj["base_domain"] = _base_domain(
+        os.environ.get(BASE_DOMAIN_VARIABLE, DEFAULT_BASE_DOMAIN)
+        if base_domain is None
+        else base_domain
+    )
+
+
+def _base_domain(value: str) -> str | None:
+    """The base domain as ``dispatcher.wsgi`` reads it: the same spelling, or None."""
+    return value.strip().lower().rstrip(".") or None
 
 
 # -- db ---------------------------------------------------------------------------
@@ -509,7 +537,11 @@ def serve(ctx: click.Context, host: str, port: int, reload: bool, debug: bool) -
             f"--debug with --host {host!r} would let anyone on the network run "
             "code; use --host 127.0.0.1"
         )
-    environ = {**os.environ, DATABASE_URL_VARIABLE: ctx.obj["database_url"]}
+    environ = {
+        **os.environ,
+        DATABASE_URL_VARIABLE: ctx.obj["database_url"],
+        BASE_DOMAIN_VARIABLE: ctx.obj["base_domain"] or "",
+    }
     try:
         application: Any = make_application(environ)
         # Once, before serving; the reloader's parent does not serve.

@@ -12,6 +12,7 @@ traceback, and a refused command changes nothing.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from servers import free_port, request, running
 from sqlalchemy import create_engine, inspect, text
 
 from dispatcher import TenantNotFound, TenantRegistry
@@ -1289,6 +1291,185 @@ def test_errors_escape_control_characters(
     line = error_line(result, 2)
     assert line.isprintable()
     assert "t\\x1b[2J.csv" in line
+
+
+# -- base domain --------------------------------------------------------------------
+
+
+def _with_base_domain(
+    runner: CliRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    environment: str | None,
+    option: str | None,
+) -> Tenantctl:
+    """``tenantctl`` with $DISPATCHER_BASE_DOMAIN and --base-domain as given."""
+    if environment is None:
+        monkeypatch.delenv("DISPATCHER_BASE_DOMAIN", raising=False)
+    else:
+        monkeypatch.setenv("DISPATCHER_BASE_DOMAIN", environment)
+    options = [] if option is None else ["--base-domain", option]
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(
+            cli,
+            ["--database-url", database_url, *options, *args],
+            prog_name="tenantctl",
+        )
+
+    return invoke
+
+
+@pytest.mark.parametrize(
+    ("environment", "option", "host", "base"),
+    [
+        pytest.param(None, None, "victim.localhost", "'localhost'", id="default"),
+        pytest.param(None, None, "Victim.LOCALHOST.", "'localhost'", id="spelling"),
+        pytest.param(
+            "example.test", None, "victim.example.test", "'example.test'", id="env"
+        ),
+        pytest.param(
+            " Example.TEST. ",
+            None,
+            "a.b.example.test",
+            "'example.test'",
+            id="env-spelling",
+        ),
+        pytest.param(
+            None, "example.test", "victim.example.test", "'example.test'", id="option"
+        ),
+        pytest.param(
+            "other.test",
+            "example.test",
+            "example.test",
+            "'example.test'",
+            id="option-wins",
+        ),
+        pytest.param(
+            "",
+            "example.test",
+            "x.example.test",
+            "'example.test'",
+            id="option-over-empty-env",
+        ),
+    ],
+)
+def test_a_custom_domain_under_the_base_domain_is_refused(
+    tenants: TenantRegistry,
+    runner: CliRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    environment: str | None,
+    option: str | None,
+    host: str,
+    base: str,
+    tmp_path: Path,
+) -> None:
+    tenantctl = _with_base_domain(
+        runner, monkeypatch, database_url, environment, option
+    )
+    before = state(tenants)
+    for args in (
+        ["domain", "add", "beta", host],
+        ["domain", "add", "beta", host, "--primary"],
+        ["add", "mallory", "--owner", "m@evil.test", "--domain", host],
+    ):
+        line = error_line(tenantctl(*args), 2)
+        assert base in line
+        assert "base domain" in line
+    file = write_csv(
+        tmp_path / "t.csv", f"slug,owner_email,domains\nmallory,m@evil.test,{host}\n"
+    )
+    result = tenantctl("import", str(file))
+    assert result.exit_code == 1
+    assert base in row_errors(result, file)[2]
+    assert state(tenants) == before
+
+
+@pytest.mark.parametrize(
+    ("environment", "option", "host"),
+    [
+        pytest.param("", None, "victim.localhost", id="empty-env-means-none"),
+        pytest.param(None, "", "victim.localhost", id="empty-option-means-none"),
+        pytest.param("localhost", "", "victim.localhost", id="empty-option-over-env"),
+        pytest.param("example.test", None, "victim.localhost", id="env-not-default"),
+        pytest.param("other.test", "example.test", "x.other.test", id="option-not-env"),
+        pytest.param(None, None, "localhost.test", id="only-a-lookalike"),
+    ],
+)
+def test_a_custom_domain_outside_the_base_domain_is_accepted(
+    tenants: TenantRegistry,
+    runner: CliRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    environment: str | None,
+    option: str | None,
+    host: str,
+) -> None:
+    tenantctl = _with_base_domain(
+        runner, monkeypatch, database_url, environment, option
+    )
+    succeeded(tenantctl("domain", "add", "beta", host))
+    assert tenants.find_by_host(host).slug == "beta"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("exa mple.test", id="space"),
+        pytest.param("example.test:8000", id="port"),
+        pytest.param("ex_ample.test", id="underscore"),
+    ],
+)
+@pytest.mark.parametrize("where", ["option", "environment"])
+def test_an_invalid_base_domain_is_bad_input(
+    registry: TenantRegistry,
+    runner: CliRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    value: str,
+    where: str,
+) -> None:
+    tenantctl = _with_base_domain(
+        runner,
+        monkeypatch,
+        database_url,
+        value if where == "environment" else None,
+        value if where == "option" else None,
+    )
+    line = error_line(tenantctl("list"), 2)
+    assert repr(value.strip().lower()) in line or repr(value) in line
+    assert "--base-domain or $DISPATCHER_BASE_DOMAIN" in line
+
+
+def test_serve_uses_the_base_domain_option(
+    registry: TenantRegistry, database_url: str, tmp_path: Path
+) -> None:
+    registry.create_tenant(
+        "acme",
+        owner_email="owner@acme.test",
+        subdomain="acme",
+        config={"greeting": "Hello from Acme"},
+    )
+    port = free_port()
+    command = [
+        str(TENANTCTL_SCRIPT),
+        "--database-url",
+        database_url,
+        "--base-domain",
+        "Example.Test",
+        "serve",
+        "--port",
+        str(port),
+    ]
+    env = {**os.environ, "DISPATCHER_BASE_DOMAIN": "localhost"}
+    with running(
+        command, port=port, env=env, log_path=tmp_path / "serve.log", cwd=tmp_path
+    ) as server:
+        answer = request(server.port, host=f"acme.example.test:{port}")
+        assert answer.status == 200, server.log()
+        assert "Hello from Acme" in answer.body
+        assert request(server.port, host=f"acme.localhost:{port}").status == 404
 
 
 # -- the installed programs ---------------------------------------------------------
