@@ -316,10 +316,34 @@ def test_an_organisation_of_100_characters_is_accepted(
     assert local_registry.get_tenant("acme").config["name"] == "x" * 100
 
 
-def test_one_owner_may_sign_up_twice(client: Client, registry: TenantRegistry) -> None:
+@pytest.mark.parametrize(
+    "email",
+    [
+        pytest.param("ada@acme.test", id="same"),
+        pytest.param("ADA@Acme.Test", id="upper-case"),
+        pytest.param("Ada@Acme.Test.", id="trailing-dot"),
+        pytest.param("  ada@acme.test ", id="spaces"),
+    ],
+)
+def test_an_email_that_owns_a_site_cannot_sign_up_again(
+    client: Client, registry: TenantRegistry, email: str
+) -> None:
+    """Signing up is no proof of controlling the address: no new site is
+    attached to someone else's account."""
     assert sign_up(client).status_code == 303
-    assert sign_up(client, subdomain="acme2", organisation="Acme 2").status_code == 303
-    assert [t.owner_email for t in registry.list_tenants()] == ["ada@acme.test"] * 2
+    before = written(registry)
+
+    attacker = Client(client.application)
+    response = sign_up(attacker, subdomain="acme2", email=email)
+
+    assert response.status_code == 409
+    assert error_of(response) == (
+        f"The e-mail address {email.strip()!r} already owns a site here; "
+        "please use another address."
+    )
+    assert form_values(response)["subdomain"] == "acme2"
+    assert written(registry) == before
+    assert get(attacker, "acme2.localhost:8000").status_code == 404
 
 
 # -- refusals -------------------------------------------------------------------

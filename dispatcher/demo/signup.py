@@ -2,7 +2,9 @@
 
 A valid signup creates the tenant (subdomain and path prefix both its name)
 and redirects to ``http://<name>.<base domain>:<port>/``, which the dispatcher
-serves on that very request: no restart, no cache to wait for.
+serves on that very request: no restart, no cache to wait for. An e-mail
+address that already owns a site is refused (409): typing an address is no
+proof of controlling it, so a signup never adds a site to an existing account.
 
 Each client address may send the form :data:`SIGNUP_LIMIT` times in any
 :data:`SIGNUP_WINDOW` seconds, in each process (see
@@ -26,6 +28,7 @@ from dispatcher.exceptions import (
     InvalidConfig,
     InvalidHost,
     InvalidName,
+    OwnerExists,
     RegistryUnavailable,
     SchemaMissing,
 )
@@ -109,9 +112,18 @@ def create_signup_app(
                         "name": fields["organisation"],
                         "greeting": f"Welcome to {fields['organisation']}!",
                     },
+                    # Typing an address proves no control of it: never attach
+                    # a new site to someone else's account.
+                    allow_existing_owner=False,
                 )
             except (InvalidName, InvalidConfig) as e:
                 error, status = str(e), 422
+            except OwnerExists:
+                error = (
+                    f"The e-mail address {fields['email']!r} already owns a site "
+                    "here; please use another address."
+                )
+                status = 409
             except Conflict:
                 # Only a valid, hence ASCII, name can be taken.
                 taken = name.strip().lower()
