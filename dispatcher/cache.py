@@ -437,7 +437,7 @@ class AppCache:
 
     def _admit(
         self, key: Hashable, slug: str | None, flight: _Flight, now: float
-    ) -> tuple[float, _Queue | None] | BuildTimeout:
+    ) -> tuple[float, _Queue | None] | BaseException:
         """Until when this request may wait for ``flight``, and the queue it is
         counted in (None: a burst waiter, not counted); or why it may not.
 
@@ -451,7 +451,7 @@ class AppCache:
             )
             # Later requests are answered from the backoff, without a lookup.
             self._failures[key] = (slug, overran)
-            return overran
+            return _fresh(overran)  # raised: the stored one keeps no traceback
         if queue.waiters < self._max_waiters:
             queue.waiters += 1
             return queue.deadline, queue
@@ -468,10 +468,10 @@ class AppCache:
         key: Hashable,
         slug: str | None,
         flight: _Flight,
-        admitted: tuple[float, _Queue | None] | BuildTimeout,
+        admitted: tuple[float, _Queue | None] | BaseException,
     ) -> None:
         """Wait as :meth:`_admit` allowed; raise BuildTimeout if not done by then."""
-        if isinstance(admitted, BuildTimeout):
+        if isinstance(admitted, BaseException):
             raise admitted
         until, queue = admitted
         try:
