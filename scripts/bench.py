@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -479,6 +480,158 @@ def bench_poll_cost(url: str, label: str, tenants: int) -> list[tuple[str, str, 
     ]
 
 
+def _healthy_latencies(port: int, host: str, duration: float) -> list[float]:
+    times = []
+    stop = time.monotonic() + duration
+    while time.monotonic() < stop:
+        start = time.perf_counter()
+        status, _ = _http(port, host)
+        times.append(time.perf_counter() - start)
+        if status != 200:
+            raise RuntimeError(f"the healthy tenant answered {status}")
+    return times
+
+
+def bench_hung_tenant(
+    url: str, duration: float, clients: int = 8
+) -> list[tuple[str, str, str]]:
+    """A healthy tenant's latency alone, then while a hung tenant is hammered.
+
+    gunicorn ``-k gthread --threads 4 -w 2``; the hung tenant's ``create_app``
+    never returns (``scripts/hung_tenant_app.py``). ``clients`` threads send it
+    requests back to back while one client measures the healthy tenant.
+    """
+    registry = TenantRegistry(url)
+    registry.migrate()
+    for slug in ("healthy", "hung"):
+        registry.create_tenant(slug, owner_email=f"o@{slug}.test", subdomain=slug)
+    registry.close()
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DISPATCHER_DATABASE_URL": url,
+        "DISPATCHER_BASE_DOMAIN": "example.com",
+        "DISPATCHER_APP_FACTORY": "hung_tenant_app:create_app",
+        "HUNG_TENANT_SLUGS": "hung",
+        "PYTHONPATH": str(Path(__file__).parent),
+    }
+    command = [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "4"]
+    command += ["-w", "2", "--bind", f"127.0.0.1:{port}", "--no-control-socket"]
+    command += ["--graceful-timeout", "1", "dispatcher.wsgi:application"]
+    server = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    stop = threading.Event()
+    answers: list[int] = []
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                answers.append(_http(port, "hung.example.com")[0])
+            except OSError:
+                answers.append(0)  # timed out: a request stuck behind the build
+
+    try:
+        _wait_for(port, "healthy.example.com")
+        _healthy_latencies(port, "healthy.example.com", 1.0)  # warm both workers
+        alone = _healthy_latencies(port, "healthy.example.com", duration)
+        hammers = [threading.Thread(target=hammer) for _ in range(clients)]
+        for thread in hammers:
+            thread.start()
+        try:
+            during = _healthy_latencies(port, "healthy.example.com", duration)
+        finally:
+            stop.set()
+            for thread in hammers:
+                thread.join(timeout=15)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    fast_503 = sum(1 for status in answers if status == 503)
+
+    def figures(times: list[float]) -> str:
+        p50, p99 = statistics.median(times) * 1e3, percentile(times, 0.99) * 1e3
+        return f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+
+    p99_ratio = percentile(during, 0.99) / percentile(alone, 0.99)
+    return [
+        (
+            "7. healthy tenant alone, gthread 2×4",
+            figures(alone),
+            f"{len(alone):,} requests",
+        ),
+        (
+            f"7. healthy tenant while {clients} clients hammer a hung tenant",
+            figures(during),
+            f"p99 {p99_ratio:.1f}× alone; hung tenant: {fast_503:,} of "
+            f"{len(answers):,} answered 503 (was: healthy p99 ≈ build_timeout, 30 s)",
+        ),
+    ]
+
+
+def _wait_for(port: int, host: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _http(port, host)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("gunicorn did not start") from None
+            time.sleep(0.05)
+
+
+def bench_signup_cost(url: str, hosts: int) -> list[tuple[str, str, str]]:
+    """Registry queries a process makes after one signup, with ``hosts`` active.
+
+    The signup is written by another registry object (another process, as far
+    as this one knows); this process hears it through its change follower and
+    then serves every active host once more. Ideal: no query but the new
+    tenant's own lookup.
+    """
+    registry = registry_with(url, hosts, prefix="act")
+    dispatcher = TenantDispatcher(
+        registry,
+        lambda tenant: trivial_app,
+        base_domain="example.com",
+        poll_interval=3600,  # the follower is polled below, not on a timer
+    )
+    environs = [environ_for(f"act{i}.example.com") for i in range(hosts)]
+    for environ in environs:
+        _request(dispatcher, dict(environ))
+    lookups = 0
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        nonlocal lookups
+        # Tenant lookups only; the follower's polls read tenant_changes.
+        if "tenant_changes" not in statement:
+            lookups += 1
+
+    writer = TenantRegistry(url)
+    follower = registry.follow(3600)
+    try:
+        event.listen(registry.engine, "before_cursor_execute", count)
+        writer.create_tenant(
+            "newcomer", owner_email="owner@newcomer.test", subdomain="newcomer"
+        )
+        follower.poll()
+        for environ in environs:
+            _request(dispatcher, dict(environ))
+        _request(dispatcher, environ_for("newcomer.example.com"))
+        event.remove(registry.engine, "before_cursor_execute", count)
+    finally:
+        writer.close()
+        dispatcher.close()
+        registry.close()
+    return [
+        (
+            f"8. registry queries after one signup, {hosts:,} active hosts",
+            f"{lookups:,} queries",
+            "ideal 1 (the new tenant's own lookup); was one per active host",
+        )
+    ]
+
+
 # -- driver --------------------------------------------------------------------
 
 
@@ -525,6 +678,8 @@ def main() -> None:
                 drop()
         rows += bench_memory(sqlite("memory"), 10_000 // scale, 100 // scale)
         rows += bench_flood(sqlite("flood"), 100_000 // scale)
+        rows += bench_hung_tenant(sqlite("hung"), 10.0 / scale)
+        rows += bench_signup_cost(sqlite("signup"), 1000 // scale)
         rows += bench_invalidation(sqlite("inv"), "SQLite, poll every 1 s", 30 // scale)
         rows += bench_poll_cost(sqlite("poll"), "SQLite", 100_000 // scale)
         if pg:
