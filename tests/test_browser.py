@@ -6,7 +6,9 @@ Without Chromium or Playwright the tests skip and say why.
 
 The server is ``tenantctl serve`` in a process of its own, on a free loopback
 port; ``*.localhost`` reaches it because Chromium resolves every name under
-``localhost`` to the loopback address, no DNS set-up needed.
+``localhost`` to the loopback address, no DNS set-up needed. It runs in the
+test's temporary directory with ``DISPATCHER_SECRET_KEY`` set, so it writes no
+key file into the checkout.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 BROWSER_TIMEOUT_MS = 15_000  # every Playwright action and navigation
+SECRET = "the-deployment-secret-of-the-browser-tests"
 
 # ``tenantctl disable`` runs in another process than the server, which hears
 # of it through the registry's change feed (polled every second by default) or,
@@ -99,16 +102,36 @@ def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
         "DISPATCHER_BASE_DOMAIN": "localhost",
         "DISPATCHER_APP_TTL": APP_TTL,
         "DISPATCHER_NEGATIVE_TTL": NEGATIVE_TTL,
+        "DISPATCHER_SECRET_KEY": SECRET,
     }
     log_path = tmp_path / "serve.log"
-    with running(command, port=port, env=env, log_path=log_path) as running_server:
+    with running(
+        command, port=port, env=env, log_path=log_path, cwd=tmp_path
+    ) as running_server:
         yield running_server
 
 
-def _fill_signup_form(page: Page, subdomain: str) -> None:
+def _fill_signup_form(
+    page: Page, subdomain: str, email: str = "owner@acme.test"
+) -> None:
     page.fill("#organisation", "Acme")
     page.fill("#subdomain", subdomain)
-    page.fill("#email", "owner@acme.test")
+    page.fill("#email", email)
+
+
+def _sign_in(page: Page, url: str, name: str) -> None:
+    page.goto(url)
+    page.fill("#visitor", name)
+    page.click("#sign-in")
+    page.wait_for_url(url)
+
+
+def _visitor(page: Page, url: str) -> str | None:
+    response = page.goto(url)
+    assert response is not None and response.status == 200
+    if page.locator("#visitor-name").count() == 0:
+        return None
+    return page.text_content("#visitor-name")
 
 
 def test_sign_up_land_on_the_new_site_then_see_it_disabled(
@@ -174,3 +197,38 @@ def test_a_reserved_name_is_refused_on_the_signup_page(
     page.screenshot(path=tmp_path / "refused.png")
     with TenantRegistry(database_url) as registry:
         assert registry.list_tenants() == []
+
+
+def test_signing_in_on_one_site_leaves_the_others_alone(
+    server: Server, page: Page
+) -> None:
+    apex = f"http://localhost:{server.port}/"
+    for name in ("acme", "beta"):
+        page.goto(apex)
+        _fill_signup_form(page, name, f"owner@{name}.test")
+        page.click("#submit")
+        page.wait_for_url(f"http://{name}.localhost:{server.port}/")
+    acme, beta = f"{apex}acme/", f"{apex}beta/"
+
+    _sign_in(page, beta, "Bob")
+    assert _visitor(page, acme) is None
+    _sign_in(page, acme, "Ada")
+    assert _visitor(page, beta) == "Bob"
+    assert _visitor(page, acme) == "Ada"
+    # Host-only: acme's own subdomain has a session of its own.
+    assert _visitor(page, f"http://acme.localhost:{server.port}/") is None
+
+    sessions = {
+        (c["domain"], c["path"])
+        for c in page.context.cookies()
+        if c["name"] == "session"
+    }
+    # Each tenant's own path; no cookie for a parent domain (".localhost").
+    assert {("localhost", "/acme"), ("localhost", "/beta")} <= sessions
+    assert all(not domain.startswith(".") for domain, _ in sessions)
+
+    page.goto(acme)
+    page.click("#sign-out")
+    page.wait_for_url(acme)
+    assert _visitor(page, acme) is None
+    assert _visitor(page, beta) == "Bob"
