@@ -27,6 +27,8 @@ from dispatcher.provisioning import ProvisioningFailed as ProvisioningFailed
 from dispatcher.registry import ImportResult as ImportResult
 from dispatcher.registry import ImportStatus as ImportStatus
 from dispatcher.registry import TenantRegistry as TenantRegistry
+from dispatcher.sessions import TenantSessionInterface as TenantSessionInterface
+from dispatcher.sessions import init_tenant_sessions as init_tenant_sessions
 from dispatcher.tenant import NewTenant as NewTenant
 from dispatcher.tenant import Tenant as Tenant
 from dispatcher.tenant import TenantChange as TenantChange
@@ -58,10 +60,12 @@ __all__ = [
     "TenantExists",
     "TenantNotFound",
     "TenantRegistry",
+    "TenantSessionInterface",
     "TenantStatus",
     "TooManyDomains",
     "current_tenant",
     "default_teardown",
+    "init_tenant_sessions",
     "tenant_from_environ",
     "tenant_url",
 ]

@@ -12,7 +12,9 @@ REQUIRED = {
     "TenantExists",
     "TenantNotFound",
     "TenantRegistry",
+    "TenantSessionInterface",
     "TooManyDomains",
+    "init_tenant_sessions",
 }
 
 
