@@ -2,8 +2,10 @@
 
 Usage, in your ``create_app``::
 
+    import os
+
     from flask import Flask
-    from dispatcher.sessions import init_tenant_sessions
+    from dispatcher import init_tenant_sessions
 
 
     def create_app(tenant):
@@ -12,8 +14,9 @@ Usage, in your ``create_app``::
         init_tenant_sessions(
             app,
             tenant,
-            os.environ["SECRET_KEY"],  # one secret for the whole deployment
-            previous_secrets=[os.environ["OLD_SECRET_KEY"]],  # while rotating
+            os.environ["DISPATCHER_SECRET_KEY"],  # one for the whole deployment
+            # While rotating: the secrets it replaced, separated by spaces.
+            previous_secrets=os.environ.get("DISPATCHER_OLD_SECRET_KEYS", "").split(),
         )
         return app
 
