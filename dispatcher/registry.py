@@ -13,12 +13,22 @@ transaction that also appends to the change feed (``tenant_changes``); writes ar
 serialised (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL) so
 generations are handed out in commit order and a follower reading
 ``generation > G`` never skips a change that commits late.
+
+No call waits without bound (``timeout``, 5 s by default): a read blocked by a
+lock (a migration's ``ALTER TABLE``, ``LOCK TABLE``), a full pool or a server
+that does not accept the connection raises :class:`RegistryUnavailable` after
+about ``timeout`` seconds. On PostgreSQL each read runs in a transaction that
+begins with ``SET LOCAL statement_timeout`` and ``lock_timeout``: settings that
+travel with the transaction, so they hold behind PgBouncer in transaction mode
+too (a ``SET`` at connect, or ``options=-c ...``, which PgBouncer refuses,
+would not). Writes wait longer for each other: ``write_timeout``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import re
 import threading
@@ -49,6 +59,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    make_url,
     or_,
     select,
     text,
@@ -104,6 +115,11 @@ _WRITE_LOCK_KEY = 0x7E4A47_5EED
 DEFAULT_CHANNEL = "dispatcher_changes"
 #: Custom domains one tenant may have: every lookup returns them all.
 DEFAULT_MAX_DOMAINS = 100
+#: Seconds a read may wait for a lock, a pooled connection or a connect.
+DEFAULT_TIMEOUT = 5.0
+#: Writes queue behind each other (and behind migrations); they may wait at
+#: least this long.
+MIN_WRITE_TIMEOUT = 30.0
 _CHANNEL = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 _COLUMNS = (
@@ -185,6 +201,11 @@ class TenantRegistry:
         reserved one. None: no such check (the dispatcher routes no subdomains).
     :param max_domains: how many custom domains one tenant may have; a lookup
         reads all of a tenant's domains, so this bounds its cost.
+    :param timeout: seconds a read may wait (for a lock, a pooled connection,
+        a connect, a statement) before it raises :class:`RegistryUnavailable`,
+        so a request gets 503 instead of hanging a worker. Writes may wait
+        ``max(timeout, 30)`` seconds. For a given Engine only the statement and
+        lock waits apply: its pool and connect timeouts are its own.
     """
 
     def __init__(
@@ -195,12 +216,15 @@ class TenantRegistry:
         channel: str = DEFAULT_CHANNEL,
         base_domain: str | None = None,
         max_domains: int = DEFAULT_MAX_DOMAINS,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
+        self.timeout = _check_timeout(timeout)
+        self.write_timeout = max(self.timeout, MIN_WRITE_TIMEOUT)
         if isinstance(url_or_engine, Engine):
             engine = url_or_engine
             self._owns_engine = False
         elif isinstance(url_or_engine, str | URL):
-            engine = _create_engine(url_or_engine)
+            engine = _create_engine(url_or_engine, self.timeout)
             self._owns_engine = True
         else:
             raise TypeError(
@@ -238,15 +262,26 @@ class TenantRegistry:
         self._is_postgres = engine.dialect.name == "postgresql"
         if engine.dialect.name == "sqlite":
             _configure_sqlite(engine)
+        read_ms, write_ms = _ms(self.timeout), _ms(self.write_timeout)
         # Same pool; the option makes SQLite take the write lock at BEGIN.
-        self._writer = engine.execution_options(dispatcher_write=True)
-        # Reads are single statements: autocommit spares a BEGIN and a ROLLBACK
-        # round trip on every miss of the dispatcher. On SQLite the connections
-        # are already in autocommit mode (see _sqlite_connect): just skip BEGIN.
+        self._writer = engine.execution_options(
+            dispatcher_write=True, dispatcher_busy_ms=write_ms
+        )
+        # Reads are single statements: autocommit lets _read send BEGIN with
+        # the SET LOCALs in one round trip on PostgreSQL. On SQLite the
+        # connections are already in autocommit mode (see _sqlite_connect):
+        # just skip BEGIN, and wait for a lock at most the read timeout.
         if engine.dialect.name == "sqlite":
-            self._reader = engine.execution_options(dispatcher_read=True)
+            self._reader = engine.execution_options(
+                dispatcher_read=True, dispatcher_busy_ms=read_ms
+            )
         else:
             self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Trusted integers only: this runs as one simple-protocol query.
+        self._begin_read = (
+            f"BEGIN; SET LOCAL statement_timeout = {read_ms}; "
+            f"SET LOCAL lock_timeout = {read_ms}"
+        )
 
     def __repr__(self) -> str:
         return f"<TenantRegistry {self.url}>"
@@ -274,7 +309,8 @@ class TenantRegistry:
     def migrate(self, revision: str = "head") -> None:
         """Apply the migrations up to ``revision``, like ``tenantctl db upgrade``."""
         with self._errors(), self._writer.begin() as connection:
-            self._lock_writes(connection)
+            # A migration's DDL may take long; its waits for locks may not.
+            self._lock_writes(connection, statement_timeout=0)
             try:
                 command.upgrade(alembic_config(connection), revision)
             except CommandError as e:
@@ -319,7 +355,7 @@ class TenantRegistry:
         """A dedicated connection that waits for the registry's ``NOTIFY``."""
         if not self._is_postgres:
             raise RegistryError(f"{self.url} cannot LISTEN; poll changes_since()")
-        return _Listener(self.engine.url, self.channel)
+        return _Listener(self.engine.url, self.channel, self.timeout)
 
     def _publish_followed(self, change: TenantChange) -> None:
         # This object's own writes were published when they committed.
@@ -425,13 +461,27 @@ class TenantRegistry:
         """
         with self._errors():
             try:
-                with self._reader.connect() as connection:
-                    return connection.execute(statement, parameters).all()
+                return self._read_once(statement, parameters)
             except DBAPIError as e:
                 if not e.connection_invalidated:
                     raise
-            with self._reader.connect() as connection:
+            return self._read_once(statement, parameters)
+
+    def _read_once(
+        self, statement: Executable, parameters: Mapping[str, Any] | None
+    ) -> Sequence[Row[Any]]:
+        with self._reader.connect() as connection:
+            if not self._is_postgres:
                 return connection.execute(statement, parameters).all()
+            # The timeouts travel with this transaction, not with the session.
+            connection.exec_driver_sql(self._begin_read)
+            try:
+                rows = connection.execute(statement, parameters).all()
+            except BaseException:
+                _roll_back_quietly(connection)
+                raise
+            connection.exec_driver_sql("COMMIT")
+            return rows
 
     # -- validation ----------------------------------------------------------------
 
@@ -766,11 +816,28 @@ class TenantRegistry:
         finally:
             session.close()
 
-    def _lock_writes(self, connection: Connection) -> None:
-        if self._is_postgres:
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITE_LOCK_KEY}
-            )
+    def _lock_writes(
+        self, connection: Connection, *, statement_timeout: int | None = None
+    ) -> None:
+        """Bound the transaction's waits, then take the registry's write lock."""
+        if not self._is_postgres:
+            return  # BEGIN IMMEDIATE took it, waiting at most the busy timeout
+        write_ms = _ms(self.write_timeout)
+        connection.execute(
+            text(
+                "SELECT set_config('statement_timeout', :statement, true), "
+                "set_config('lock_timeout', :lock, true)"
+            ),
+            {
+                "statement": str(
+                    write_ms if statement_timeout is None else statement_timeout
+                ),
+                "lock": str(write_ms),
+            },
+        )
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITE_LOCK_KEY}
+        )
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -967,13 +1034,15 @@ class _Transaction:
 class _Listener:
     """A psycopg connection of its own, ``LISTEN``-ing on the registry's channel."""
 
-    def __init__(self, url: URL, channel: str) -> None:
+    def __init__(
+        self, url: URL, channel: str, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
         import psycopg
 
         self._connection = psycopg.connect(
             url.set(drivername="postgresql").render_as_string(hide_password=False),
             autocommit=True,
-            connect_timeout=5,
+            connect_timeout=_connect_timeout(timeout),
         )
         try:
             # The channel was checked to be a plain identifier.
@@ -1159,10 +1228,24 @@ def _forget_pool(registry: weakref.ref[TenantRegistry]) -> None:
         alive.engine.dispose(close=False)
 
 
-def _create_engine(url: str | URL) -> Engine:
+def _create_engine(url: str | URL, timeout: float) -> Engine:
     try:
+        url = make_url(url)
+        options: dict[str, Any] = {}
+        if url.get_backend_name() == "postgresql":
+            if "connect_timeout" not in url.query:
+                options["connect_args"] = {"connect_timeout": _connect_timeout(timeout)}
+        elif url.get_backend_name() == "sqlite":
+            # pysqlite's busy timeout until the first BEGIN sets the read or write
+            # one: the connect event's PRAGMAs must not wait longer either.
+            options["connect_args"] = {"timeout": timeout}
         # No pre-ping: reads retry once on a dead connection (see _read).
-        return create_engine(url)
+        try:
+            return create_engine(url, pool_timeout=timeout, **options)
+        except TypeError:
+            # A pool that never makes callers wait (SQLite in memory) takes
+            # no pool_timeout.
+            return create_engine(url, **options)
     except ArgumentError as e:
         raise ValueError(f"database URL {str(url)!r} is not valid: {e}") from e
     except ModuleNotFoundError as e:
@@ -1185,7 +1268,6 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys = ON")
-    cursor.execute("PRAGMA busy_timeout = 10000")
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.close()
@@ -1195,10 +1277,44 @@ def _sqlite_begin(connection: Connection) -> None:
     # A write takes the lock at BEGIN, so two writers queue instead of one of
     # them failing to upgrade a read lock half-way through.
     options = connection.get_execution_options()
+    busy_ms = options.get("dispatcher_busy_ms")
+    if busy_ms is not None and connection.info.get("dispatcher_busy_ms") != busy_ms:
+        # Reads give up soon; writes, queued behind each other, wait longer.
+        connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(busy_ms)}")
+        connection.info["dispatcher_busy_ms"] = busy_ms
     if options.get("dispatcher_write"):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     elif not options.get("dispatcher_read"):
         connection.exec_driver_sql("BEGIN")
+
+
+def _roll_back_quietly(connection: Connection) -> None:
+    """End a failed read's transaction; a dead connection is the pool's to drop."""
+    try:
+        connection.exec_driver_sql("ROLLBACK")
+    except DBAPIError:
+        log.debug("rolling back a failed read failed", exc_info=True)
+
+
+def _check_timeout(timeout: float) -> float:
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
+        raise TypeError(
+            f"timeout must be a number of seconds, not {type(timeout).__name__}"
+        )
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(
+            f"timeout must be a positive, finite number of seconds, not {timeout!r}"
+        )
+    return float(timeout)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _connect_timeout(seconds: float) -> int:
+    # libpq counts whole seconds (and treats 1 as 2).
+    return max(1, math.ceil(seconds))
 
 
 def _is_missing_table(error: DBAPIError) -> bool:
