@@ -296,7 +296,6 @@ def site(registry: TenantRegistry) -> Iterator[TenantDispatcher]:
     site.close()
 
 
-
 def call(
     client: Client, routing: Routing, slug: str, path: str, **kwargs: Any
 ) -> TestResponse:
