@@ -25,7 +25,13 @@ from dispatcher.exceptions import (
     InvalidName,
 )
 from dispatcher.registry import ImportStatus, TenantRegistry
-from dispatcher.settings import DATABASE_URL_VARIABLE
+from dispatcher.settings import (
+    BASE_DOMAIN_VARIABLE,
+    DATABASE_URL_VARIABLE,
+    DEFAULT_BASE_DOMAIN,
+    parse_base_domain,
+)
+from dispatcher.settings import base_domain as default_base_domain
 from dispatcher.settings import database_url as default_database_url
 from dispatcher.tenant import NewTenant, Tenant, TenantStatus
 from dispatcher.validation import MAX_CONFIG_DEPTH, normalise_reason
@@ -43,10 +49,6 @@ IMPORT_COLUMNS = (
     "domains",
     "config",
 )
-
-
-BASE_DOMAIN_VARIABLE = "DISPATCHER_BASE_DOMAIN"
-DEFAULT_BASE_DOMAIN = "localhost"
 
 
 class _OneLine(click.ClickException):
@@ -125,16 +127,9 @@ def cli(ctx: click.Context, database_url: str | None, base_domain: str | None) -
     """Manage the tenants of a tenant-aware Flask deployment."""
     obj = ctx.ensure_object(dict)
     obj["database_url"] = database_url or default_database_url()
-    obj["base_domain"] = _base_domain(
-        os.environ.get(BASE_DOMAIN_VARIABLE, DEFAULT_BASE_DOMAIN)
-        if base_domain is None
-        else base_domain
+    obj["base_domain"] = (
+        default_base_domain() if base_domain is None else parse_base_domain(base_domain)
     )
-
-
-def _base_domain(value: str) -> str | None:
-    """The base domain as ``dispatcher.wsgi`` reads it: the same spelling, or None."""
-    return value.strip().lower().rstrip(".") or None
 
 
 # -- db ---------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 
 DATABASE_URL_VARIABLE = "DISPATCHER_DATABASE_URL"
+BASE_DOMAIN_VARIABLE = "DISPATCHER_BASE_DOMAIN"
+DEFAULT_BASE_DOMAIN = "localhost"
 # An embedded SQLite file in the working directory, so a fresh clone works as is.
 DEFAULT_DATABASE_URL = "sqlite:///dispatcher.sqlite3"
 
@@ -13,3 +15,17 @@ DEFAULT_DATABASE_URL = "sqlite:///dispatcher.sqlite3"
 def database_url(environ: Mapping[str, str] = os.environ) -> str:
     """The registry's URL: ``DISPATCHER_DATABASE_URL``, else the SQLite default."""
     return environ.get(DATABASE_URL_VARIABLE) or DEFAULT_DATABASE_URL
+
+
+def base_domain(environ: Mapping[str, str] = os.environ) -> str | None:
+    """``DISPATCHER_BASE_DOMAIN`` lower-cased without its final dot (default
+    ``localhost``); None when set empty: no subdomain routing.
+
+    Checked where it is used (the dispatcher and the registry name the rule).
+    """
+    return parse_base_domain(environ.get(BASE_DOMAIN_VARIABLE, DEFAULT_BASE_DOMAIN))
+
+
+def parse_base_domain(value: str) -> str | None:
+    """A base domain as the settings spell it: trimmed, lower-case, no final dot."""
+    return value.strip().lower().rstrip(".") or None

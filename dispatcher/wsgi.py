@@ -13,6 +13,9 @@
 ``DISPATCHER_BASE_DOMAIN``      subdomain routing base (default ``localhost``;
                                 empty: no subdomain routing)
 ``DISPATCHER_PATH_ROUTING``     ``1``/``0``: route ``/<prefix>/`` (default 1)
+``DISPATCHER_PATH_ROUTING_HOSTS`` comma-separated hosts, besides the base
+                                domain and its ``www.``, on which ``/<prefix>/``
+                                names a tenant (default none)
 ``DISPATCHER_MAX_APPS``         apps kept built (default 1000)
 ``DISPATCHER_APP_TTL``          seconds an app is kept (default 3600)
 ``DISPATCHER_NEGATIVE_TTL``     seconds an unknown name is remembered (default 5)
@@ -39,10 +42,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from werkzeug.utils import import_string
 
+from dispatcher import settings
 from dispatcher.exceptions import RegistryUnavailable
 from dispatcher.middleware import TenantDispatcher
 from dispatcher.registry import TenantRegistry
-from dispatcher.settings import database_url
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -65,24 +68,27 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
     """
     create_app = _load(environ, "DISPATCHER_APP_FACTORY", DEFAULT_APP_FACTORY)
     default_factory = _load(environ, "DISPATCHER_DEFAULT_APP", DEFAULT_DEFAULT_APP)
-    # The dispatcher checks it; the signup app needs the same spelling.
-    base_domain = (
-        environ.get("DISPATCHER_BASE_DOMAIN", "localhost").strip().lower().rstrip(".")
-        or None
-    )
+    # The dispatcher checks it; the registry and the signup app need the same.
+    base_domain = settings.base_domain(environ)
     poll_interval = _number(environ, "DISPATCHER_POLL_INTERVAL", 1.0, float)
     # Read by migrate_at_start; a typo should stop the server here too.
     _flag(environ, "DISPATCHER_MIGRATE", True)
     options: dict[str, Any] = {
         "base_domain": base_domain,
         "path_routing": _flag(environ, "DISPATCHER_PATH_ROUTING", True),
+        "path_routing_hosts": _list(environ, "DISPATCHER_PATH_ROUTING_HOSTS"),
         "max_apps": _number(environ, "DISPATCHER_MAX_APPS", 1000, int),
         "app_ttl": _number(environ, "DISPATCHER_APP_TTL", 3600.0, float),
         "negative_ttl": _number(environ, "DISPATCHER_NEGATIVE_TTL", 5.0, float),
         "poll_interval": poll_interval or None,
     }
     # No connection yet: engines connect on first use.
-    registry = TenantRegistry(database_url(environ))
+    try:
+        registry = TenantRegistry(
+            settings.database_url(environ), base_domain=base_domain
+        )
+    except ValueError as e:
+        raise ValueError(f"DISPATCHER_BASE_DOMAIN: {e}") from e
     try:
         default_app: WSGIApplication = default_factory(registry, base_domain)
         try:
@@ -108,7 +114,7 @@ def migrate_at_start(environ: Mapping[str, str] = os.environ) -> bool:
     """
     if not _flag(environ, "DISPATCHER_MIGRATE", True):
         return False
-    with TenantRegistry(database_url(environ)) as registry:
+    with TenantRegistry(settings.database_url(environ)) as registry:
         try:
             registry.migrate()
         except RegistryUnavailable as e:
@@ -123,6 +129,8 @@ def migrate_at_start(environ: Mapping[str, str] = os.environ) -> bool:
 
 _VARIABLES = {
     "base_domain": "DISPATCHER_BASE_DOMAIN",
+    "path_routing": "DISPATCHER_PATH_ROUTING",
+    "path_routing_hosts": "DISPATCHER_PATH_ROUTING_HOSTS",
     "max_apps": "DISPATCHER_MAX_APPS",
     "app_ttl": "DISPATCHER_APP_TTL",
     "negative_ttl": "DISPATCHER_NEGATIVE_TTL",
@@ -155,6 +163,12 @@ def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
     if value in {"0", "false", "no", "off"}:
         return False
     raise ValueError(f"{name}={value!r} must be 1 or 0")
+
+
+def _list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(
+        item.strip() for item in environ.get(name, "").split(",") if item.strip()
+    )
 
 
 def _number(environ: Mapping[str, str], name: str, default: T, kind: type[T]) -> T:

@@ -163,7 +163,9 @@ def test_the_database_url_is_honoured(
 def test_an_empty_base_domain_disables_subdomain_routing(
     build: Build, value: str
 ) -> None:
-    application = build(DISPATCHER_BASE_DOMAIN=value)
+    application = build(
+        DISPATCHER_BASE_DOMAIN=value, DISPATCHER_PATH_ROUTING_HOSTS="localhost"
+    )
     assert application.base_domain is None
     add_tenant(application, "beta")
     client = Client(application)
@@ -287,6 +289,24 @@ def test_an_out_of_range_value_names_the_variable(
 ) -> None:
     with pytest.raises(ValueError, match=name):
         build(**{name: value})
+
+
+def test_path_routing_without_a_host_to_route_on_is_refused(build: Build) -> None:
+    with pytest.raises(ValueError, match="DISPATCHER_PATH_ROUTING.*path_routing_hosts"):
+        build(DISPATCHER_BASE_DOMAIN="")
+
+
+def test_path_routing_hosts_are_listed_with_commas(build: Build) -> None:
+    application = build(
+        DISPATCHER_BASE_DOMAIN="example.com",
+        DISPATCHER_PATH_ROUTING_HOSTS=" Intranet.Test , 127.0.0.1,",
+    )
+    add_tenant(application, "beta")
+    client = Client(application)
+    for host in ("intranet.test", "127.0.0.1:8000", "example.com"):
+        assert "Hello from beta" in get(client, host, "/beta/").text, host
+    # Any other host does not route by path (it names no tenant either).
+    assert get(client, "attacker.test", "/beta/").status_code == 404
 
 
 # -- the schema -----------------------------------------------------------------
