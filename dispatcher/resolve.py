@@ -10,14 +10,17 @@ Resolution order, as the middleware applies it:
 
 1. :func:`request_host` picks the raw host the way PEP 3333 reconstructs a URL
    (``HTTP_HOST``, else ``SERVER_NAME`` and ``SERVER_PORT``) and normalises it
-   with :func:`parse_host`. A malformed host raises :exc:`InvalidHost`, which
-   is answered with 400 before any app is chosen.
+   with :func:`parse_host`; an absolute-form request target's authority
+   (:func:`target_authority`) takes the place of ``HTTP_HOST``. A malformed
+   host raises :exc:`InvalidHost`, which is answered with 400 before any app
+   is chosen.
 2. :func:`match_mount` finds a fixed app mounted at a path prefix; mounts win
    over tenants so a tenant can never shadow ``/static`` or ``/api``.
 3. On the base domain, :func:`subdomain_of` gives the tenant label of
    ``<label>.<base_domain>``; :func:`is_apex` recognises the base domain itself
-   and ``www.<base_domain>``, where :func:`first_segment` gives the tenant
-   prefix of a path like ``/<label>/...``.
+   and ``www.<base_domain>``, where (as on the hosts the operator lists for
+   path routing) :func:`first_segment` gives the tenant prefix of a path like
+   ``/<label>/...``.
 4. Any other host is looked up as a tenant's own domain, by the caller.
 """
 
@@ -36,6 +39,7 @@ __all__ = [
     "parse_host",
     "request_host",
     "subdomain_of",
+    "target_authority",
 ]
 
 # Longer than any valid host ("[" + 45-char IPv6 + "]:65535", or 254-char name
@@ -76,6 +80,9 @@ _CONTROL_OR_SPACE_RE = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
 _NAME_CHAR_RE = re.compile(r"[^a-z0-9.-]", re.ASCII)
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+# RFC 3986 scheme, "://", then the authority up to the path, query or fragment.
+_ABSOLUTE_FORM_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)", re.ASCII)
 
 # Only these may omit Host; anything else, including a protocol string the
 # server made up, is held to the HTTP/1.1 rule so the fallback fails closed.
@@ -135,6 +142,25 @@ def request_host(
         host = f"{host}:{server_port}"
 
     return parse_host(host)
+
+
+def target_authority(request_target: str | None) -> str | None:
+    """Return the authority of an absolute-form request target, as sent.
+
+    RFC 9112 section 3.2.2: when the request line carries an absolute URI
+    (``GET http://acme.example.com/x HTTP/1.1``, as sent to proxies), its host
+    wins over the ``Host`` header. Servers pass the target on as ``RAW_URI``
+    (gunicorn, werkzeug) but put only its path in ``PATH_INFO``.
+
+    :param request_target: ``environ.get("RAW_URI")``.
+    :return: The authority (``host[:port]``, possibly malformed or empty: pass
+        it to :func:`parse_host`), or ``None`` for an origin-form (``/x``),
+        asterisk-form or authority-form target, or none at all. Never raises.
+    """
+    if request_target is None or request_target.startswith("/"):
+        return None
+    m = _ABSOLUTE_FORM_RE.match(request_target)
+    return None if m is None else m[1]
 
 
 def parse_host(value: str) -> str:

@@ -184,6 +184,7 @@ def create_app(built: list[Tenant]) -> Callable[[Tenant], Flask]:
                 "environ_tenant_type": type(environ_tenant).__name__,
                 "version": environ_tenant.version,
                 "path": request.path,
+                "host": request.host,
                 "script_root": request.script_root,
                 "index_url": url_for("index"),
                 "greeting": current_app.config["GREETING"],
@@ -611,6 +612,109 @@ def test_http_1_0_without_host_or_server_name_is_400(
 ) -> None:
     environ_without_host.update(SERVER_PROTOCOL="HTTP/1.0", SERVER_NAME="")
     assert call(client.application, environ_without_host).status_code == 400
+
+
+# -- absolute-form request targets ----------------------------------------------
+
+
+def _absolute_form(host: str | None, target: str, path: str) -> dict[str, Any]:
+    """The environ gunicorn makes of ``GET <target>`` with this Host header:
+    RAW_URI is the target as sent, PATH_INFO its path."""
+    builder = EnvironBuilder(path, base_url="http://placeholder.test/")
+    try:
+        environ = builder.get_environ()
+    finally:
+        builder.close()
+    del environ["HTTP_HOST"]
+    if host is not None:
+        environ["HTTP_HOST"] = host
+    environ["RAW_URI"] = target
+    return environ
+
+
+@pytest.mark.parametrize(
+    ("host", "target", "path", "expected"),
+    [
+        pytest.param(
+            "beta.example.com",
+            "http://acme.example.com/x",
+            "/x",
+            ("acme", "/x", "", "acme.example.com"),
+            id="target-over-host",
+        ),
+        pytest.param(
+            "attacker.test",
+            "http://Example.COM:8000/acme/x",
+            "/acme/x",
+            ("acme", "/x", "/acme", "Example.COM:8000"),
+            id="path-routed-on-target-host",
+        ),
+        pytest.param(
+            "example.com",
+            "http://attacker.test/acme/x",
+            "/acme/x",
+            None,
+            id="foreign-target-host",
+        ),
+        pytest.param(
+            "beta.example.com",
+            "/x",
+            "/x",
+            ("beta", "/x", "", "beta.example.com"),
+            id="origin-form",
+        ),
+        pytest.param(
+            None,
+            "http://shop.acme.test/x",
+            "/x",
+            ("acme", "/x", "", "shop.acme.test"),
+            id="no-host-header",
+        ),
+    ],
+)
+def test_absolute_form_target_wins_over_host(
+    client: Client,
+    host: str | None,
+    target: str,
+    path: str,
+    expected: tuple[str, str, str, str] | None,
+) -> None:
+    """RFC 9112 section 3.2.2: the host in an absolute-form target wins, also
+    for a Host whose tenant is hot, and the tenant app sees that host."""
+    assert fetch(client, "beta.example.com").status_code == 200  # hot
+    response = call(client.application, _absolute_form(host, target, path))
+    if expected is None:
+        assert response.status_code == 404
+        return
+    assert response.status_code == 200
+    data = json.loads(response.get_data())
+    assert (data["tenant"], data["path"], data["script_root"], data["host"]) == (
+        expected
+    )
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param("http:///x", id="empty-host"),
+        pytest.param("http://owner@acme.example.com/x", id="userinfo"),
+        pytest.param("http://acme.example.com:0/x", id="port-0"),
+    ],
+)
+def test_bad_absolute_form_target_is_400(
+    client: Client,
+    registry: CountingRegistry,
+    statements: list[str],
+    target: str,
+) -> None:
+    assert fetch(client, "acme.example.com").status_code == 200  # hot
+    statements.clear()
+    response = call(
+        client.application, _absolute_form("acme.example.com", target, "/x")
+    )
+    assert response.status_code == 400
+    assert b"invalid Host" in response.data
+    assert statements == []
 
 
 # -- odd paths ------------------------------------------------------------------

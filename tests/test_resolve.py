@@ -16,6 +16,7 @@ from dispatcher.resolve import (
     parse_host,
     request_host,
     subdomain_of,
+    target_authority,
 )
 
 # No example database: it would write a .hypothesis directory into the tree.
@@ -522,3 +523,42 @@ def test_normalise_mount_prefix_invalid(prefix: str, rule: str) -> None:
 
     assert not isinstance(exc_info.value, InvalidHost)
     assert repr(prefix) in str(exc_info.value)
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        pytest.param(None, None, id="no-raw-uri"),
+        pytest.param("/", None, id="origin-root"),
+        pytest.param("/acme/x?y=1", None, id="origin"),
+        pytest.param("//evil.test/x", None, id="origin-double-slash"),
+        pytest.param("/x?u=http://evil.test/", None, id="url-in-query"),
+        pytest.param("*", None, id="asterisk"),
+        pytest.param("acme.example.com:443", None, id="authority-form"),
+        pytest.param("http:/x", None, id="no-authority"),
+        pytest.param("http://acme.example.com/x", "acme.example.com", id="absolute"),
+        pytest.param("http://acme.example.com", "acme.example.com", id="no-path"),
+        pytest.param(
+            "HTTPS://Acme.Example.COM:8443/x", "Acme.Example.COM:8443", id="upper"
+        ),
+        pytest.param("http://acme.example.com?x=/y", "acme.example.com", id="query"),
+        pytest.param("http://acme.example.com#f", "acme.example.com", id="fragment"),
+        pytest.param("http://[::1]:8080/x", "[::1]:8080", id="ipv6"),
+        # Returned as sent: parse_host refuses these with the rule they break.
+        pytest.param("http:///x", "", id="empty-authority"),
+        pytest.param(
+            "http://user@acme.example.com/", "user@acme.example.com", id="userinfo"
+        ),
+        pytest.param("1http://evil.test/", None, id="scheme-starts-with-digit"),
+        pytest.param("ht tp://evil.test/", None, id="scheme-with-space"),
+    ],
+)
+def test_target_authority(target: str | None, expected: str | None) -> None:
+    assert target_authority(target) == expected
+
+
+@fuzz
+@given(any_text)
+def test_target_authority_never_raises(target: str) -> None:
+    authority = target_authority(target)
+    assert authority is None or authority in target
