@@ -29,15 +29,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import os
 import re
 import threading
-import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import partial
 from importlib.resources import files
 from itertools import groupby, islice
 from typing import Any, cast
@@ -75,6 +72,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import flag_modified
 
+from dispatcher import forks
 from dispatcher.exceptions import (
     Conflict,
     DomainTaken,
@@ -248,8 +246,18 @@ class TenantRegistry:
         # Generations this object published itself, until the follower sees them.
         self._published: set[int] = set()
         self._listeners: tuple[Callable[[TenantChange], None], ...] = ()
-        # A forked worker must not use the parent's pooled connections.
-        os.register_at_fork(after_in_child=partial(_forget_pool, weakref.ref(self)))
+        # One hook per process for all registries: see _forked.
+        forks.on_fork_in_child(self, TenantRegistry._forked)
+
+    def _forked(self) -> None:
+        """In a forked child: drop the parent's connections, renew the locks.
+
+        Another thread of the parent may have held a lock at the fork; in the
+        child that thread is gone and the lock would stay held forever.
+        """
+        # close=False: the parent still owns those sockets.
+        self.engine.dispose(close=False)
+        self._follow_lock = threading.Lock()
 
     @property
     def engine(self) -> Engine:
@@ -1219,13 +1227,6 @@ def _check_base_domain(base_domain: str | None) -> str | None:
             f"base_domain {base_domain!r} must be a host name without a port"
         )
     return host
-
-
-def _forget_pool(registry: weakref.ref[TenantRegistry]) -> None:
-    alive = registry()
-    if alive is not None:
-        # close=False: the parent still owns those sockets.
-        alive.engine.dispose(close=False)
 
 
 def _create_engine(url: str | URL, timeout: float) -> Engine:
