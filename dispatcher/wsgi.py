@@ -21,6 +21,9 @@
 ``DISPATCHER_NEGATIVE_TTL``     seconds an unknown name is remembered (default 5)
 ``DISPATCHER_POLL_INTERVAL``    seconds between polls of the change feed
                                 (default 1; 0: do not follow other processes)
+``DISPATCHER_SECRET_KEY``       the deployment secret tenants' session keys are
+                                derived from (at least 32 bytes; the demo makes
+                                ``dispatcher-secret.key`` when it is unset)
 ``DISPATCHER_MIGRATE``          ``1``/``0``: upgrade the schema once when the
                                 server starts (default 1; see below)
 ==============================  ==============================================
@@ -46,6 +49,7 @@ from dispatcher import settings
 from dispatcher.exceptions import RegistryUnavailable
 from dispatcher.middleware import TenantDispatcher
 from dispatcher.registry import TenantRegistry
+from dispatcher.sessions import MIN_SECRET_BYTES
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -73,6 +77,13 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
     poll_interval = _number(environ, "DISPATCHER_POLL_INTERVAL", 1.0, float)
     # Read by migrate_at_start; a typo should stop the server here too.
     _flag(environ, "DISPATCHER_MIGRATE", True)
+    # Read by tenant apps as they are built: a weak one fails the boot, not them.
+    secret = environ.get("DISPATCHER_SECRET_KEY")
+    if secret and len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"DISPATCHER_SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes, "
+            f"not {len(secret.encode())}"
+        )
     options: dict[str, Any] = {
         "base_domain": base_domain,
         "path_routing": _flag(environ, "DISPATCHER_PATH_ROUTING", True),

@@ -41,7 +41,9 @@ def _get(port: int, path: str, host: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-def server(registry: TenantRegistry, database_url: str) -> Iterator[int]:
+def server(
+    registry: TenantRegistry, database_url: str, tmp_path: Path
+) -> Iterator[int]:
     """``tenantctl serve`` on a free loopback port, stopped after the test."""
     registry.create_tenant(
         "acme",
@@ -56,6 +58,7 @@ def server(registry: TenantRegistry, database_url: str) -> Iterator[int]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={**os.environ, "DISPATCHER_BASE_DOMAIN": "localhost"},
+        cwd=tmp_path,  # where the demo keeps its secret key file
     )
     try:
         deadline = time.monotonic() + START_TIMEOUT

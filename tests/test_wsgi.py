@@ -25,7 +25,7 @@ from werkzeug.test import Client, TestResponse
 import dispatcher.wsgi as wsgi
 from dispatcher import TenantDispatcher, TenantRegistry
 from dispatcher.demo import create_app as demo_create_app
-from dispatcher.exceptions import SchemaMissing
+from dispatcher.exceptions import InvalidName, SchemaMissing
 from dispatcher.wsgi import make_application, migrate_at_start
 
 DEFAULT_FILE = "dispatcher.sqlite3"
@@ -289,6 +289,20 @@ def test_an_out_of_range_value_names_the_variable(
 ) -> None:
     with pytest.raises(ValueError, match=name):
         build(**{name: value})
+
+
+def test_a_short_deployment_secret_stops_the_boot(build: Build) -> None:
+    with pytest.raises(ValueError, match="DISPATCHER_SECRET_KEY must be at least 32"):
+        build(DISPATCHER_SECRET_KEY="too short")
+
+
+def test_the_servers_registry_refuses_domains_under_the_base_domain(
+    build: Build,
+) -> None:
+    application = build(DISPATCHER_BASE_DOMAIN="example.com")
+    add_tenant(application, "mallory")
+    with pytest.raises(InvalidName, match="base domain"):
+        application.registry.add_domain("mallory", "victim.example.com")
 
 
 def test_path_routing_without_a_host_to_route_on_is_refused(build: Build) -> None:
