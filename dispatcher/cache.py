@@ -450,7 +450,7 @@ class AppCache:
                 f"{self._build_timeout:g} s (build_timeout)"
             )
             # Later requests are answered from the backoff, without a lookup.
-            self._failures[key] = (slug, overran)
+            self._back_off(key, slug, overran)
             return _fresh(overran)  # raised: the stored one keeps no traceback
         if queue.waiters < self._max_waiters:
             queue.waiters += 1
@@ -491,8 +491,21 @@ class AppCache:
             f"the app for {key!r} was not built within {self._build_timeout:g} s"
         )
         with self._lock:
-            self._failures[key] = (slug, timeout)
+            self._back_off(key, slug, timeout)
         raise _fresh(timeout)
+
+    def _back_off(self, key: Hashable, slug: str | None, overran: BuildTimeout) -> None:
+        """Answer ``key`` with ``overran`` for ``failure_backoff``; logged once.
+
+        Called with the lock held.
+        """
+        if key not in self._failures:
+            log.warning(
+                "%s; its requests get 503 for %g s (failure_backoff)",
+                overran,
+                self._failure_backoff,
+            )
+        self._failures[key] = (slug, overran)
 
     def _lead(
         self,

@@ -128,7 +128,12 @@ class TenantDispatcher:
     :param app_ttl: seconds an app is kept after its build.
     :param negative_ttl: seconds an unknown name is remembered as unknown.
     :param negative_size: most unknown names remembered.
-    :param build_timeout: seconds a request waits for another's build of its app.
+    :param build_timeout: seconds a build may take, counted from its start;
+        requests still waiting then get 503, and so do the tenant's requests
+        for ``failure_backoff`` after that.
+    :param max_waiters: most requests that wait for one tenant's build once it
+        has run for a quarter of a second (a cold burst waits in full); the
+        rest get 503 at once. Keep it below a worker's threads.
     :param failure_backoff: seconds before a failed build is tried again.
     :param stale_if_error: seconds past ``app_ttl`` an app may still be served
         while the database is down (default: ``app_ttl``).
@@ -156,6 +161,7 @@ class TenantDispatcher:
         negative_ttl: float = 5.0,
         negative_size: int = 10_000,
         build_timeout: float = 30.0,
+        max_waiters: int = 2,
         failure_backoff: float = 5.0,
         stale_if_error: float | None = None,
         poll_interval: float | None = 1.0,
@@ -189,6 +195,7 @@ class TenantDispatcher:
         # Waited for with Event.wait, which refuses infinity.
         _check_number("build_timeout", build_timeout, minimum=0, exclusive=True)
         _check_finite("build_timeout", build_timeout)
+        _check_number("max_waiters", max_waiters, integer=True, minimum=0)
         if poll_interval is not None:
             _check_finite("poll_interval", poll_interval)
         self.registry = registry
@@ -217,6 +224,7 @@ class TenantDispatcher:
             negative_size=negative_size,
             negative_ttl=negative_ttl,
             build_timeout=build_timeout,
+            max_waiters=max_waiters,
             failure_backoff=failure_backoff,
             stale_if_error=stale_if_error,
             teardown=self._teardown_tenant_app,
@@ -307,7 +315,8 @@ class TenantDispatcher:
             self._outage.refused()
             return self._unavailable(environ, start_response)
         except BuildTimeout as e:
-            log.warning("%s", e)
+            # The cache warns once when a build overruns and backs it off.
+            log.debug("%s", e)
             return self._unavailable(environ, start_response)
         except BuildFailed:
             return InternalServerError()(environ, start_response)

@@ -19,6 +19,12 @@
 ``DISPATCHER_MAX_APPS``         apps kept built (default 1000)
 ``DISPATCHER_APP_TTL``          seconds an app is kept (default 3600)
 ``DISPATCHER_NEGATIVE_TTL``     seconds an unknown name is remembered (default 5)
+``DISPATCHER_BUILD_TIMEOUT``     seconds a tenant's ``create_app`` may take before
+                                its requests get 503 (default 30)
+``DISPATCHER_MAX_WAITERS``       requests that may wait for one slow build
+                                (default 2; keep it below a worker's threads)
+``DISPATCHER_DB_TIMEOUT``        seconds a registry read may wait for a lock, a
+                                connection or the server before 503 (default 5)
 ``DISPATCHER_POLL_INTERVAL``    seconds between polls of the change feed
                                 (default 1; 0: do not follow other processes)
 ``DISPATCHER_SECRET_KEY``       the deployment secret tenants' session keys are
@@ -48,7 +54,7 @@ from werkzeug.utils import import_string
 from dispatcher import settings
 from dispatcher.exceptions import RegistryUnavailable
 from dispatcher.middleware import TenantDispatcher
-from dispatcher.registry import TenantRegistry
+from dispatcher.registry import DEFAULT_TIMEOUT, TenantRegistry
 from dispatcher.sessions import MIN_SECRET_BYTES
 
 if TYPE_CHECKING:
@@ -91,15 +97,18 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
         "max_apps": _number(environ, "DISPATCHER_MAX_APPS", 1000, int),
         "app_ttl": _number(environ, "DISPATCHER_APP_TTL", 3600.0, float),
         "negative_ttl": _number(environ, "DISPATCHER_NEGATIVE_TTL", 5.0, float),
+        "build_timeout": _number(environ, "DISPATCHER_BUILD_TIMEOUT", 30.0, float),
+        "max_waiters": _number(environ, "DISPATCHER_MAX_WAITERS", 2, int),
         "poll_interval": poll_interval or None,
     }
     # No connection yet: engines connect on first use.
+    timeout = _number(environ, "DISPATCHER_DB_TIMEOUT", DEFAULT_TIMEOUT, float)
     try:
         registry = TenantRegistry(
-            settings.database_url(environ), base_domain=base_domain
+            settings.database_url(environ), base_domain=base_domain, timeout=timeout
         )
     except ValueError as e:
-        raise ValueError(f"DISPATCHER_BASE_DOMAIN: {e}") from e
+        raise ValueError(f"{_variable_in(str(e))}: {e}") from e
     try:
         default_app: WSGIApplication = default_factory(registry, base_domain)
         try:
@@ -125,7 +134,8 @@ def migrate_at_start(environ: Mapping[str, str] = os.environ) -> bool:
     """
     if not _flag(environ, "DISPATCHER_MIGRATE", True):
         return False
-    with TenantRegistry(settings.database_url(environ)) as registry:
+    timeout = _number(environ, "DISPATCHER_DB_TIMEOUT", DEFAULT_TIMEOUT, float)
+    with TenantRegistry(settings.database_url(environ), timeout=timeout) as registry:
         try:
             registry.migrate()
         except RegistryUnavailable as e:
@@ -145,6 +155,9 @@ _VARIABLES = {
     "max_apps": "DISPATCHER_MAX_APPS",
     "app_ttl": "DISPATCHER_APP_TTL",
     "negative_ttl": "DISPATCHER_NEGATIVE_TTL",
+    "build_timeout": "DISPATCHER_BUILD_TIMEOUT",
+    "max_waiters": "DISPATCHER_MAX_WAITERS",
+    "timeout": "DISPATCHER_DB_TIMEOUT",
     "poll_interval": "DISPATCHER_POLL_INTERVAL",
 }
 

@@ -1894,6 +1894,34 @@ def test_a_build_past_build_timeout_fails_new_requests_fast_and_backs_off(
     assert (builds.count["acme"], other.calls) == (1, 2)
 
 
+def test_a_build_past_build_timeout_is_logged_once_per_backoff(
+    registry: TenantRegistry,
+    new_cache: Callable[..., AppCache],
+    builds: Builds,
+    timer: Timer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A hammered hung tenant is one warning, not one per request."""
+    tenant = create(registry, "acme")
+    cache = new_cache(build_timeout=WAIT, failure_backoff=5)
+    lookup = Lookup(tenant)
+    release = _hung(builds, "acme")
+
+    leader = Background(lambda: fetch(cache, host("acme"), lookup))
+    try:
+        assert builds.started("acme").wait(WAIT)
+        timer.tick(WAIT)
+        with caplog.at_level(logging.WARNING, logger="dispatcher.cache"):
+            for _ in range(20):
+                _turned_away(lambda: cache.load(host("acme"), lookup))
+    finally:
+        release.set()
+        leader.wait()
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "acme" in warning.getMessage()
+    assert "failure_backoff" in warning.getMessage()
+
+
 def test_waiters_under_every_name_of_a_tenant_share_one_bound(
     registry: TenantRegistry,
     new_cache: Callable[..., AppCache],

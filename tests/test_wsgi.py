@@ -237,6 +237,33 @@ def test_other_numbers_are_accepted(build: Build) -> None:
     assert get(Client(application), "beta.localhost:8000").status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "rule"),
+    [
+        pytest.param("DISPATCHER_BUILD_TIMEOUT", "0", "greater than 0", id="build"),
+        pytest.param("DISPATCHER_MAX_WAITERS", "-1", "at least 0", id="waiters"),
+        pytest.param("DISPATCHER_DB_TIMEOUT", "0", "positive", id="db-zero"),
+        pytest.param("DISPATCHER_DB_TIMEOUT", "inf", "finite", id="db-infinite"),
+    ],
+)
+def test_a_value_out_of_range_names_the_variable_and_the_rule(
+    build: Build, name: str, value: str, rule: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^{name}: .*must be.*{rule}"):
+        build(**{name: value})
+
+
+def test_timeouts_and_waiters_reach_the_dispatcher_and_registry(build: Build) -> None:
+    application = build(
+        DISPATCHER_BUILD_TIMEOUT="7.5",
+        DISPATCHER_MAX_WAITERS="0",
+        DISPATCHER_DB_TIMEOUT="1.5",
+    )
+    assert application.registry.timeout == 1.5
+    assert application._cache._build_timeout == 7.5
+    assert application._cache._max_waiters == 0
+
+
 def test_a_custom_app_factory(build: Build) -> None:
     application = build(
         DISPATCHER_APP_FACTORY="dispatcher.demo.tenant_app:create_app",
@@ -257,6 +284,7 @@ def test_a_custom_app_factory(build: Build) -> None:
         pytest.param("DISPATCHER_NEGATIVE_TTL", "5s", id="negative-ttl"),
         pytest.param("DISPATCHER_PATH_ROUTING", "maybe", id="path-routing"),
         pytest.param("DISPATCHER_MIGRATE", "perhaps", id="migrate"),
+        pytest.param("DISPATCHER_MAX_WAITERS", "2.5", id="max-waiters-float"),
         pytest.param("DISPATCHER_APP_FACTORY", "nonexistent.module:x", id="no-module"),
         pytest.param("DISPATCHER_APP_FACTORY", "dispatcher.demo:nope", id="no-attr"),
         pytest.param("DISPATCHER_APP_FACTORY", "os:sep", id="not-callable"),
