@@ -88,7 +88,15 @@ from dispatcher.exceptions import (
 )
 from dispatcher.follower import ChangeFollower
 from dispatcher.resolve import parse_host
-from dispatcher.tenant import NewNames, NewTenant, Tenant, TenantChange, freeze, thaw
+from dispatcher.tenant import (
+    RESYNC,
+    NewNames,
+    NewTenant,
+    Tenant,
+    TenantChange,
+    freeze,
+    thaw,
+)
 from dispatcher.validation import (
     DEFAULT_RESERVED,
     check_config,
@@ -243,8 +251,14 @@ class TenantRegistry:
         self.engine = engine
         self._follower: ChangeFollower | None = None
         self._follow_lock = threading.Lock()
-        # Generations this object published itself, until the follower sees them.
+        # Decides, for each change, whether the writer or the follower
+        # publishes it; see _publish_written.
+        self._publish_lock = threading.Lock()
+        # Generations this object published itself that the follower will
+        # deliver later: only ones above what it has delivered, so it drains.
         self._published: set[int] = set()
+        # The newest generation the follower has delivered (not skipped).
+        self._followed = 0
         self._listeners: tuple[Callable[[TenantChange], None], ...] = ()
         # One hook per process for all registries: see _forked.
         forks.on_fork_in_child(self, TenantRegistry._forked)
@@ -258,6 +272,7 @@ class TenantRegistry:
         # close=False: the parent still owns those sockets.
         self.engine.dispose(close=False)
         self._follow_lock = threading.Lock()
+        self._publish_lock = threading.Lock()
 
     @property
     def engine(self) -> Engine:
@@ -366,16 +381,42 @@ class TenantRegistry:
         return _Listener(self.engine.url, self.channel, self.timeout)
 
     def _publish_followed(self, change: TenantChange) -> None:
-        # This object's own writes were published when they committed.
-        if change.generation in self._published:
-            self._published.discard(change.generation)
-            return
-        self._publish((change,))
+        """Publish a change the follower read, unless this object's write did.
+
+        The follower delivers generations in order: a recorded generation
+        below this one will never come (the follower started past it), so
+        it is dropped too.
+        """
+        g = change.generation
+        with self._publish_lock:
+            mine = g in self._published
+            if self._published and min(self._published) <= g:
+                self._published = {p for p in self._published if p > g}
+            if change.operation != RESYNC:
+                self._followed = max(self._followed, g)
+        if not mine:
+            self._publish((change,))
 
     def _publish_written(self, changes: Sequence[TenantChange]) -> None:
-        if self._follower is not None and self._follower.running:
-            self._published.update(change.generation for change in changes)
-        self._publish(changes)
+        """Publish this object's committed changes at once, each exactly once.
+
+        A poll may have read (and published) a change between its commit and
+        this call: skip those. Record the rest only if the follower will
+        deliver them later, so that it skips them then.
+        """
+        follower = self._follower
+        with self._publish_lock:
+            fresh = [c for c in changes if c.generation > self._followed]
+            if follower is not None and follower.running:
+                # A generation at or below the follower's position that it
+                # did not deliver is one it started past: it never comes.
+                position = follower.generation
+                self._published.update(
+                    c.generation
+                    for c in fresh
+                    if position is None or c.generation > position
+                )
+        self._publish(fresh)
 
     def _publish(self, changes: Iterable[TenantChange]) -> None:
         for change in changes:

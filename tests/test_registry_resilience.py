@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, create_engine, make_url, text
 
-from dispatcher import RegistryUnavailable, TenantRegistry
+from dispatcher import RegistryUnavailable, TenantChange, TenantRegistry
 
 #: The registry's timeout in these tests: small, so the tests are quick.
 TIMEOUT = 0.5
@@ -226,3 +227,58 @@ def test_fork_while_the_follow_lock_is_held(registry: TenantRegistry) -> None:
         holder.join(HUNG)
 
     assert wait_for_child(pid) == 0
+
+
+# -- B7: every change published exactly once per process ---------------------------
+
+WRITERS = 16
+WRITES_PER_WRITER = 25
+
+
+def test_concurrent_writes_are_published_exactly_once(database_url: str) -> None:
+    """Polls race commits: each generation still reaches subscribers once, and
+    the registry's record of its own publications drains."""
+    with TenantRegistry(database_url, timeout=HUNG) as following:
+        following.migrate()
+        following.create_tenant("acme", owner_email="o@acme.test")
+        received: list[int] = []
+        lock = threading.Lock()
+
+        def collect(change: TenantChange) -> None:
+            with lock:
+                received.append(change.generation)
+
+        following.subscribe(collect)
+        # Polls as often as it can, so it keeps racing the writers' commits.
+        follower = following.follow(poll_interval=0.001)
+        start = following.latest_generation()
+
+        def write(writer: int) -> None:
+            for n in range(WRITES_PER_WRITER):
+                following.update_config("acme", {"writer": writer, "n": n})
+
+        threads = [
+            threading.Thread(target=write, args=(w,), daemon=True)
+            for w in range(WRITERS)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(HUNG)
+        assert not any(thread.is_alive() for thread in threads)
+
+        written = [c.generation for c in following.changes_since(start, limit=10_000)]
+        assert len(written) == WRITERS * WRITES_PER_WRITER
+        deadline = time.monotonic() + HUNG
+        while (follower.generation or 0) < written[-1]:
+            assert time.monotonic() < deadline, "the follower fell behind"
+            follower.wake()
+            time.sleep(0.01)
+        follower.stop()
+
+        with lock:
+            mine = [g for g in received if g > start]
+        twice = sorted(g for g, n in Counter(mine).items() if n > 1)
+        assert twice == [], f"{len(twice)} of {len(written)} published twice"
+        assert sorted(mine) == written
+        assert following._published == set()
