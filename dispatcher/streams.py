@@ -117,7 +117,10 @@ class _Body(_Lease):
             if close is not None:
                 close()
         finally:
-            self._release()
+            # _release(), inlined: this runs once per response.
+            entry, self._entry = self._entry, None
+            if entry is not None:
+                entry.release()
 
 
 class _SizedBody(_Body):
