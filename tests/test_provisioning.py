@@ -41,8 +41,12 @@ Hook = Callable[[Tenant], None]
 
 
 @pytest.fixture
-def dispatcher(registry: TenantRegistry) -> Iterator[TenantDispatcher]:
+def dispatcher(
+    registry: TenantRegistry, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TenantDispatcher]:
     """The demo tenant app behind a dispatcher on the test's registry object."""
+    # Else the demo keeps a key file in the working directory, the checkout.
+    monkeypatch.setenv("DISPATCHER_SECRET_KEY", "provisioning-tests-" + "s" * 32)
     dispatcher = TenantDispatcher(
         registry,
         create_app,
