@@ -6,15 +6,13 @@ import gc
 import json
 import logging
 import os
-import signal
 import threading
-import time
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 
 import pytest
 from flask import Flask
+from forking import held_by_another_thread, run_in_child
 from werkzeug.test import Client
 
 from dispatcher import Tenant, TenantChange, TenantDispatcher, TenantRegistry
@@ -288,54 +286,6 @@ def test_a_failed_start_is_tried_again(other: TenantRegistry) -> None:
 
 #: Bounds the child's wait for a change; far above the expected poll interval.
 CHILD_TIMEOUT = 5.0
-#: Bounds the parent's wait for the child: a child stuck on a lock is killed.
-FORK_DEADLINE = CHILD_TIMEOUT + 10.0
-
-
-def _run_in_child(child: Callable[[], bool]) -> int | None:
-    """Fork; the child's exit status says whether ``child()`` held (None: hung).
-
-    The child never returns to pytest: it reports through its exit status
-    only (0 yes, 1 no, 2 it raised). A child that outlives ``FORK_DEADLINE``
-    is killed, so a deadlocked child fails the test instead of hanging it.
-    """
-    pid = os.fork()
-    if pid == 0:
-        status = 2
-        try:
-            status = 0 if child() else 1
-        finally:
-            os._exit(status)
-    deadline = time.monotonic() + FORK_DEADLINE
-    pause = threading.Event()
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        pause.wait(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    return None
-
-
-@contextmanager
-def _held_by_another_thread(lock: threading.Lock) -> Iterator[None]:
-    """``lock`` held by a thread of its own, as the poll thread or a start may."""
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with lock:
-            held.set()
-            release.wait(FORK_DEADLINE)
-
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    try:
-        assert held.wait(NOTIFY_TIMEOUT)
-        yield
-    finally:
-        release.set()
-        thread.join(NOTIFY_TIMEOUT)
 
 
 @pytest.mark.filterwarnings(
@@ -370,8 +320,8 @@ def test_a_child_forked_while_a_lock_is_held_follows_changes(
         return published.wait(CHILD_TIMEOUT)
 
     try:
-        with _held_by_another_thread(getattr(follower, lock)):
-            status = _run_in_child(child)
+        with held_by_another_thread(getattr(follower, lock)):
+            status = run_in_child(child, CHILD_TIMEOUT + 10.0)
     finally:
         follower.stop()
 

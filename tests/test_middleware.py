@@ -12,10 +12,6 @@ import gc
 import json
 import logging
 import math
-import os
-import signal
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -23,6 +19,7 @@ from typing import Any
 
 import pytest
 from flask import Flask, current_app, request, url_for
+from forking import held_by_another_thread, run_in_child
 from sqlalchemy import create_engine, event, text
 from werkzeug.test import Client, EnvironBuilder, TestResponse, run_wsgi_app
 from werkzeug.wrappers import Request, Response
@@ -1716,55 +1713,8 @@ def test_infinite_waits_are_refused(
 
 # -- fork -----------------------------------------------------------------------
 
+
 #: Bounds the parent's wait for a forked child: a child stuck on a lock is killed.
-FORK_DEADLINE = 15.0
-
-
-def _run_in_child(child: Callable[[], bool]) -> int | None:
-    """Fork; the child's exit status says whether ``child()`` held (None: hung).
-
-    The child never returns to pytest: it reports through its exit status only
-    (0 yes, 1 no, 2 it raised). A child alive after ``FORK_DEADLINE`` is killed.
-    """
-    pid = os.fork()
-    if pid == 0:
-        status = 2
-        try:
-            status = 0 if child() else 1
-        finally:
-            os._exit(status)
-    deadline = time.monotonic() + FORK_DEADLINE
-    pause = threading.Event()
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        pause.wait(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    return None
-
-
-@contextmanager
-def _held_by_another_thread(lock: Any) -> Iterator[None]:
-    """``lock`` held by a thread of its own, as a racing first lookup would."""
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with lock:
-            held.set()
-            release.wait(FORK_DEADLINE)
-
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    try:
-        assert held.wait(5.0)
-        yield
-    finally:
-        release.set()
-        thread.join(5.0)
-
-
 def _fork_hooks_of(kind: type) -> int:
     return sum(1 for owner in list(forks._hooks) if isinstance(owner, kind))
 
@@ -1819,7 +1769,7 @@ def test_a_child_forked_while_the_follow_lock_is_held_looks_tenants_up(
         response = fetch(client, "acme.example.com")
         return response.status_code == 200 and response.get_json()["tenant"] == "acme"
 
-    with _held_by_another_thread(dispatcher._follow_lock):
-        status = _run_in_child(child)
+    with held_by_another_thread(dispatcher._follow_lock):
+        status = run_in_child(child)
     assert status is not None, "the child hung: it inherited a held lock"
     assert status == 0, f"the child could not look acme up (status {status})"

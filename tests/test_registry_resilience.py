@@ -6,8 +6,6 @@ held), B7 (every change published exactly once per process).
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import threading
 import time
@@ -17,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from forking import held_by_another_thread, run_in_child
 from sqlalchemy import Connection, create_engine, make_url, text
 
 from dispatcher import RegistryUnavailable, TenantChange, TenantRegistry
@@ -186,47 +185,18 @@ def test_timeout_invalid(database_url: str, timeout: Any, error: type) -> None:
 # -- B5: a fork while another thread holds a registry lock --------------------------
 
 
-def wait_for_child(pid: int, timeout: float = HUNG) -> int:
-    """The child's exit status; a child still running after ``timeout`` is killed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    pytest.fail(f"the forked child still ran after {timeout} s: a lock stayed held")
-
-
 def test_fork_while_the_follow_lock_is_held(registry: TenantRegistry) -> None:
     registry.create_tenant("acme", owner_email="o@acme.test", subdomain="acme")
     registry.follow(poll_interval=3600)
-    held, release = threading.Event(), threading.Event()
 
-    def hold() -> None:
-        with registry._follow_lock:
-            held.set()
-            release.wait(HUNG)
+    def child() -> bool:
+        follower = registry.follow(poll_interval=3600)
+        return follower.running and registry.find_by_subdomain("acme") is not None
 
-    holder = threading.Thread(target=hold, daemon=True)
-    holder.start()
-    assert held.wait(HUNG)
-    try:
-        pid = os.fork()
-        if pid == 0:  # the child: report through the exit status only
-            code = 1
-            try:
-                follower = registry.follow(poll_interval=3600)
-                tenant = registry.find_by_subdomain("acme")
-                code = 0 if follower.running and tenant is not None else 2
-            finally:
-                os._exit(code)
-    finally:
-        release.set()
-        holder.join(HUNG)
+    with held_by_another_thread(registry._follow_lock):
+        status = run_in_child(child, HUNG)
 
-    assert wait_for_child(pid) == 0
+    assert status == 0, "the forked child hung on a lock or could not look up"
 
 
 # -- B7: every change published exactly once per process ---------------------------
