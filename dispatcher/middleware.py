@@ -76,6 +76,7 @@ from dispatcher.resolve import (
     first_segment,
     is_apex,
     match_mount,
+    normalise_base_domain,
     normalise_mount_prefix,
     parse_host,
     request_host,
@@ -200,7 +201,7 @@ class TenantDispatcher:
             _check_finite("poll_interval", poll_interval)
         self.registry = registry
         self.create_app = create_app
-        self.base_domain = _check_base_domain(base_domain)
+        self.base_domain = normalise_base_domain(base_domain)
         self.path_routing = bool(path_routing)
         self.path_routing_hosts = _check_path_routing_hosts(
             path_routing_hosts, self.path_routing, self.base_domain
@@ -591,24 +592,6 @@ def _check_number(
 def _check_finite(name: str, value: float) -> None:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number of seconds, not {value!r}")
-
-
-def _check_base_domain(base_domain: str | None) -> str | None:
-    if base_domain is None:
-        return None
-    if not isinstance(base_domain, str):
-        raise TypeError(
-            f"base_domain must be a host name, not {type(base_domain).__name__}"
-        )
-    try:
-        host = parse_host(base_domain)
-    except InvalidHost as e:
-        raise ValueError(f"base_domain {base_domain!r} is not a host name: {e}") from e
-    if ":" in base_domain or host.startswith("["):
-        raise ValueError(
-            f"base_domain {base_domain!r} must be a host name without a port"
-        )
-    return host
 
 
 def _check_path_routing_hosts(

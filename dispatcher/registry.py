@@ -76,7 +76,6 @@ from dispatcher import forks
 from dispatcher.exceptions import (
     Conflict,
     DomainTaken,
-    InvalidHost,
     InvalidName,
     OwnerExists,
     RegistryError,
@@ -87,7 +86,7 @@ from dispatcher.exceptions import (
     TooManyDomains,
 )
 from dispatcher.follower import ChangeFollower
-from dispatcher.resolve import parse_host
+from dispatcher.resolve import normalise_base_domain
 from dispatcher.tenant import (
     RESYNC,
     NewNames,
@@ -245,7 +244,7 @@ class TenantRegistry:
                 "starting with a letter"
             )
         self.reserved = frozenset(label.lower() for label in reserved)
-        self.base_domain = _check_base_domain(base_domain)
+        self.base_domain = normalise_base_domain(base_domain)
         self.max_domains = _check_max_domains(max_domains)
         self.channel = channel
         self.engine = engine
@@ -1249,25 +1248,6 @@ def _check_max_domains(max_domains: int) -> int:
     if max_domains < 1:
         raise ValueError(f"max_domains must be at least 1, not {max_domains}")
     return max_domains
-
-
-def _check_base_domain(base_domain: str | None) -> str | None:
-    """Normalise the base domain as the dispatcher does (``parse_host``)."""
-    if base_domain is None:
-        return None
-    if not isinstance(base_domain, str):
-        raise TypeError(
-            f"base_domain must be a host name, not {type(base_domain).__name__}"
-        )
-    try:
-        host = parse_host(base_domain)
-    except InvalidHost as e:
-        raise ValueError(f"base_domain {base_domain!r} is not a host name: {e}") from e
-    if ":" in base_domain or host.startswith("["):
-        raise ValueError(
-            f"base_domain {base_domain!r} must be a host name without a port"
-        )
-    return host
 
 
 def _create_engine(url: str | URL, timeout: float) -> Engine:

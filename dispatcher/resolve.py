@@ -35,6 +35,7 @@ __all__ = [
     "first_segment",
     "is_apex",
     "match_mount",
+    "normalise_base_domain",
     "normalise_mount_prefix",
     "parse_host",
     "request_host",
@@ -393,3 +394,30 @@ def normalise_mount_prefix(prefix: str) -> str:
     if rule:
         raise ValueError(f"mount prefix {_show(prefix)} {rule}")
     return normalised
+
+
+def normalise_base_domain(base_domain: str | None) -> str | None:
+    """Check a configured base domain; return it as :func:`parse_host` does.
+
+    The dispatcher routes ``<label>.<base_domain>`` by it and the registry
+    refuses custom domains under it, so both normalise it here, alike.
+
+    :raise TypeError: If it is neither a string nor None.
+    :raise ValueError: If it is not a host name, or has a port or is an IPv6
+        address; the message names the value and the rule.
+    """
+    if base_domain is None:
+        return None
+    if not isinstance(base_domain, str):
+        raise TypeError(
+            f"base_domain must be a host name, not {type(base_domain).__name__}"
+        )
+    try:
+        host = parse_host(base_domain)
+    except InvalidHost as e:
+        raise ValueError(f"base_domain {base_domain!r} is not a host name: {e}") from e
+    if ":" in base_domain or host.startswith("["):
+        raise ValueError(
+            f"base_domain {base_domain!r} must be a host name without a port"
+        )
+    return host
