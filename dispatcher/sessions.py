@@ -27,8 +27,9 @@ logging into A overwrites (logs you out of) B. :func:`init_tenant_sessions`
 fixes both:
 
 - **A key per tenant.** ``SECRET_KEY`` is HKDF-SHA256 (RFC 5869) of the
-  deployment secret with the tenant's slug and a label of this library as
-  context: stable across processes and restarts, different for every slug,
+  deployment secret with the tenant's slug, its creation time and a label of
+  this library as context (a tenant that takes a deleted one's slug gets a
+  key of its own): stable across processes and restarts, different for every slug,
   and no tenant's key tells anything about another's or the deployment
   secret. A cookie signed for A fails B's signature check.
 - **A cookie per tenant.** :class:`TenantSessionInterface` sets the cookie's
@@ -103,33 +104,46 @@ def hkdf_sha256(ikm: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
     return okm[:length]
 
 
-def derive_tenant_secret(secret: str | bytes, slug: str) -> bytes:
-    """Tenant ``slug``'s session key, derived from the deployment ``secret``."""
+def derive_tenant_secret(secret: str | bytes, tenant: Tenant) -> bytes:
+    """``tenant``'s session key, derived from the deployment ``secret``.
+
+    The context is the tenant's slug and the moment it was created: a slug is
+    not a tenant's identity, since a deleted tenant's slug can be taken again
+    (a signup, ``tenantctl remove`` then ``add``), and the new tenant must not
+    accept the sessions of the old one.
+    """
     ikm = _secret_bytes(secret, "secret")
-    if not slug:
-        raise ValueError("slug must not be empty: the key is derived from it")
+    if not isinstance(tenant, Tenant):
+        raise TypeError(
+            f"tenant must be the Tenant snapshot create_app receives, "
+            f"not {type(tenant).__name__}"
+        )
+    # Whole microseconds since the epoch: the same whatever time zone the
+    # database hands the timestamp back in.
+    created = round(tenant.created_at.timestamp() * 1_000_000)
+    context = f"{tenant.slug}\0{created}".encode()
     return hkdf_sha256(
-        ikm, salt=b"", info=_SESSION_KEY_LABEL + slug.encode(), length=_KEY_BYTES
+        ikm, salt=b"", info=_SESSION_KEY_LABEL + context, length=_KEY_BYTES
     )
 
 
 def init_tenant_sessions(
     app: Flask,
-    tenant: Tenant | str,
+    tenant: Tenant,
     secret: str | bytes,
     *,
     previous_secrets: Iterable[str | bytes] = (),
 ) -> None:
     """Give ``app`` tenant ``tenant``'s session key and tenant-scoped cookies.
 
-    ``tenant`` is the snapshot ``create_app`` receives, or its slug. Sets
+    ``tenant`` is the snapshot ``create_app`` receives. Sets
     ``SECRET_KEY``, ``SECRET_KEY_FALLBACKS`` (from ``previous_secrets``) and
     the app's session interface; see the module docstring.
     """
-    slug = tenant.slug if isinstance(tenant, Tenant) else tenant
-    key = derive_tenant_secret(secret, slug)
+    key = derive_tenant_secret(secret, tenant)
+    slug = tenant.slug
     fallbacks = [
-        derive_tenant_secret(_secret_bytes(old, f"previous_secrets[{i}]"), slug)
+        derive_tenant_secret(_secret_bytes(old, f"previous_secrets[{i}]"), tenant)
         for i, old in enumerate(previous_secrets)
     ]
     for name in ("SESSION_COOKIE_DOMAIN", "SESSION_COOKIE_PATH"):

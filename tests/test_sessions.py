@@ -9,6 +9,7 @@ First the pieces on bare Flask apps, then through a real
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from flask import Flask, session
 from werkzeug.http import parse_cookie
 from werkzeug.test import Client, TestResponse
 
-from dispatcher import Tenant, TenantDispatcher, TenantRegistry
+from dispatcher import Tenant, TenantDispatcher, TenantRegistry, TenantStatus
 from dispatcher.sessions import (
     MIN_SECRET_BYTES,
     derive_tenant_secret,
@@ -27,20 +28,41 @@ from dispatcher.sessions import (
 )
 
 SECRET = "deployment-secret-" + "x" * 32
+CREATED = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
 OLD_SECRET = "old-deployment-secret-" + "y" * 32
 BASE = "example.com"
 
 
+def snapshot(slug: str, created: dt.datetime = CREATED) -> Tenant:
+    """A tenant snapshot as the registry would hand it to create_app."""
+    return Tenant(
+        slug=slug,
+        owner_email=f"owner@{slug}.test",
+        owner_name=None,
+        subdomain=slug,
+        path_prefix=slug,
+        domains=(),
+        config={},
+        status=TenantStatus.ACTIVE,
+        disabled_reason=None,
+        version=1,
+        created_at=created,
+        updated_at=created,
+    )
+
+
 def make_app(
-    slug: str,
+    slug: str | Tenant,
     secret: str | bytes = SECRET,
     previous: tuple[str | bytes, ...] = (),
     **config: Any,
 ) -> Flask:
     """A tenant app with a login: what every test below logs into."""
+    tenant = snapshot(slug) if isinstance(slug, str) else slug
+    slug = tenant.slug
     app = Flask(__name__)
     app.config.update(TESTING=True, **config)
-    init_tenant_sessions(app, slug, secret, previous_secrets=previous)
+    init_tenant_sessions(app, tenant, secret, previous_secrets=previous)
 
     @app.post("/login/<user>")
     def login(user: str) -> dict[str, Any]:
@@ -101,23 +123,24 @@ def test_hkdf_matches_rfc_5869_test_case_1() -> None:
 
 
 def test_derived_keys_are_stable() -> None:
-    key = derive_tenant_secret(SECRET, "acme")
+    key = derive_tenant_secret(SECRET, snapshot("acme"))
     assert len(key) == 32
-    assert derive_tenant_secret(SECRET, "acme") == key
-    assert derive_tenant_secret(SECRET.encode(), "acme") == key
+    assert derive_tenant_secret(SECRET, snapshot("acme")) == key
+    assert derive_tenant_secret(SECRET.encode(), snapshot("acme")) == key
     # Pinned: a change to the derivation would log every user out. Computed
-    # by hand: HMAC(HMAC(32 zero bytes, secret), label + slug + 0x01).
+    # by hand: HMAC(HMAC(32 zero bytes, secret), label + slug + NUL + the
+    # creation time in microseconds since the epoch + 0x01).
     assert key.hex() == (
-        "9b9c52db120c4e77fd2eb2849161174bc2a4d27561be4fd9252b14895b4e0141"
+        "b5524a48e3a4c81a52d817b3037970b51d9023ca228c8349e3ff9facfe6166b2"
     )
 
 
 def test_derived_keys_differ_per_slug_and_per_secret() -> None:
     keys = {
-        derive_tenant_secret(SECRET, "acme"),
-        derive_tenant_secret(SECRET, "beta"),
-        derive_tenant_secret(SECRET, "acme2"),
-        derive_tenant_secret(OLD_SECRET, "acme"),
+        derive_tenant_secret(SECRET, snapshot("acme")),
+        derive_tenant_secret(SECRET, snapshot("beta")),
+        derive_tenant_secret(SECRET, snapshot("acme2")),
+        derive_tenant_secret(OLD_SECRET, snapshot("acme")),
     }
     assert len(keys) == 4
     assert SECRET.encode() not in keys
@@ -125,9 +148,9 @@ def test_derived_keys_differ_per_slug_and_per_secret() -> None:
 
 def test_the_app_gets_the_derived_key() -> None:
     app = make_app("acme", previous=(OLD_SECRET,))
-    assert app.secret_key == derive_tenant_secret(SECRET, "acme")
+    assert app.secret_key == derive_tenant_secret(SECRET, snapshot("acme"))
     assert app.config["SECRET_KEY_FALLBACKS"] == [
-        derive_tenant_secret(OLD_SECRET, "acme")
+        derive_tenant_secret(OLD_SECRET, snapshot("acme"))
     ]
 
 
@@ -159,31 +182,44 @@ def test_a_weak_secret_is_refused(
 
 def test_a_short_secret_is_refused_without_echoing_it() -> None:
     with pytest.raises(ValueError) as raised:
-        derive_tenant_secret("hunter2", "acme")
+        derive_tenant_secret("hunter2", snapshot("acme"))
     assert "hunter2" not in str(raised.value)
     assert str(MIN_SECRET_BYTES) in str(raised.value)
 
 
 @pytest.mark.parametrize(
-    ("secret", "slug", "error", "message"),
+    ("secret", "tenant", "error", "message"),
     [
-        pytest.param(None, "acme", TypeError, "must be str or bytes", id="none"),
-        pytest.param(12, "acme", TypeError, "not int", id="int"),
-        pytest.param(SECRET, "", ValueError, "slug must not be empty", id="no-slug"),
+        pytest.param(None, snapshot("acme"), TypeError, "str or bytes", id="none"),
+        pytest.param(12, snapshot("acme"), TypeError, "not int", id="int"),
+        pytest.param(SECRET, "acme", TypeError, "the Tenant snapshot", id="slug"),
     ],
 )
 def test_bad_arguments_are_refused(
-    secret: Any, slug: str, error: type[Exception], message: str
+    secret: Any, tenant: Any, error: type[Exception], message: str
 ) -> None:
     with pytest.raises(error, match=message):
-        derive_tenant_secret(secret, slug)
+        derive_tenant_secret(secret, tenant)
 
 
-def test_the_tenant_snapshot_names_the_slug(registry: TenantRegistry) -> None:
-    tenant = registry.create_tenant("acme", owner_email="ada@acme.test")
-    app = Flask(__name__)
-    init_tenant_sessions(app, tenant, SECRET)
-    assert app.secret_key == derive_tenant_secret(SECRET, "acme")
+def test_a_tenant_has_one_key_however_it_was_read(registry: TenantRegistry) -> None:
+    created = registry.create_tenant("acme", owner_email="ada@acme.test")
+    read = registry.get_tenant("acme")
+    later = registry.update_config("acme", {"greeting": "hi"})
+    keys = {derive_tenant_secret(SECRET, t) for t in (created, read, later)}
+    assert len(keys) == 1
+
+
+def test_a_new_tenant_on_a_deleted_tenants_slug_refuses_its_sessions(
+    registry: TenantRegistry,
+) -> None:
+    old = make_app(registry.create_tenant("acme", owner_email="mallory@evil.test"))
+    cookie = session_cookie(login(old, "admin"))
+    registry.delete_tenant("acme")
+    new = make_app(registry.create_tenant("acme", owner_email="victim@corp.test"))
+
+    assert user_with_cookie(old, cookie) == "admin"
+    assert user_with_cookie(new, cookie) is None
 
 
 # -- cookies on bare apps ---------------------------------------------------------
