@@ -197,7 +197,8 @@ def guard_input(environ: WSGIEnvironment) -> None:
             length = int(environ.get("CONTENT_LENGTH", ""))
         except ValueError:
             pass  # malformed: werkzeug then reads no body at all
-    environ["wsgi.input"] = RequestBody(stream, length)
+    kind = _RequestBodyInto if hasattr(stream, "readinto") else RequestBody
+    environ["wsgi.input"] = kind(stream, length)
 
 
 class RequestBody:
@@ -208,7 +209,8 @@ class RequestBody:
         the stream ending before ``length`` bytes is an incomplete request.
 
     Offers what PEP 3333 promises of ``wsgi.input`` (``read``, ``readline``,
-    ``readlines``, iteration) and nothing else.
+    ``readlines``, iteration), ``readinto`` where the server's stream has it,
+    and passes any other attribute (``fileno``, ``seek``) through.
     """
 
     __slots__ = ("_stream", "_missing")
@@ -217,24 +219,29 @@ class RequestBody:
         self._stream = stream
         self._missing = length if length is not None and length > 0 else 0
 
-    def read(self, *size: int | None) -> bytes:
-        try:
-            data: bytes = self._stream.read(*size)
-        except Exception as e:
-            if not _is_read_error(e):
-                raise
-            raise _unreadable(e) from e
-        whole = not size or size[0] is None or size[0] < 0
-        return self._count(data, ended=whole or (not data and size[0] != 0))
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
-    def readline(self, *size: int | None) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         try:
-            line: bytes = self._stream.readline(*size)
+            data: bytes = self._stream.read(size)
         except Exception as e:
             if not _is_read_error(e):
                 raise
             raise _unreadable(e) from e
-        return self._count(line, ended=not line and (not size or size[0] != 0))
+        whole = size is None or size < 0
+        self._count(len(data), ended=whole or (not data and size != 0))
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        try:
+            line: bytes = self._stream.readline(size)
+        except Exception as e:
+            if not _is_read_error(e):
+                raise
+            raise _unreadable(e) from e
+        self._count(len(line), ended=not line and size != 0)
+        return line
 
     def readlines(self, hint: int | None = -1) -> list[bytes]:
         lines, total = [], 0
@@ -254,15 +261,33 @@ class RequestBody:
             raise StopIteration
         return line
 
-    def _count(self, data: bytes, *, ended: bool) -> bytes:
+    def _count(self, size: int, *, ended: bool) -> None:
+        """Count ``size`` bytes read; if the body ``ended`` short, a 400."""
         if self._missing:
-            self._missing = max(0, self._missing - len(data))
+            self._missing = max(0, self._missing - size)
             if ended and self._missing:
                 raise ClientDisconnected(
                     f"The request body ended {self._missing} bytes short of "
                     "its Content-Length."
                 )
-        return data
+
+
+class _RequestBodyInto(RequestBody):
+    """A :class:`RequestBody` over a stream with ``readinto`` (werkzeug's
+    ``LimitedStream`` prefers it, so it gets the same translation)."""
+
+    __slots__ = ()
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            count: int = self._stream.readinto(buffer)
+        except Exception as e:
+            if not _is_read_error(e):
+                raise
+            raise _unreadable(e) from e
+        # Nothing read into a non-empty buffer: the stream has ended.
+        self._count(count, ended=not count and len(memoryview(buffer)) > 0)
+        return count
 
 
 def _is_read_error(error: Exception) -> bool:

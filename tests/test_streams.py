@@ -32,7 +32,7 @@ from werkzeug.serving import DechunkedInput
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from dispatcher import TenantDispatcher, TenantRegistry
-from dispatcher.streams import RequestBody
+from dispatcher.streams import RequestBody, guard_input
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -446,3 +446,48 @@ def test_every_way_of_reading_stops_at_a_body_shorter_than_its_length(
 )
 def test_a_body_of_its_length_reads_whole(read: Callable[[RequestBody], bytes]) -> None:
     assert read(RequestBody(io.BytesIO(b"a=1\nb=2"), 7)) == b"a=1\nb=2"
+
+
+def _guarded(stream: Any, length: int | None = None) -> Any:
+    environ: dict[str, Any] = {"wsgi.input": stream}
+    if length is None:
+        environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+    else:
+        environ["CONTENT_LENGTH"] = str(length)
+    guard_input(environ)
+    return environ["wsgi.input"]
+
+
+def test_sizes_may_be_passed_by_keyword_as_to_the_servers_stream() -> None:
+    body = _guarded(_gunicorn_chunked(b"3\r\na=1\r\n0\r\n\r\n"))
+    assert body.read(size=2) == b"a="
+    assert body.readline(size=5) == b"1"
+    assert body.read(size=None) == b""
+
+
+def test_readinto_is_offered_only_where_the_servers_stream_has_it() -> None:
+    assert not hasattr(_guarded(_gunicorn_chunked(b"0\r\n\r\n")), "readinto")
+    body = _guarded(io.BufferedReader(io.BytesIO(b"a=1&b=2")), 7)
+    buffer = bytearray(16)
+    assert body.readinto(buffer) == 7
+    assert bytes(buffer[:7]) == b"a=1&b=2"
+
+
+def test_readinto_turns_a_malformed_body_into_a_400() -> None:
+    body = _guarded(DechunkedInput(io.BytesIO(b"zz\r\nbad\r\n")))
+    with pytest.raises(ClientDisconnected):
+        body.readinto(bytearray(16))
+    short = _guarded(io.BufferedReader(io.BytesIO(b"a=1")), 10)
+    buffer = bytearray(16)
+    with pytest.raises(ClientDisconnected):
+        while short.readinto(buffer):
+            pass
+
+
+def test_other_attributes_are_the_servers_streams(tmp_path: Path) -> None:
+    path = tmp_path / "body"
+    path.write_bytes(b"a=1")
+    with path.open("rb") as file:
+        body = _guarded(file, 3)
+        assert body.fileno() == file.fileno()
+        assert body.read() == b"a=1"
