@@ -258,14 +258,14 @@ class TenantDispatcher:
         # The hit path, inlined because it runs on every request: a Host seen
         # before and valid, whose tenant's app is built, fresh and not retired.
         # Entry.acquire() is spelled out: append a lease, then check retired.
-        # An absolute-form target (RAW_URI "http://host/...") names the host
-        # instead of the Host header: left to _host_key.
+        # An absolute-form target (RAW_URI, or REQUEST_URI under uWSGI, is
+        # "http://host/...") names the host instead of Host: left to _host_key.
         entry = self._routes.get(self._host_keys.get(environ.get("HTTP_HOST")))  # type: ignore[arg-type]
         if (
             entry is not None
             and self._timer() < entry.expires_at
             and not self._mount_prefixes
-            and (environ.get("RAW_URI") or "/")[0] == "/"
+            and (environ.get("RAW_URI") or environ.get("REQUEST_URI") or "/")[0] == "/"
         ):
             entry.leases.append(None)
             if not entry.retired:
@@ -327,7 +327,10 @@ class TenantDispatcher:
         """The normalised host to look tenants up by; "" if it names none, and
         :data:`_PATH_HOST` if tenants are found by path on it."""
         raw: str | None = environ.get("HTTP_HOST")
-        authority = target_authority(environ.get("RAW_URI"))
+        # RAW_URI: gunicorn, werkzeug; REQUEST_URI: uWSGI (werkzeug sets both).
+        authority = target_authority(
+            environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        )
         if authority is not None:
             # RFC 9112 section 3.2.2: the target's host wins over Host, and the
             # tenant app must see the host it was routed by, as under werkzeug.

@@ -614,9 +614,11 @@ def test_http_1_0_without_host_or_server_name_is_400(
 # -- absolute-form request targets ----------------------------------------------
 
 
-def _absolute_form(host: str | None, target: str, path: str) -> dict[str, Any]:
+def _absolute_form(
+    host: str | None, target: str, path: str, variable: str = "RAW_URI"
+) -> dict[str, Any]:
     """The environ gunicorn makes of ``GET <target>`` with this Host header:
-    RAW_URI is the target as sent, PATH_INFO its path."""
+    RAW_URI is the target as sent, PATH_INFO its path (uWSGI: REQUEST_URI)."""
     builder = EnvironBuilder(path, base_url="http://placeholder.test/")
     try:
         environ = builder.get_environ()
@@ -625,7 +627,9 @@ def _absolute_form(host: str | None, target: str, path: str) -> dict[str, Any]:
     del environ["HTTP_HOST"]
     if host is not None:
         environ["HTTP_HOST"] = host
-    environ["RAW_URI"] = target
+    for name in ("RAW_URI", "REQUEST_URI"):  # EnvironBuilder sets both
+        environ.pop(name, None)
+    environ[variable] = target
     return environ
 
 
@@ -669,17 +673,20 @@ def _absolute_form(host: str | None, target: str, path: str) -> dict[str, Any]:
         ),
     ],
 )
+@pytest.mark.parametrize("variable", ["RAW_URI", "REQUEST_URI"])
 def test_absolute_form_target_wins_over_host(
     client: Client,
     host: str | None,
     target: str,
     path: str,
     expected: tuple[str, str, str, str] | None,
+    variable: str,
 ) -> None:
     """RFC 9112 section 3.2.2: the host in an absolute-form target wins, also
     for a Host whose tenant is hot, and the tenant app sees that host."""
     assert fetch(client, "beta.example.com").status_code == 200  # hot
-    response = call(client.application, _absolute_form(host, target, path))
+    environ = _absolute_form(host, target, path, variable)
+    response = call(client.application, environ)
     if expected is None:
         assert response.status_code == 404
         return
