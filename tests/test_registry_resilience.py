@@ -17,8 +17,15 @@ from typing import Any
 import pytest
 from forking import held_by_another_thread, run_in_child
 from sqlalchemy import Connection, create_engine, make_url, text
+from werkzeug.exceptions import NotFound
+from werkzeug.test import Client, TestResponse
 
-from dispatcher import RegistryUnavailable, TenantChange, TenantRegistry
+from dispatcher import (
+    RegistryUnavailable,
+    TenantChange,
+    TenantDispatcher,
+    TenantRegistry,
+)
 
 #: The registry's timeout in these tests: small, so the tests are quick.
 TIMEOUT = 0.5
@@ -126,6 +133,27 @@ def test_lookup_behind_a_lock_gives_up(
     assert isinstance(result, RegistryUnavailable), result
     assert quick.url in str(result)
     assert TIMEOUT * 0.8 <= elapsed < BOUNDED
+
+
+def test_a_request_behind_a_lock_gets_503_in_bounded_time(
+    quick: TenantRegistry, table_locked: None
+) -> None:
+    """What the issue asks of the server: a 503, not a worker hung till killed."""
+    dispatcher = TenantDispatcher(
+        quick, lambda tenant: NotFound(), base_domain="example.com", poll_interval=None
+    )
+    client = Client(dispatcher)
+    try:
+        response, elapsed = call_bounded(
+            lambda: client.get("/", base_url="http://acme.example.com/")
+        )
+    finally:
+        dispatcher.close()
+
+    assert isinstance(response, TestResponse), response
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert elapsed < BOUNDED
 
 
 def test_lookup_after_the_lock_is_released(
