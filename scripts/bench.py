@@ -678,8 +678,6 @@ def main() -> None:
                 drop()
         rows += bench_memory(sqlite("memory"), 10_000 // scale, 100 // scale)
         rows += bench_flood(sqlite("flood"), 100_000 // scale)
-        rows += bench_hung_tenant(sqlite("hung"), 10.0 / scale)
-        rows += bench_signup_cost(sqlite("signup"), 1000 // scale)
         rows += bench_invalidation(sqlite("inv"), "SQLite, poll every 1 s", 30 // scale)
         rows += bench_poll_cost(sqlite("poll"), "SQLite", 100_000 // scale)
         if pg:
@@ -692,6 +690,8 @@ def main() -> None:
                     rows += bench(url, *args)  # type: ignore[operator]
                 finally:
                     drop()
+        rows += bench_hung_tenant(sqlite("hung"), 10.0 / scale)
+        rows += bench_signup_cost(sqlite("signup"), 1000 // scale)
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
     print("| measure | figure | against |")
     print("|---|---|---|")
