@@ -24,7 +24,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from threading import Lock
 from typing import Any
@@ -403,54 +404,29 @@ def bench_invalidation(
 ) -> list[tuple[str, str, str]]:
     """Commit → the last worker's first response built from the new version."""
     registry = registry_with(url, 1, prefix="inv")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DISPATCHER_DATABASE_URL": url,
-        "DISPATCHER_BASE_DOMAIN": "example.com",
-        "DISPATCHER_APP_FACTORY": "bench:probe_app",
-        "DISPATCHER_POLL_INTERVAL": "1",
-        "PYTHONPATH": str(Path(__file__).parent),
-    }
-    command = [sys.executable, "-m", "gunicorn", "-w", str(workers)]
-    command += ["--bind", f"127.0.0.1:{port}", "--no-control-socket"]
-    server = subprocess.Popen(
-        [*command, "dispatcher.wsgi:application"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     host = "inv0.example.com"
     latencies: list[float] = []
+    options = ["-w", str(workers)]
+    follow = {"DISPATCHER_POLL_INTERVAL": "1"}
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                _http(port, host)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("gunicorn did not start") from None
-                time.sleep(0.05)
-        pids: set[str] = set()
-        for _ in range(400):  # every worker builds the app and starts following
-            pids.add(_http(port, host)[1].split()[0])
-            if len(pids) == workers and _ > 100:
-                break
-        for i in range(changes):
-            version = registry.update_config("inv0", {"n": i}).version
-            committed = time.perf_counter()
-            fresh: dict[str, float] = {}
-            while len(fresh) < workers and time.perf_counter() - committed < 10:
-                status, body = _http(port, host)
-                pid, seen = body.split()
-                if int(seen) >= version and pid not in fresh:
-                    fresh[pid] = time.perf_counter() - committed
-            latencies.append(max(fresh.values()))
-            time.sleep(0.3)  # let the workers settle between changes
+        with gunicorn(url, "bench:probe_app", host, options, **follow) as port:
+            pids: set[str] = set()
+            for _ in range(400):  # every worker builds the app and starts following
+                pids.add(_http(port, host)[1].split()[0])
+                if len(pids) == workers and _ > 100:
+                    break
+            for i in range(changes):
+                version = registry.update_config("inv0", {"n": i}).version
+                committed = time.perf_counter()
+                fresh: dict[str, float] = {}
+                while len(fresh) < workers and time.perf_counter() - committed < 10:
+                    status, body = _http(port, host)
+                    pid, seen = body.split()
+                    if int(seen) >= version and pid not in fresh:
+                        fresh[pid] = time.perf_counter() - committed
+                latencies.append(max(fresh.values()))
+                time.sleep(0.3)  # let the workers settle between changes
     finally:
-        server.terminate()
-        server.wait(timeout=30)
         registry.close()
     return [
         (
@@ -506,21 +482,8 @@ def bench_hung_tenant(
     for slug in ("healthy", "hung"):
         registry.create_tenant(slug, owner_email=f"o@{slug}.test", subdomain=slug)
     registry.close()
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DISPATCHER_DATABASE_URL": url,
-        "DISPATCHER_BASE_DOMAIN": "example.com",
-        "DISPATCHER_APP_FACTORY": "hung_tenant_app:create_app",
-        "HUNG_TENANT_SLUGS": "hung",
-        "PYTHONPATH": str(Path(__file__).parent),
-    }
-    command = [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "4"]
-    command += ["-w", "2", "--bind", f"127.0.0.1:{port}", "--no-control-socket"]
-    command += ["--graceful-timeout", "1", "dispatcher.wsgi:application"]
-    server = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    options = ["-k", "gthread", "--threads", "4", "-w", "2", "--graceful-timeout", "1"]
+    healthy = "healthy.example.com"
     stop = threading.Event()
     answers: list[int] = []
 
@@ -531,22 +494,19 @@ def bench_hung_tenant(
             except OSError:
                 answers.append(0)  # timed out: a request stuck behind the build
 
-    try:
-        _wait_for(port, "healthy.example.com")
-        _healthy_latencies(port, "healthy.example.com", 1.0)  # warm both workers
-        alone = _healthy_latencies(port, "healthy.example.com", duration)
+    factory = "hung_tenant_app:create_app"
+    with gunicorn(url, factory, healthy, options, HUNG_TENANT_SLUGS="hung") as port:
+        _healthy_latencies(port, healthy, 1.0)  # warm both workers
+        alone = _healthy_latencies(port, healthy, duration)
         hammers = [threading.Thread(target=hammer) for _ in range(clients)]
         for thread in hammers:
             thread.start()
         try:
-            during = _healthy_latencies(port, "healthy.example.com", duration)
+            during = _healthy_latencies(port, healthy, duration)
         finally:
             stop.set()
             for thread in hammers:
                 thread.join(timeout=15)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     fast_503 = sum(1 for status in answers if status == 503)
 
     def figures(times: list[float]) -> str:
@@ -569,16 +529,43 @@ def bench_hung_tenant(
     ]
 
 
-def _wait_for(port: int, host: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _http(port, host)
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("gunicorn did not start") from None
-            time.sleep(0.05)
+@contextmanager
+def gunicorn(
+    url: str, factory: str, host: str, options: list[str], **env: str
+) -> Iterator[int]:
+    """gunicorn serving ``dispatcher.wsgi`` with ``factory``; yields its port
+    once ``host`` answers, and stops it afterwards."""
+    port = _free_port()
+    environ = {
+        **os.environ,
+        "DISPATCHER_DATABASE_URL": url,
+        "DISPATCHER_BASE_DOMAIN": "example.com",
+        "DISPATCHER_APP_FACTORY": factory,
+        "PYTHONPATH": str(Path(__file__).parent),
+        **env,
+    }
+    command = [sys.executable, "-m", "gunicorn", *options]
+    command += ["--bind", f"127.0.0.1:{port}", "--no-control-socket"]
+    server = subprocess.Popen(
+        [*command, "dispatcher.wsgi:application"],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _http(port, host)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("gunicorn did not start") from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def bench_signup_cost(url: str, hosts: int) -> list[tuple[str, str, str]]:
