@@ -223,23 +223,13 @@ class RequestBody:
         return getattr(self._stream, name)
 
     def read(self, size: int | None = -1) -> bytes:
-        try:
-            data: bytes = self._stream.read(size)
-        except Exception as e:
-            if not _is_read_error(e):
-                raise
-            raise _unreadable(e) from e
+        data: bytes = _client_errors(self._stream.read, size)
         whole = size is None or size < 0
         self._count(len(data), ended=whole or (not data and size != 0))
         return data
 
     def readline(self, size: int | None = -1) -> bytes:
-        try:
-            line: bytes = self._stream.readline(size)
-        except Exception as e:
-            if not _is_read_error(e):
-                raise
-            raise _unreadable(e) from e
+        line: bytes = _client_errors(self._stream.readline, size)
         self._count(len(line), ended=not line and size != 0)
         return line
 
@@ -279,15 +269,20 @@ class _RequestBodyInto(RequestBody):
     __slots__ = ()
 
     def readinto(self, buffer: Any) -> int:
-        try:
-            count: int = self._stream.readinto(buffer)
-        except Exception as e:
-            if not _is_read_error(e):
-                raise
-            raise _unreadable(e) from e
+        count: int = _client_errors(self._stream.readinto, buffer)
         # Nothing read into a non-empty buffer: the stream has ended.
         self._count(count, ended=not count and len(memoryview(buffer)) > 0)
         return count
+
+
+def _client_errors(read: Callable[[Any], Any], argument: Any) -> Any:
+    """``read(argument)``, with the server's body-parsing errors as a 400."""
+    try:
+        return read(argument)
+    except Exception as e:
+        if not _is_read_error(e):
+            raise
+        raise _unreadable(e) from e
 
 
 def _is_read_error(error: Exception) -> bool:
