@@ -4,6 +4,7 @@ from dispatcher.cache import BuildFailed as BuildFailed
 from dispatcher.cache import BuildTimeout as BuildTimeout
 from dispatcher.cache import CacheStats as CacheStats
 from dispatcher.cache import default_teardown as default_teardown
+from dispatcher.changes import TenantChange as TenantChange
 from dispatcher.context import current_tenant as current_tenant
 from dispatcher.context import tenant_from_environ as tenant_from_environ
 from dispatcher.context import tenant_url as tenant_url
@@ -31,7 +32,6 @@ from dispatcher.sessions import TenantSessionInterface as TenantSessionInterface
 from dispatcher.sessions import init_tenant_sessions as init_tenant_sessions
 from dispatcher.tenant import NewTenant as NewTenant
 from dispatcher.tenant import Tenant as Tenant
-from dispatcher.tenant import TenantChange as TenantChange
 from dispatcher.tenant import TenantStatus as TenantStatus
 
 __all__ = [

@@ -5,7 +5,8 @@ The tree, so callers can catch as narrowly or as widely as they need::
     DispatcherError
     ├── InvalidName (also ValueError)    a slug, label, host or e-mail breaks a rule
     ├── InvalidConfig (also ValueError)  a tenant config that is not a JSON object
-    ├── InvalidHost (also ValueError)    a request's Host header is malformed
+    ├── InvalidRequest (also ValueError) a request names its tenant malformedly
+    │   └── InvalidHost                  its Host header is malformed
     └── RegistryError
         ├── TenantNotFound (also LookupError)
         ├── Conflict
@@ -35,7 +36,11 @@ class InvalidConfig(DispatcherError, ValueError):
     """A tenant config is not a JSON object with string keys."""
 
 
-class InvalidHost(DispatcherError, ValueError):
+class InvalidRequest(DispatcherError, ValueError):
+    """A request names its tenant in a malformed way; answered with 400."""
+
+
+class InvalidHost(InvalidRequest):
     """A request's Host header is malformed; answered with 400."""
 
 

@@ -32,8 +32,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from dispatcher import forks
+from dispatcher.changes import Operation, TenantChange
 from dispatcher.exceptions import RegistryError
-from dispatcher.tenant import RESYNC, TenantChange
 
 if TYPE_CHECKING:
     from dispatcher.registry import TenantRegistry, _Listener
@@ -161,7 +161,7 @@ class ChangeFollower:
     def _poll(self) -> int:
         if self.generation is None:
             self.generation = self.registry.latest_generation()
-            self.publish(TenantChange(self.generation, "", RESYNC))
+            self.publish(TenantChange(self.generation, "", Operation.RESYNC))
             return 0
         published = 0
         while True:

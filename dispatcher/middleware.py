@@ -70,6 +70,7 @@ from dispatcher.cache import (
     Timer,
     default_teardown,
 )
+from dispatcher.changes import Names, Operation, TenantChange
 from dispatcher.exceptions import InvalidHost, RegistryUnavailable, SchemaMissing
 from dispatcher.registry import TenantRegistry
 from dispatcher.resolve import (
@@ -84,7 +85,7 @@ from dispatcher.resolve import (
     target_authority,
 )
 from dispatcher.streams import Leases, guard_input
-from dispatcher.tenant import RESYNC, NewNames, Tenant, TenantChange
+from dispatcher.tenant import Tenant
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -437,18 +438,18 @@ class TenantDispatcher:
 
     def invalidate(self, change: TenantChange) -> bool:
         """Apply a change from the registry's feed: evict the app if older."""
-        if change.operation == RESYNC:
+        if change.operation is Operation.RESYNC:
             # What was built before the follower started may predate changes
             # it will never report.
             self._cache.clear()
             return True
-        if change.names is not None:
+        if change.added is not None:
             # The change says which names it made route to its tenant: only
             # those may have been unknown or routed elsewhere until now.
             evicted = self._cache.invalidate(
                 change.slug, change.generation, names_changed=False
             )
-            keys = self._routing_keys(change.names)
+            keys = self._routing_keys(change.added)
             if keys:
                 self._cache.forget_unknown(keys)
             return evicted
@@ -465,7 +466,7 @@ class TenantDispatcher:
             self._cache.forget_routes(_is_host_key)
         return evicted
 
-    def _routing_keys(self, names: NewNames) -> list[str]:
+    def _routing_keys(self, names: Names) -> list[str]:
         """The routing keys under which requests for ``names`` are cached."""
         hosts = list(names.domains)
         if names.subdomain is not None and self.base_domain is not None:
@@ -541,9 +542,9 @@ class _Outage:
         )
 
 
-_NEW_HOSTS = frozenset({"created", "domain_added"})
+_NEW_HOSTS = frozenset({Operation.CREATED, Operation.DOMAIN_ADDED})
 # Changes that can make a name that was unknown route to a tenant.
-_NEW_NAMES = _NEW_HOSTS | {"subdomain", "path_prefix"}
+_NEW_NAMES = _NEW_HOSTS | {Operation.SUBDOMAIN, Operation.PATH_PREFIX}
 
 
 def _is_host_key(key: object) -> bool:

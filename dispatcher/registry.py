@@ -26,14 +26,13 @@ would not). Writes wait longer for each other: ``write_timeout``.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
 import re
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from importlib.resources import files
 from itertools import groupby, islice
@@ -73,6 +72,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import flag_modified
 
 from dispatcher import forks
+from dispatcher.changes import NO_NAMES, Names, Operation, TenantChange
 from dispatcher.exceptions import (
     Conflict,
     DomainTaken,
@@ -86,16 +86,13 @@ from dispatcher.exceptions import (
     TooManyDomains,
 )
 from dispatcher.follower import ChangeFollower
+from dispatcher.models import Change as ChangeRow
+from dispatcher.models import Domain as DomainRow
+from dispatcher.models import Tenant as TenantRow
+from dispatcher.models import TenantStatus
+from dispatcher.models import User as UserRow
 from dispatcher.resolve import normalise_base_domain
-from dispatcher.tenant import (
-    RESYNC,
-    NewNames,
-    NewTenant,
-    Tenant,
-    TenantChange,
-    freeze,
-    thaw,
-)
+from dispatcher.tenant import NewTenant, Tenant, aware, freeze, thaw, utcnow
 from dispatcher.validation import (
     DEFAULT_RESERVED,
     check_config,
@@ -105,11 +102,6 @@ from dispatcher.validation import (
     normalise_label,
     normalise_owner_name,
 )
-from models import Change as ChangeRow
-from models import Domain as DomainRow
-from models import Tenant as TenantRow
-from models import TenantStatus
-from models import User as UserRow
 
 __all__ = ["ImportResult", "ImportStatus", "TenantRegistry", "alembic_config"]
 
@@ -173,7 +165,7 @@ _BY_HOST_OR_SUBDOMAIN = _SNAPSHOTS.where(
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config for the bundled migrations, bound to ``connection``."""
     config = Config()
-    config.set_main_option("script_location", str(files("migrations")))
+    config.set_main_option("script_location", str(files("dispatcher.migrations")))
     if connection is not None:
         config.attributes["connection"] = connection
     return config
@@ -391,7 +383,7 @@ class TenantRegistry:
             mine = g in self._published
             if self._published and min(self._published) <= g:
                 self._published = {p for p in self._published if p > g}
-            if change.operation != RESYNC:
+            if change.operation is not Operation.RESYNC:
                 self._followed = max(self._followed, g)
         if not mine:
             self._publish((change,))
@@ -441,9 +433,7 @@ class TenantRegistry:
             .limit(limit)
         )
         return [
-            TenantChange(
-                row.generation, row.slug, row.operation, _names_from_json(row.names)
-            )
+            TenantChange.from_row(row.generation, row.slug, row.operation, row.names)
             for row in self._read(statement)
         ]
 
@@ -645,7 +635,7 @@ class TenantRegistry:
                 ],
             )
             tx.session.add(row)
-            tx.record(row, "created", _names_of(spec))
+            tx.record(row, Operation.CREATED, added=Names.of(spec))
             row.created_at = row.updated_at
             return tx.snapshot(row)
 
@@ -662,7 +652,7 @@ class TenantRegistry:
                 row.config = config
                 # The ORM compares with ==, where True == 1: say it changed.
                 flag_modified(row, "config")
-                tx.record(row, "config")
+                tx.record(row, Operation.CONFIG)
             return tx.snapshot(row)
 
     def unset_config(self, slug: str, *keys: str) -> Tenant:
@@ -674,7 +664,7 @@ class TenantRegistry:
                 row.config = config
                 # The ORM compares with ==, where True == 1: say it changed.
                 flag_modified(row, "config")
-                tx.record(row, "config")
+                tx.record(row, Operation.CONFIG)
             return tx.snapshot(row)
 
     def disable_tenant(self, slug: str, reason: str | None = None) -> Tenant:
@@ -685,7 +675,7 @@ class TenantRegistry:
             if row.status is not TenantStatus.DISABLED or row.disabled_reason != reason:
                 row.status = TenantStatus.DISABLED
                 row.disabled_reason = reason
-                tx.record(row, "disabled")
+                tx.record(row, Operation.DISABLED)
             return tx.snapshot(row)
 
     def enable_tenant(self, slug: str) -> Tenant:
@@ -695,14 +685,16 @@ class TenantRegistry:
             if row.status is not TenantStatus.ACTIVE:
                 row.status = TenantStatus.ACTIVE
                 row.disabled_reason = None
-                tx.record(row, "enabled")
+                tx.record(row, Operation.ENABLED)
             return tx.snapshot(row)
 
     def delete_tenant(self, slug: str) -> None:
         """Delete the tenant and its domains; its owner's account stays."""
         with self._transaction() as tx:
             row = tx.tenant(slug)
-            tx.record(row, "deleted")
+            hosts = tuple(domain.host for domain in row.domains)
+            removed = Names(row.subdomain, row.path_prefix, hosts)
+            tx.record(row, Operation.DELETED, removed=removed)
             tx.session.delete(row)
 
     def set_subdomain(self, slug: str, subdomain: str | None) -> Tenant:
@@ -712,8 +704,11 @@ class TenantRegistry:
             row = tx.tenant(slug)
             if label != row.subdomain:
                 tx.check_free(NewTenant(row.slug, "", subdomain=label), exists=True)
+                removed = Names(subdomain=row.subdomain)
                 row.subdomain = label
-                tx.record(row, "subdomain", NewNames(subdomain=label))
+                tx.record(
+                    row, Operation.SUBDOMAIN, Names(subdomain=label), removed=removed
+                )
             return tx.snapshot(row)
 
     def set_path_prefix(self, slug: str, path_prefix: str | None) -> Tenant:
@@ -723,8 +718,14 @@ class TenantRegistry:
             row = tx.tenant(slug)
             if label != row.path_prefix:
                 tx.check_free(NewTenant(row.slug, "", path_prefix=label), exists=True)
+                removed = Names(path_prefix=row.path_prefix)
                 row.path_prefix = label
-                tx.record(row, "path_prefix", NewNames(path_prefix=label))
+                tx.record(
+                    row,
+                    Operation.PATH_PREFIX,
+                    Names(path_prefix=label),
+                    removed=removed,
+                )
             return tx.snapshot(row)
 
     def add_domain(self, slug: str, host: str, *, primary: bool = False) -> Tenant:
@@ -749,7 +750,7 @@ class TenantRegistry:
                 current[host].is_primary = True
             else:
                 row.domains.append(DomainRow(host=host, is_primary=make_primary))
-            tx.record(row, "domain_added", NewNames(domains=(host,)))
+            tx.record(row, Operation.DOMAIN_ADDED, Names(domains=(host,)))
             return tx.snapshot(row)
 
     def remove_domain(self, slug: str, host: str) -> Tenant:
@@ -764,7 +765,7 @@ class TenantRegistry:
             if domain.is_primary and row.domains:
                 tx.session.flush()
                 min(row.domains, key=lambda d: d.id).is_primary = True
-            tx.record(row, "domain_removed")
+            tx.record(row, Operation.DOMAIN_REMOVED, removed=Names(domains=(host,)))
             return tx.snapshot(row)
 
     def import_tenants(
@@ -969,13 +970,19 @@ class _Transaction:
                 raise DomainTaken(f"host name {host!r} is already taken")
 
     def record(
-        self, row: TenantRow, operation: str, names: NewNames | None = None
+        self,
+        row: TenantRow,
+        operation: Operation,
+        added: Names = NO_NAMES,
+        *,
+        removed: Names = NO_NAMES,
     ) -> None:
         """Append to the change feed; the tenant's version becomes its generation.
 
-        ``names``: what the change made route to the tenant (none by default).
+        ``added`` and ``removed``: the names the change made route to the
+        tenant, and those it stopped routing to it.
         """
-        names = NewNames() if names is None else names
+        change = TenantChange(0, row.slug, operation, added, removed)
         # Core, not the ORM: an autoflush here would write a new tenant before
         # it has the version this statement hands out.
         generation: int = (
@@ -985,15 +992,15 @@ class _Transaction:
                 {
                     "slug": row.slug,
                     "operation": operation,
-                    "names": _names_to_json(names),
-                    "changed_at": _utcnow(),
+                    "names": change.names_to_json(),
+                    "changed_at": utcnow(),
                 },
             )
             .scalar_one()
         )
         row.version = generation
-        row.updated_at = _utcnow()
-        self.changes.append(TenantChange(generation, row.slug, operation, names))
+        row.updated_at = utcnow()
+        self.changes.append(replace(change, generation=generation))
 
     def snapshot(self, row: TenantRow) -> Tenant:
         self.session.flush()
@@ -1009,8 +1016,8 @@ class _Transaction:
             status=row.status,
             disabled_reason=row.disabled_reason,
             version=row.version,
-            created_at=_aware(row.created_at),
-            updated_at=_aware(row.updated_at),
+            created_at=aware(row.created_at),
+            updated_at=aware(row.updated_at),
         )
 
     def bulk_create(self, specs: Sequence[NewTenant]) -> None:
@@ -1038,6 +1045,10 @@ class _Transaction:
                     new_owners,
                 )
             )
+        changes = [
+            TenantChange(0, spec.slug, Operation.CREATED, Names.of(spec))
+            for spec in specs
+        ]
         generations = s.scalars(
             insert(ChangeRow).returning(
                 ChangeRow.generation, sort_by_parameter_order=True
@@ -1045,10 +1056,10 @@ class _Transaction:
             [
                 {
                     "slug": spec.slug,
-                    "operation": "created",
-                    "names": _names_to_json(_names_of(spec)),
+                    "operation": Operation.CREATED,
+                    "names": change.names_to_json(),
                 }
-                for spec in specs
+                for spec, change in zip(specs, changes, strict=True)
             ],
         ).all()
         tenant_ids = s.scalars(
@@ -1074,8 +1085,8 @@ class _Transaction:
         if domains:
             s.execute(insert(DomainRow), domains)
         self.changes.extend(
-            TenantChange(generation, spec.slug, "created", _names_of(spec))
-            for spec, generation in zip(specs, generations, strict=True)
+            replace(change, generation=generation)
+            for change, generation in zip(changes, generations, strict=True)
         )
 
 
@@ -1210,34 +1221,11 @@ def _snapshots(rows: Iterable[Row[Any]]) -> list[Tenant]:
                 status=TenantStatus(first.status),
                 disabled_reason=first.disabled_reason,
                 version=first.version,
-                created_at=_aware(first.created_at),
-                updated_at=_aware(first.updated_at),
+                created_at=aware(first.created_at),
+                updated_at=aware(first.updated_at),
             )
         )
     return tenants
-
-
-def _names_of(spec: NewTenant) -> NewNames:
-    return NewNames(spec.subdomain, spec.path_prefix, spec.domains)
-
-
-def _names_to_json(names: NewNames) -> dict[str, Any]:
-    return {
-        "subdomain": names.subdomain,
-        "path_prefix": names.path_prefix,
-        "domains": list(names.domains),
-    }
-
-
-def _names_from_json(value: Any) -> NewNames | None:
-    """The stored names; None (unknown) for rows older than the column."""
-    if not isinstance(value, Mapping):
-        return None
-    return NewNames(
-        subdomain=value.get("subdomain"),
-        path_prefix=value.get("path_prefix"),
-        domains=tuple(value.get("domains") or ()),
-    )
 
 
 def _check_max_domains(max_domains: int) -> int:
@@ -1361,12 +1349,3 @@ def _clean_text(value: str | None) -> str | None:
         return None
     value = value.strip()
     return value or None
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

@@ -1,29 +1,44 @@
-"""Immutable snapshots the registry hands out instead of live ORM rows."""
+"""Immutable snapshots the registry hands out instead of live ORM rows.
+
+Plain values only: importing this module imports no ORM, so tenant apps and
+:mod:`dispatcher.context` can use it without the registry's machinery.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from models import TenantStatus
-
 __all__ = [
-    "RESYNC",
     "NewTenant",
-    "NewNames",
     "Tenant",
-    "TenantChange",
     "TenantStatus",
+    "aware",
     "freeze",
     "thaw",
+    "utcnow",
 ]
 
-#: The operation of a change that means "anything may have changed": a
-#: follower that starts cannot know what happened before it did.
-RESYNC = "resync"
+
+class TenantStatus(StrEnum):
+    """Whether a tenant is served."""
+
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+def utcnow() -> dt.datetime:
+    """The current time in UTC, as every timestamp of the registry is stored."""
+    return dt.datetime.now(dt.UTC)
+
+
+def aware(value: dt.datetime) -> dt.datetime:
+    """``value`` marked as UTC if it is naive (SQLite hands back naive ones)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 def freeze(value: Any) -> Any:
@@ -101,24 +116,3 @@ class NewTenant:
     #: Custom host names, the primary one first.
     domains: tuple[str, ...] = ()
     config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-
-
-@dataclass(frozen=True, slots=True)
-class NewNames:
-    """The names a change made route to its tenant (all normalised)."""
-
-    subdomain: str | None = None
-    path_prefix: str | None = None
-    domains: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class TenantChange:
-    """One entry of the registry's change feed."""
-
-    generation: int
-    slug: str
-    operation: str
-    #: What the change made route to the tenant, so a process forgets only
-    #: those "unknown name" answers; None when not recorded: any name may have.
-    names: NewNames | None = None

@@ -12,8 +12,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
+from dispatcher.models import Base
 from dispatcher.settings import database_url
-from models import Base
 
 config = context.config
 

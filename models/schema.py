@@ -9,7 +9,6 @@ write from smuggling an upper-case spelling past them.
 from __future__ import annotations
 
 import datetime as dt
-import enum
 from typing import Any
 
 from sqlalchemy import (
@@ -28,6 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from dispatcher.tenant import TenantStatus, utcnow
+
 # Deterministic constraint names, so migrations can refer to them on every backend.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -38,18 +39,9 @@ NAMING_CONVENTION = {
 }
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {dict[str, Any]: JSON}
-
-
-class TenantStatus(enum.StrEnum):
-    ACTIVE = "active"
-    DISABLED = "disabled"
 
 
 class User(Base):
@@ -62,7 +54,7 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=_utcnow
+        DateTime(timezone=True), default=utcnow
     )
 
     tenants: Mapped[list[Tenant]] = relationship(back_populates="owner")
@@ -102,10 +94,10 @@ class Tenant(Base):
     # re-created under an old slug never repeats a version a cache may hold.
     version: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=_utcnow
+        DateTime(timezone=True), default=utcnow
     )
     updated_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=_utcnow, onupdate=_utcnow
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
 
     owner: Mapped[User] = relationship(back_populates="tenants")
@@ -140,7 +132,7 @@ class Domain(Base):
     host: Mapped[str] = mapped_column(String(253), unique=True)
     is_primary: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=_utcnow
+        DateTime(timezone=True), default=utcnow
     )
 
     tenant: Mapped[Tenant] = relationship(back_populates="domains")
@@ -168,5 +160,5 @@ class Change(Base):
     # older than revision 0002, read back as "unknown".
     names: Mapped[dict[str, Any] | None]
     changed_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=_utcnow
+        DateTime(timezone=True), default=utcnow
     )

@@ -16,9 +16,11 @@ from forking import held_by_another_thread, run_in_child
 from werkzeug.test import Client
 
 from dispatcher import Tenant, TenantChange, TenantDispatcher, TenantRegistry
+from dispatcher.changes import Operation
 from dispatcher.follower import ChangeFollower
 from dispatcher.registry import _Listener
-from dispatcher.tenant import RESYNC
+
+RESYNC = Operation.RESYNC
 
 #: Bounds a real wait for a notification; far above the expected ~10 ms.
 NOTIFY_TIMEOUT = 5.0

@@ -25,7 +25,7 @@ from werkzeug.test import Client, EnvironBuilder, TestResponse, run_wsgi_app
 from werkzeug.wrappers import Request, Response
 
 from dispatcher import Tenant, TenantDispatcher, TenantRegistry, current_tenant, forks
-from dispatcher.tenant import NewNames, TenantChange
+from dispatcher.changes import Names, TenantChange
 
 BASE = "example.com"
 
@@ -1250,7 +1250,7 @@ def test_a_new_domain_with_its_names_wins_over_a_subdomain_already_served(
         tenant.version,
         "alpha",
         "domain_added",
-        NewNames(domains=("beta.example.com",)),
+        Names(domains=("beta.example.com",)),
     )
     client.application.invalidate(change)  # type: ignore[attr-defined]
     registry.clear()

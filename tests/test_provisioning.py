@@ -26,8 +26,8 @@ from dispatcher.exceptions import (
     TenantExists,
     TenantNotFound,
 )
+from dispatcher.models import TenantStatus
 from dispatcher.provisioning import Provisioner, ProvisioningFailed
-from models import TenantStatus
 
 BASE = "example.com"
 OWNER = "ada@acme.test"

@@ -35,7 +35,7 @@ from dispatcher import (
     TenantStatus,
     TooManyDomains,
 )
-from dispatcher.tenant import NewNames
+from dispatcher.changes import Names
 from dispatcher.validation import MAX_CONFIG_BYTES
 
 Write = Callable[[TenantRegistry], object]
@@ -868,7 +868,7 @@ def test_enable_appends_one_change(registry: TenantRegistry, acme: Tenant) -> No
     tenant = registry.enable_tenant("acme")
 
     assert registry.changes_since(generation) == [
-        TenantChange(tenant.version, "acme", "enabled", NewNames())
+        TenantChange(tenant.version, "acme", "enabled", Names())
     ]
 
 
@@ -917,7 +917,7 @@ def test_subscribe_receives_change(registry: TenantRegistry) -> None:
     registry.disable_tenant("acme")
 
     assert received == registry.changes_since(0)
-    assert received[0] == TenantChange(tenant.version, "acme", "created", NewNames())
+    assert received[0] == TenantChange(tenant.version, "acme", "created", Names())
 
 
 def test_subscribe_called_after_commit(
@@ -1999,7 +1999,7 @@ def test_existing_owner_allowed_by_default(registry: TenantRegistry) -> None:
 
 # -- changes carry the names they introduce (issue 9, C14b) ----------------------
 
-ACME_NAMES = NewNames("acme", "acme", ("shop.acme.com", "www.acme.com"))
+ACME_NAMES = Names("acme", "acme", ("shop.acme.com", "www.acme.com"))
 
 
 @pytest.mark.parametrize(
@@ -2013,50 +2013,46 @@ ACME_NAMES = NewNames("acme", "acme", ("shop.acme.com", "www.acme.com"))
                 path_prefix="np",
                 domains=["A.new.test", "b.new.test"],
             ),
-            NewNames("new", "np", ("a.new.test", "b.new.test")),
+            Names("new", "np", ("a.new.test", "b.new.test")),
             id="create",
         ),
         pytest.param(
             lambda r: r.create_tenant("new", owner_email="o@new.test"),
-            NewNames(),
+            Names(),
             id="create-no-names",
         ),
         pytest.param(
             lambda r: r.set_subdomain("acme", "Acme2"),
-            NewNames(subdomain="acme2"),
+            Names(subdomain="acme2"),
             id="subdomain",
         ),
-        pytest.param(
-            lambda r: r.set_subdomain("acme", None), NewNames(), id="sub-none"
-        ),
+        pytest.param(lambda r: r.set_subdomain("acme", None), Names(), id="sub-none"),
         pytest.param(
             lambda r: r.set_path_prefix("acme", "acme2"),
-            NewNames(path_prefix="acme2"),
+            Names(path_prefix="acme2"),
             id="path",
         ),
         pytest.param(
             lambda r: r.add_domain("acme", "NEW.acme.com."),
-            NewNames(domains=("new.acme.com",)),
+            Names(domains=("new.acme.com",)),
             id="domain-added",
         ),
         pytest.param(
             lambda r: r.add_domain("acme", "www.acme.com", primary=True),
-            NewNames(domains=("www.acme.com",)),
+            Names(domains=("www.acme.com",)),
             id="domain-promoted",
         ),
         pytest.param(
-            lambda r: r.remove_domain("acme", "www.acme.com"), NewNames(), id="removed"
+            lambda r: r.remove_domain("acme", "www.acme.com"), Names(), id="removed"
         ),
-        pytest.param(
-            lambda r: r.update_config("acme", {"a": 5}), NewNames(), id="conf"
-        ),
-        pytest.param(lambda r: r.unset_config("acme", "a"), NewNames(), id="unset"),
-        pytest.param(lambda r: r.disable_tenant("acme"), NewNames(), id="disable"),
-        pytest.param(lambda r: r.delete_tenant("acme"), NewNames(), id="delete"),
+        pytest.param(lambda r: r.update_config("acme", {"a": 5}), Names(), id="conf"),
+        pytest.param(lambda r: r.unset_config("acme", "a"), Names(), id="unset"),
+        pytest.param(lambda r: r.disable_tenant("acme"), Names(), id="disable"),
+        pytest.param(lambda r: r.delete_tenant("acme"), Names(), id="delete"),
     ],
 )
 def test_change_carries_new_names(
-    registry: TenantRegistry, acme: Tenant, write: Write, names: NewNames
+    registry: TenantRegistry, acme: Tenant, write: Write, names: Names
 ) -> None:
     published: list[TenantChange] = []
     registry.subscribe(published.append)
@@ -2065,7 +2061,7 @@ def test_change_carries_new_names(
     write(registry)
 
     [change] = registry.changes_since(generation)
-    assert change.names == names
+    assert change.added == names
     assert published == [change]
 
 
@@ -2076,7 +2072,7 @@ def test_enable_carries_no_names(registry: TenantRegistry, acme: Tenant) -> None
     registry.enable_tenant("acme")
 
     [change] = registry.changes_since(generation)
-    assert change.names == NewNames()
+    assert change.added == Names()
 
 
 def test_created_change_carries_all_names(
@@ -2103,8 +2099,8 @@ def test_import_changes_carry_names(registry: TenantRegistry) -> None:
     list(registry.import_tenants(specs))
 
     changes = registry.changes_since(0)
-    assert [change.names for change in changes] == [
-        NewNames(spec.subdomain, spec.path_prefix, spec.domains) for spec in specs
+    assert [change.added for change in changes] == [
+        Names(spec.subdomain, spec.path_prefix, spec.domains) for spec in specs
     ]
     assert published == changes
 
@@ -2128,8 +2124,8 @@ def test_changes_without_names_read_back_as_unknown(
 
     first, old = registry.changes_since(0)
 
-    assert first.names == NewNames("acme", None, ())
-    assert (old.slug, old.names) == ("old", None)
+    assert first.added == Names("acme", None, ())
+    assert (old.slug, old.added) == ("old", None)
 
 
 # -- a bounded number of custom domains per tenant (issue 9, E21) ----------------

@@ -28,7 +28,7 @@ from dispatcher.demo.ratelimit import RateLimiter
 from dispatcher.demo.secret import SECRET_FILE, SECRET_VARIABLE
 from dispatcher.demo.signup import CSRF_COOKIE, create_signup_app
 from dispatcher.demo.tenant_app import DEFAULT_COLOUR
-from models import User as UserRow
+from dispatcher.models import User as UserRow
 
 BASE = "localhost"
 APEX = "localhost:8000"

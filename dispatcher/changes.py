@@ -1,0 +1,176 @@
+"""The change feed: what each registry write changed, and how processes hear of it.
+
+Every registry write appends a :class:`TenantChange` to the feed in its own
+transaction. A change says which tenant changed, how (an :class:`Operation`),
+and which names (subdomain, path prefix, custom domains) it made route to the
+tenant or stop routing to it, so a process forgets exactly those routes and
+"unknown name" answers and nothing else.
+
+How processes hear of changes is pluggable, the way httpx takes a
+``transport=``: a :class:`ChangeSource` (the registry) is polled by a
+:class:`~dispatcher.follower.ChangeFollower`; a :class:`Notifier`, if there is
+one, is told of each write at commit and wakes followers at once. PostgreSQL
+has one (:class:`dispatcher.notify.PostgresNotifier`); SQLite has none, and
+followers poll.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from sqlalchemy import Connection
+
+    from dispatcher.tenant import NewTenant, Tenant
+
+__all__ = [
+    "NO_NAMES",
+    "ChangeSource",
+    "Listener",
+    "Names",
+    "Notifier",
+    "Operation",
+    "TenantChange",
+]
+
+
+class Operation(StrEnum):
+    """What a change did to its tenant."""
+
+    CREATED = "created"
+    CONFIG = "config"
+    DISABLED = "disabled"
+    ENABLED = "enabled"
+    DELETED = "deleted"
+    SUBDOMAIN = "subdomain"
+    PATH_PREFIX = "path_prefix"
+    DOMAIN_ADDED = "domain_added"
+    DOMAIN_REMOVED = "domain_removed"
+    #: Not a write: a follower that starts (or resumes) without knowing what
+    #: happened before publishes it, and anything may have changed.
+    RESYNC = "resync"
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """Names that route to a tenant, all normalised."""
+
+    subdomain: str | None = None
+    path_prefix: str | None = None
+    domains: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, tenant: Tenant | NewTenant) -> Names:
+        """Every name that routes to ``tenant``."""
+        return cls(tenant.subdomain, tenant.path_prefix, tuple(tenant.domains))
+
+    def __bool__(self) -> bool:
+        return bool(self.subdomain or self.path_prefix or self.domains)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "subdomain": self.subdomain,
+            "path_prefix": self.path_prefix,
+            "domains": list(self.domains),
+        }
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Names:
+        return cls(
+            subdomain=value.get("subdomain"),
+            path_prefix=value.get("path_prefix"),
+            domains=tuple(value.get("domains") or ()),
+        )
+
+
+#: No names at all.
+NO_NAMES = Names()
+
+
+@dataclass(frozen=True, slots=True)
+class TenantChange:
+    """One entry of the registry's change feed."""
+
+    generation: int
+    slug: str
+    operation: Operation
+    #: The names the change made route to the tenant; None when not recorded
+    #: (a change written before the feed kept names): any name may have.
+    added: Names | None = None
+    #: The names the change stopped routing to the tenant.
+    removed: Names = NO_NAMES
+
+    def __post_init__(self) -> None:
+        # Operation("bogus") raises ValueError naming the value.
+        object.__setattr__(self, "operation", Operation(self.operation))
+
+    @property
+    def names_known(self) -> bool:
+        return self.added is not None
+
+    def names_to_json(self) -> dict[str, Any]:
+        """The feed's ``names`` column for this change."""
+        added = Names() if self.added is None else self.added
+        return {"added": added.to_json(), "removed": self.removed.to_json()}
+
+    @classmethod
+    def from_row(
+        cls, generation: int, slug: str, operation: str, names: Any
+    ) -> TenantChange:
+        """A change read back from the feed, whatever version wrote its names."""
+        added: Names | None = None
+        removed = Names()
+        if isinstance(names, Mapping):
+            if "added" in names:
+                added = Names.from_json(names["added"] or {})
+                removed = Names.from_json(names.get("removed") or {})
+            else:
+                # Written before removed names were kept: the added ones only.
+                added = Names.from_json(names)
+        return cls(generation, slug, Operation(operation), added, removed)
+
+
+class ChangeSource(Protocol):
+    """Where a follower reads the feed: the registry."""
+
+    def changes_since(
+        self, generation: int, *, limit: int = 1000
+    ) -> list[TenantChange]: ...
+
+    def latest_generation(self) -> int: ...
+
+
+class Listener(Protocol):
+    """A connection that waits for a notifier's wake-ups."""
+
+    def wait(self, timeout: float) -> bool:
+        """Whether a wake-up arrived within ``timeout`` seconds."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Listener: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
+
+class Notifier(Protocol):
+    """Tells every process at once that the feed has grown.
+
+    ``notify`` runs inside the write's transaction, so the wake-up is sent if
+    and only if the write commits; ``listen`` opens a :class:`Listener`.
+    """
+
+    def notify(self, connection: Connection, generation: int) -> None: ...
+
+    def listen(self) -> Listener: ...
