@@ -23,6 +23,7 @@ from dispatcher.exceptions import TenantNotFound as TenantNotFound
 from dispatcher.exceptions import TooManyDomains as TooManyDomains
 from dispatcher.middleware import TenantDisabled as TenantDisabled
 from dispatcher.middleware import TenantDispatcher as TenantDispatcher
+from dispatcher.policy import CachePolicy as CachePolicy
 from dispatcher.provisioning import Provisioner as Provisioner
 from dispatcher.provisioning import ProvisioningFailed as ProvisioningFailed
 from dispatcher.registry import ImportResult as ImportResult
@@ -37,6 +38,7 @@ from dispatcher.tenant import TenantStatus as TenantStatus
 __all__ = [
     "BuildFailed",
     "BuildTimeout",
+    "CachePolicy",
     "CacheStats",
     "Conflict",
     "DispatcherError",

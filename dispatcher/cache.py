@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 from cachetools import TLRUCache, TTLCache
 
 from dispatcher.exceptions import DispatcherError, RegistryUnavailable, SchemaMissing
+from dispatcher.policy import CachePolicy
 from dispatcher.tenant import Tenant
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 
 Timer = Callable[[], float]
 Teardown = Callable[["WSGIApplication", Tenant], None]
+
+DEFAULT_POLICY = CachePolicy()
 
 #: Seconds from a build's start during which any number of requests may wait
 #: for it, each no longer than that. A cold burst (dozens of first requests for
@@ -293,12 +296,7 @@ class AppCache:
     """Built apps by routing key, bounded in count and age.
 
     :param build: makes the WSGI app for a tenant snapshot (``create_app``).
-    :param build_timeout: seconds from a build's start after which nobody
-        waits for it any more; requests meanwhile get :class:`BuildTimeout`
-        and the name is backed off for ``failure_backoff``.
-    :param max_waiters: most requests that wait for one build once it has run
-        for :data:`BURST_WAIT` seconds (0: none). Keep it below a worker's
-        threads minus one: a hung build then leaves threads for other tenants.
+    :param policy: sizes, lifetimes and timeouts (see :class:`CachePolicy`).
     :param teardown: called once per evicted app, after its last response.
     :param timer: a monotonic clock in seconds; tests pass a fake one.
     """
@@ -307,26 +305,19 @@ class AppCache:
         self,
         build: Callable[[Tenant], WSGIApplication],
         *,
-        max_apps: int = 1000,
-        app_ttl: float = 3600.0,
-        negative_size: int = 10_000,
-        negative_ttl: float = 5.0,
-        build_timeout: float = 30.0,
-        failure_backoff: float = 5.0,
-        stale_if_error: float | None = None,
-        max_waiters: int = 2,
+        policy: CachePolicy = DEFAULT_POLICY,
         teardown: Teardown = default_teardown,
         timer: Timer = time.monotonic,
     ) -> None:
-        if isinstance(max_waiters, bool) or not isinstance(max_waiters, int):
-            raise TypeError(f"max_waiters must be an integer, not {max_waiters!r}")
-        if max_waiters < 0:
-            raise ValueError(f"max_waiters must be 0 or more, not {max_waiters!r}")
+        if not isinstance(policy, CachePolicy):
+            raise TypeError(f"policy must be a CachePolicy, not {policy!r}")
+        max_apps, app_ttl = policy.max_apps, policy.app_ttl
+        negative_size, negative_ttl = policy.negative_size, policy.negative_ttl
+        build_timeout, failure_backoff = policy.build_timeout, policy.failure_backoff
+        max_waiters, stale_if_error = policy.max_waiters, policy.stale_window
         self._build = build
         self._max_waiters = max_waiters
         self._app_ttl = app_ttl
-        if stale_if_error is None:
-            stale_if_error = app_ttl
         self._build_timeout = build_timeout
         self._failure_backoff = failure_backoff
         self._teardown = teardown

@@ -72,6 +72,7 @@ from dispatcher.cache import (
 )
 from dispatcher.changes import Names, Operation, TenantChange
 from dispatcher.exceptions import InvalidHost, RegistryUnavailable, SchemaMissing
+from dispatcher.policy import CachePolicy
 from dispatcher.registry import TenantRegistry
 from dispatcher.resolve import (
     first_segment,
@@ -93,6 +94,8 @@ if TYPE_CHECKING:
 __all__ = ["TenantDisabled", "TenantDispatcher"]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_POLICY = CachePolicy()
 
 #: The key under which each request's environ carries its :class:`Tenant`.
 ENVIRON_KEY = "dispatcher.tenant"
@@ -126,22 +129,8 @@ class TenantDispatcher:
     :param default_app: answers requests that name no tenant; None: 404.
     :param disabled_app: answers requests for disabled tenants; None: 403.
     :param mounts: fixed WSGI apps by path prefix, served before any tenant.
-    :param max_apps: most tenant apps kept built at once.
-    :param app_ttl: seconds an app is kept after its build.
-    :param negative_ttl: seconds an unknown name is remembered as unknown.
-    :param negative_size: most unknown names remembered.
-    :param build_timeout: seconds a build may take, counted from its start;
-        requests still waiting then get 503, and so do the tenant's requests
-        for ``failure_backoff`` after that.
-    :param max_waiters: most requests that wait for one tenant's build once it
-        has run for a quarter of a second (a cold burst waits in full); the
-        rest get 503 at once. Keep it below a worker's threads.
-    :param failure_backoff: seconds before a failed build is tried again.
-    :param stale_if_error: seconds past ``app_ttl`` an app may still be served
-        while the database is down (default: ``app_ttl``).
-    :param poll_interval: follow other processes' registry writes, polling
-        at most this often (PostgreSQL also wakes on NOTIFY); None: only this
-        registry object's own writes evict.
+    :param policy: how many apps are kept, how long, how long a build may
+        take, and how often other processes' writes are polled for.
     :param retry_after: ``Retry-After`` seconds sent with 503 answers.
     :param teardown: called once per evicted app, after its last response.
     :param timer: a monotonic clock in seconds.
@@ -158,15 +147,7 @@ class TenantDispatcher:
         default_app: WSGIApplication | None = None,
         disabled_app: WSGIApplication | None = None,
         mounts: Mapping[str, WSGIApplication] | None = None,
-        max_apps: int = 1000,
-        app_ttl: float = 3600.0,
-        negative_ttl: float = 5.0,
-        negative_size: int = 10_000,
-        build_timeout: float = 30.0,
-        max_waiters: int = 2,
-        failure_backoff: float = 5.0,
-        stale_if_error: float | None = None,
-        poll_interval: float | None = 1.0,
+        policy: CachePolicy = DEFAULT_POLICY,
         retry_after: int = 5,
         teardown: Teardown = default_teardown,
         timer: Timer = time.monotonic,
@@ -181,25 +162,10 @@ class TenantDispatcher:
                 _check_callable(name, app)
         _check_callable("teardown", teardown)
         _check_callable("timer", timer)
-        _check_number("max_apps", max_apps, integer=True, minimum=1)
-        _check_number("negative_size", negative_size, integer=True, minimum=1)
         _check_number("retry_after", retry_after, integer=True, minimum=1)
-        if stale_if_error is not None:
-            _check_number("stale_if_error", stale_if_error, minimum=0)
-        if poll_interval is not None:
-            _check_number("poll_interval", poll_interval, minimum=0, exclusive=True)
-        for name, value in (
-            ("app_ttl", app_ttl),
-            ("negative_ttl", negative_ttl),
-            ("failure_backoff", failure_backoff),
-        ):
-            _check_number(name, value, minimum=0, exclusive=True)
-        # Waited for with Event.wait, which refuses infinity.
-        _check_number("build_timeout", build_timeout, minimum=0, exclusive=True)
-        _check_finite("build_timeout", build_timeout)
-        _check_number("max_waiters", max_waiters, integer=True, minimum=0)
-        if poll_interval is not None:
-            _check_finite("poll_interval", poll_interval)
+        if not isinstance(policy, CachePolicy):
+            raise TypeError(f"policy must be a CachePolicy, not {policy!r}")
+        self.policy = policy
         self.registry = registry
         self.create_app = create_app
         self.base_domain = normalise_base_domain(base_domain)
@@ -221,14 +187,7 @@ class TenantDispatcher:
         self.retry_after = retry_after
         self._cache = AppCache(
             self._build,
-            max_apps=max_apps,
-            app_ttl=app_ttl,
-            negative_size=negative_size,
-            negative_ttl=negative_ttl,
-            build_timeout=build_timeout,
-            max_waiters=max_waiters,
-            failure_backoff=failure_backoff,
-            stale_if_error=stale_if_error,
+            policy=policy,
             teardown=self._teardown_tenant_app,
             timer=timer,
         )
@@ -243,7 +202,7 @@ class TenantDispatcher:
         # Changes written through this registry object evict at once; with a
         # poll_interval, the registry's follower publishes everyone else's.
         self._unsubscribe = registry.subscribe(self._on_change)
-        self.poll_interval = poll_interval
+        self.poll_interval = policy.poll_interval
         self._following_in: int | None = None
         self._follow_lock = threading.Lock()
         # A forked worker starts afresh: see _forked().

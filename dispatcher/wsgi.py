@@ -16,17 +16,17 @@
 ``DISPATCHER_PATH_ROUTING_HOSTS`` comma-separated hosts, besides the base
                                 domain and its ``www.``, on which ``/<prefix>/``
                                 names a tenant (default none)
-``DISPATCHER_MAX_APPS``         apps kept built (default 1000)
-``DISPATCHER_APP_TTL``          seconds an app is kept (default 3600)
-``DISPATCHER_NEGATIVE_TTL``     seconds an unknown name is remembered (default 5)
-``DISPATCHER_BUILD_TIMEOUT``     seconds a tenant's ``create_app`` may take before
-                                its requests get 503 (default 30)
-``DISPATCHER_MAX_WAITERS``       requests that may wait for one slow build
-                                (default 2; keep it below a worker's threads)
+``DISPATCHER_<SETTING>``        each setting of :class:`~dispatcher.policy.CachePolicy`
+                                by its upper-cased name: ``DISPATCHER_MAX_APPS``
+                                (default 1000), ``_APP_TTL`` (3600 s),
+                                ``_NEGATIVE_SIZE`` (10000), ``_NEGATIVE_TTL``
+                                (5 s), ``_BUILD_TIMEOUT`` (30 s), ``_MAX_WAITERS``
+                                (2; keep it below a worker's threads),
+                                ``_FAILURE_BACKOFF`` (5 s), ``_STALE_IF_ERROR``
+                                (as ``_APP_TTL``), ``_POLL_INTERVAL`` (1 s; 0: do
+                                not follow other processes)
 ``DISPATCHER_DB_TIMEOUT``        seconds a registry read may wait for a lock, a
                                 connection or the server before 503 (default 5)
-``DISPATCHER_POLL_INTERVAL``    seconds between polls of the change feed
-                                (default 1; 0: do not follow other processes)
 ``DISPATCHER_SECRET_KEY``       the deployment secret tenants' session keys are
                                 derived from (at least 32 bytes; the demo makes
                                 ``dispatcher-secret.key`` when it is unset)
@@ -54,6 +54,7 @@ from werkzeug.utils import import_string
 from dispatcher import settings
 from dispatcher.exceptions import RegistryUnavailable
 from dispatcher.middleware import TenantDispatcher
+from dispatcher.policy import CachePolicy
 from dispatcher.registry import DEFAULT_TIMEOUT, TenantRegistry
 from dispatcher.sessions import MIN_SECRET_BYTES
 
@@ -80,7 +81,7 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
     default_factory = _load(environ, "DISPATCHER_DEFAULT_APP", DEFAULT_DEFAULT_APP)
     # The dispatcher checks it; the registry and the signup app need the same.
     base_domain = settings.base_domain(environ)
-    poll_interval = _number(environ, "DISPATCHER_POLL_INTERVAL", 1.0, float)
+    policy = CachePolicy.from_environ(environ)
     # Read by migrate_at_start; a typo should stop the server here too.
     _flag(environ, "DISPATCHER_MIGRATE", True)
     # Read by tenant apps as they are built: a weak one fails the boot, not them.
@@ -94,12 +95,7 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
         "base_domain": base_domain,
         "path_routing": _flag(environ, "DISPATCHER_PATH_ROUTING", True),
         "path_routing_hosts": _list(environ, "DISPATCHER_PATH_ROUTING_HOSTS"),
-        "max_apps": _number(environ, "DISPATCHER_MAX_APPS", 1000, int),
-        "app_ttl": _number(environ, "DISPATCHER_APP_TTL", 3600.0, float),
-        "negative_ttl": _number(environ, "DISPATCHER_NEGATIVE_TTL", 5.0, float),
-        "build_timeout": _number(environ, "DISPATCHER_BUILD_TIMEOUT", 30.0, float),
-        "max_waiters": _number(environ, "DISPATCHER_MAX_WAITERS", 2, int),
-        "poll_interval": poll_interval or None,
+        "policy": policy,
     }
     # No connection yet: engines connect on first use.
     timeout = _number(environ, "DISPATCHER_DB_TIMEOUT", DEFAULT_TIMEOUT, float)
@@ -152,13 +148,7 @@ _VARIABLES = {
     "base_domain": "DISPATCHER_BASE_DOMAIN",
     "path_routing": "DISPATCHER_PATH_ROUTING",
     "path_routing_hosts": "DISPATCHER_PATH_ROUTING_HOSTS",
-    "max_apps": "DISPATCHER_MAX_APPS",
-    "app_ttl": "DISPATCHER_APP_TTL",
-    "negative_ttl": "DISPATCHER_NEGATIVE_TTL",
-    "build_timeout": "DISPATCHER_BUILD_TIMEOUT",
-    "max_waiters": "DISPATCHER_MAX_WAITERS",
     "timeout": "DISPATCHER_DB_TIMEOUT",
-    "poll_interval": "DISPATCHER_POLL_INTERVAL",
 }
 
 

@@ -35,7 +35,7 @@ from sqlalchemy import create_engine, event, make_url, text
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import EnvironBuilder
 
-from dispatcher import TenantDispatcher, TenantRegistry
+from dispatcher import CachePolicy, TenantDispatcher, TenantRegistry
 
 App = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
@@ -259,7 +259,10 @@ def memory_child(kind: str, url: str, tenants: int, max_apps: int) -> str:
     registry = TenantRegistry(url)
     if kind == "ours":
         app: App = TenantDispatcher(
-            registry, hello_flask, base_domain="example.com", max_apps=max_apps
+            registry,
+            hello_flask,
+            base_domain="example.com",
+            policy=CachePolicy(max_apps=max_apps),
         )
     else:
         app = SubdomainDispatcher("example.com", lambda sub: hello_flask())
@@ -322,7 +325,10 @@ def bench_memory(url: str, tenants: int, max_apps: int) -> list[tuple[str, str, 
 def bench_flood(url: str, hosts: int) -> list[tuple[str, str, str]]:
     registry = registry_with(url, 10, prefix="known")
     dispatcher = TenantDispatcher(
-        registry, hello_flask, base_domain="example.com", negative_size=10_000
+        registry,
+        hello_flask,
+        base_domain="example.com",
+        policy=CachePolicy(negative_size=10_000),
     )
     known = [environ_for(f"known{i}.example.com") for i in range(10)]
 
@@ -581,7 +587,8 @@ def bench_signup_cost(url: str, hosts: int) -> list[tuple[str, str, str]]:
         registry,
         lambda tenant: trivial_app,
         base_domain="example.com",
-        poll_interval=3600,  # the follower is polled below, not on a timer
+        # The follower is polled below, not on a timer.
+        policy=CachePolicy(poll_interval=3600),
     )
     environs = [environ_for(f"act{i}.example.com") for i in range(hosts)]
     for environ in environs:

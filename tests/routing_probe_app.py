@@ -16,7 +16,7 @@ import sys
 from flask import Flask, request, url_for
 from werkzeug.serving import run_simple
 
-from dispatcher import Tenant, TenantDispatcher, TenantRegistry
+from dispatcher import CachePolicy, Tenant, TenantDispatcher, TenantRegistry
 from dispatcher.context import current_tenant
 
 BASE = "example.com"
@@ -44,7 +44,7 @@ application = TenantDispatcher(
     create_app,
     base_domain=BASE,
     path_routing=True,
-    poll_interval=None,
+    policy=CachePolicy(poll_interval=None),
 )
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import pytest
 from flask import Flask, Response
+from helpers import with_policy
 from sqlalchemy import URL, QueuePool, create_engine, make_url, text
 from werkzeug.test import Client, EnvironBuilder, TestResponse
 
@@ -39,6 +40,7 @@ from dispatcher import (
     default_teardown,
 )
 from dispatcher.cache import BURST_WAIT, AppCache, Entry
+from dispatcher.policy import CachePolicy
 from dispatcher.tenant import thaw
 
 BASE = "example.test"
@@ -408,7 +410,7 @@ def new_cache(
         # Expired apps are dropped at once unless a test is about keeping them
         # for stale_if_error.
         options.setdefault("stale_if_error", 0)
-        return AppCache(builds, teardown=teardowns, timer=timer, **options)
+        return AppCache(builds, teardown=teardowns, timer=timer, **with_policy(options))
 
     return new
 
@@ -459,7 +461,9 @@ def make_dispatcher(
     ) -> TenantDispatcher:
         options.setdefault("base_domain", BASE)
         options.setdefault("timer", timer)
-        dispatcher = TenantDispatcher(registry or counting, apps, **options)
+        dispatcher = TenantDispatcher(
+            registry or counting, apps, **with_policy(options)
+        )
         made.append(dispatcher)
         return dispatcher
 
@@ -1848,7 +1852,7 @@ def test_a_cold_burst_is_served_whatever_max_waiters(
 ) -> None:
     """Requests that arrive in a build's first moments wait for it, however many."""
     tenant = create(registry, "acme")
-    cache = AppCache(builds, max_waiters=0)  # and the real clock
+    cache = AppCache(builds, policy=CachePolicy(max_waiters=0))  # and the real clock
     lookup = Lookup(tenant)
     builds.hooks["acme"] = partial(time.sleep, 0.007)  # a real 7 ms build
 
@@ -1966,7 +1970,7 @@ def test_max_waiters_is_checked(
     builds: Builds, value: object, error: type[Exception]
 ) -> None:
     with pytest.raises(error, match=f"max_waiters must be .*{value!r}"):
-        AppCache(builds, max_waiters=value)  # type: ignore[arg-type]
+        AppCache(builds, policy=CachePolicy(max_waiters=value))  # type: ignore[arg-type]
 
 
 # -- AppCache: a build never outlives a change that raced it -------------------
@@ -2076,7 +2080,9 @@ def test_a_build_that_returns_no_wsgi_app_fails_and_backs_off(
         calls.append(tenant)
         return returned if len(calls) == 1 else TinyApp(tenant)
 
-    cache = AppCache(build, failure_backoff=5, teardown=teardowns, timer=timer)
+    cache = AppCache(
+        build, teardown=teardowns, timer=timer, policy=CachePolicy(failure_backoff=5)
+    )
     with caplog.at_level(logging.ERROR, logger="dispatcher.cache"):
         with pytest.raises(BuildFailed, match="'acme'"):
             fetch(cache, host("acme"), Lookup(tenant))

@@ -15,7 +15,13 @@ from flask import Flask
 from forking import held_by_another_thread, run_in_child
 from werkzeug.test import Client
 
-from dispatcher import Tenant, TenantChange, TenantDispatcher, TenantRegistry
+from dispatcher import (
+    CachePolicy,
+    Tenant,
+    TenantChange,
+    TenantDispatcher,
+    TenantRegistry,
+)
 from dispatcher.changes import Operation
 from dispatcher.follower import ChangeFollower
 from dispatcher.registry import _Listener
@@ -107,7 +113,10 @@ def test_another_process_write_evicts_the_dispatchers_app(
         "acme", owner_email="o@x.test", subdomain="acme", config={"colour": "red"}
     )
     dispatcher = TenantDispatcher(
-        other, create_app, base_domain="example.com", poll_interval=60
+        other,
+        create_app,
+        base_domain="example.com",
+        policy=CachePolicy(poll_interval=60),
     )
     client = Client(dispatcher)
     assert client.get("/", headers={"Host": "acme.example.com"}).json == {
@@ -136,7 +145,10 @@ def test_a_tenant_created_elsewhere_clears_negative_answers(
     registry: TenantRegistry, other: TenantRegistry
 ) -> None:
     dispatcher = TenantDispatcher(
-        other, create_app, base_domain="example.com", negative_ttl=3600
+        other,
+        create_app,
+        base_domain="example.com",
+        policy=CachePolicy(negative_ttl=3600),
     )
     client = Client(dispatcher)
     assert client.get("/", headers={"Host": "new.example.com"}).status_code == 404
@@ -223,7 +235,10 @@ def test_a_worker_forked_from_a_warm_parent_follows_changes(
         "acme", owner_email="o@x.test", subdomain="acme", config={"n": 0}
     )
     dispatcher = TenantDispatcher(
-        other, create_app, base_domain="example.com", poll_interval=3600
+        other,
+        create_app,
+        base_domain="example.com",
+        policy=CachePolicy(poll_interval=3600),
     )
     client = Client(dispatcher)
     assert client.get("/", headers={"Host": "acme.example.com"}).json == {

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from flask import Flask, current_app, request, url_for
 from forking import held_by_another_thread, run_in_child
+from helpers import with_policy
 from sqlalchemy import create_engine, event, text
 from werkzeug.test import Client, EnvironBuilder, TestResponse, run_wsgi_app
 from werkzeug.wrappers import Request, Response
@@ -211,7 +212,7 @@ def make_dispatcher(
         options.setdefault("base_domain", BASE)
         options.setdefault("path_routing", True)
         factory = options.pop("create_app", create_app)
-        dispatcher = TenantDispatcher(registry, factory, **options)
+        dispatcher = TenantDispatcher(registry, factory, **with_policy(options))
         made.append(dispatcher)
         return dispatcher
 
@@ -1597,7 +1598,7 @@ def test_bad_configuration(
     options = dict(options)
     factory = options.pop("create_app", create_app)
     with pytest.raises(error, match=message):
-        TenantDispatcher(idle_registry, factory, **options)
+        TenantDispatcher(idle_registry, factory, **with_policy(options))
 
 
 @pytest.mark.parametrize(
@@ -1715,7 +1716,7 @@ def test_infinite_waits_are_refused(
     """Event.wait(inf) raises: an infinite wait must fail at configuration."""
     with CountingRegistry(unreachable_url) as down:
         with pytest.raises(ValueError, match=f"{name} must be a finite number"):
-            TenantDispatcher(down, create_app, **{name: math.inf})
+            TenantDispatcher(down, create_app, **with_policy({name: math.inf}))
 
 
 # -- fork -----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from werkzeug.test import Client, TestResponse
 
-from dispatcher import Tenant, TenantDispatcher, TenantRegistry
+from dispatcher import CachePolicy, Tenant, TenantDispatcher, TenantRegistry
 from dispatcher.demo import create_app
 from dispatcher.exceptions import (
     Conflict,
@@ -54,7 +54,7 @@ def dispatcher(
         path_routing=True,
         # No follower thread: only this registry object's own change
         # notification can evict, so it is what these tests prove.
-        poll_interval=None,
+        policy=CachePolicy(poll_interval=None),
     )
     yield dispatcher
     dispatcher.close()

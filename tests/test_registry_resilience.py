@@ -26,6 +26,7 @@ from dispatcher import (
     TenantDispatcher,
     TenantRegistry,
 )
+from dispatcher.policy import CachePolicy
 
 #: The registry's timeout in these tests: small, so the tests are quick.
 TIMEOUT = 0.5
@@ -140,7 +141,10 @@ def test_a_request_behind_a_lock_gets_503_in_bounded_time(
 ) -> None:
     """What the issue asks of the server: a 503, not a worker hung till killed."""
     dispatcher = TenantDispatcher(
-        quick, lambda tenant: NotFound(), base_domain="example.com", poll_interval=None
+        quick,
+        lambda tenant: NotFound(),
+        base_domain="example.com",
+        policy=CachePolicy(poll_interval=None),
     )
     client = Client(dispatcher)
     try:

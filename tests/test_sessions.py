@@ -19,7 +19,13 @@ from flask import Flask, session
 from werkzeug.http import parse_cookie
 from werkzeug.test import Client, TestResponse
 
-from dispatcher import Tenant, TenantDispatcher, TenantRegistry, TenantStatus
+from dispatcher import (
+    CachePolicy,
+    Tenant,
+    TenantDispatcher,
+    TenantRegistry,
+    TenantStatus,
+)
 from dispatcher.sessions import (
     MIN_SECRET_BYTES,
     derive_tenant_secret,
@@ -326,7 +332,11 @@ def site(registry: TenantRegistry) -> Iterator[TenantDispatcher]:
         return make_app(tenant.slug)
 
     site = TenantDispatcher(
-        registry, create_app, base_domain=BASE, path_routing=True, poll_interval=None
+        registry,
+        create_app,
+        base_domain=BASE,
+        path_routing=True,
+        policy=CachePolicy(poll_interval=None),
     )
     yield site
     site.close()

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from werkzeug.test import Client, TestResponse
 
-from dispatcher import Tenant, TenantDispatcher, TenantRegistry
+from dispatcher import CachePolicy, Tenant, TenantDispatcher, TenantRegistry
 from dispatcher.demo import create_app
 from dispatcher.demo.ratelimit import RateLimiter
 from dispatcher.demo.secret import SECRET_FILE, SECRET_VARIABLE
@@ -71,7 +71,7 @@ def make_site(
         default_app=create_signup_app(registry, BASE, limiter=limiter),
         # Only this registry object's own writes evict, synchronously: what these
         # tests check. (test_wsgi runs make_application's defaults, follower on.)
-        poll_interval=None,
+        policy=CachePolicy(poll_interval=None),
     )
 
 
@@ -893,7 +893,7 @@ def test_the_default_limit_is_five_signups_a_minute(
         create_app,
         base_domain=BASE,
         default_app=create_signup_app(local_registry, BASE),
-        poll_interval=None,
+        policy=CachePolicy(poll_interval=None),
     )
     try:
         client = ClientAt(site, "192.0.2.1")

@@ -31,7 +31,7 @@ from werkzeug.exceptions import ClientDisconnected
 from werkzeug.serving import DechunkedInput
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-from dispatcher import TenantDispatcher, TenantRegistry
+from dispatcher import CachePolicy, TenantDispatcher, TenantRegistry
 from dispatcher.streams import RequestBody, guard_input
 
 if TYPE_CHECKING:
@@ -83,8 +83,8 @@ def dispatcher(
         registry,
         lambda tenant: create_app(file_path),
         base_domain=BASE,
-        poll_interval=None,
         teardown=lambda app, tenant: torn.append(tenant.slug),
+        policy=CachePolicy(poll_interval=None),
     )
     yield dispatcher
     dispatcher.close()
