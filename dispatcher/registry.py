@@ -451,6 +451,10 @@ class TenantRegistry:
             raise TenantNotFound(f"no tenant has the slug {slug!r}")
         return tenant
 
+    def find_by_slug(self, slug: str) -> Tenant | None:
+        """The tenant with this slug (normalised), or None."""
+        return self._find(_BY_SLUG, slug)
+
     def find_by_host(self, host: str) -> Tenant | None:
         """The tenant whose custom domain is exactly ``host`` (normalised)."""
         return self._find(_BY_HOST, host)
