@@ -22,8 +22,6 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from sqlalchemy import Connection
 
     from dispatcher.tenant import NewTenant, Tenant
@@ -156,12 +154,7 @@ class Listener(Protocol):
 
     def __enter__(self) -> Listener: ...
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None: ...
+    def __exit__(self, *exc_info: object) -> None: ...
 
 
 class Notifier(Protocol):

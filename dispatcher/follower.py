@@ -1,12 +1,14 @@
-"""Follow the registry's change feed, so every process sees every process's writes.
+"""Follow a change feed, so every process sees every process's writes.
 
 A :class:`ChangeFollower` runs in each process that serves requests. Its poll
-thread asks the registry for changes since the last generation it saw, at most
-every ``poll_interval`` seconds (one primary-key range scan, whatever the number
-of tenants), and hands each change to ``publish``. On PostgreSQL a second thread
-keeps a dedicated connection ``LISTEN``-ing for the registry's ``NOTIFY`` and
-wakes the poll thread at once; a notification lost while disconnected is
-recovered by the next poll. A listener that fails, or whose wait returns early
+thread asks its :class:`~dispatcher.changes.ChangeSource` (the registry) for
+changes since the last generation it saw, at most every ``poll_interval``
+seconds (one primary-key range scan, whatever the number of tenants), and hands
+each change to ``publish``. With a :class:`~dispatcher.changes.Notifier`
+(PostgreSQL's ``LISTEN``/``NOTIFY``) a second thread keeps a listener open and
+wakes the poll thread at once; a wake-up lost while disconnected is recovered
+by the next poll. The follower knows the feed and the notifier, not the
+registry. A listener that fails, or whose wait returns early
 without a notification (a dead connection, an incompatible driver), is
 reconnected after a backoff that doubles from 0.5 s to 10 s, never in a busy
 loop. Neither thread is ever on a request's path.
@@ -32,11 +34,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from dispatcher import forks
-from dispatcher.changes import Operation, TenantChange
+from dispatcher.changes import ChangeSource, Notifier, Operation, TenantChange
 from dispatcher.exceptions import RegistryError
 
 if TYPE_CHECKING:
-    from dispatcher.registry import TenantRegistry, _Listener
+    from dispatcher.changes import Listener
 
 __all__ = ["ChangeFollower"]
 
@@ -53,7 +55,7 @@ _PAGE = 1000
 
 
 class ChangeFollower:
-    """Publishes the registry's changes, whoever wrote them, in this process.
+    """Publishes a feed's changes, whoever wrote them, in this process.
 
     If the newest generation could not be read at start, the first successful
     poll reads it; apps built meanwhile may predate changes it will never see,
@@ -62,12 +64,14 @@ class ChangeFollower:
 
     def __init__(
         self,
-        registry: TenantRegistry,
+        source: ChangeSource,
         publish: Callable[[TenantChange], None],
         *,
+        notifier: Notifier | None = None,
         poll_interval: float = 1.0,
     ) -> None:
-        self.registry = registry
+        self.source = source
+        self.notifier = notifier
         self.publish = publish
         self.poll_interval = poll_interval
         self.generation: int | None = None
@@ -109,7 +113,7 @@ class ChangeFollower:
                 return
             # A fresh start, also after fork: the parent's threads are gone.
             try:
-                self.generation = self.registry.latest_generation()
+                self.generation = self.source.latest_generation()
             except Exception as e:
                 # The poll thread asks again, then publishes RESYNC; it warns
                 # if it cannot either, once for the whole outage.
@@ -118,7 +122,7 @@ class ChangeFollower:
             self._stop = threading.Event()
             self._wake = threading.Event()
             loops = [_poll_loop]
-            if self.registry.can_listen:
+            if self.notifier is not None:
                 loops.append(_listen_loop)
             self._threads = [
                 threading.Thread(
@@ -160,12 +164,12 @@ class ChangeFollower:
 
     def _poll(self) -> int:
         if self.generation is None:
-            self.generation = self.registry.latest_generation()
+            self.generation = self.source.latest_generation()
             self.publish(TenantChange(self.generation, "", Operation.RESYNC))
             return 0
         published = 0
         while True:
-            changes = self.registry.changes_since(self.generation, limit=_PAGE)
+            changes = self.source.changes_since(self.generation, limit=_PAGE)
             for change in changes:
                 self.publish(change)
                 self.generation = change.generation
@@ -215,11 +219,13 @@ def _listen_loop(ref: weakref.ref[ChangeFollower], stop: threading.Event) -> Non
         follower = ref()
         if follower is None:
             return
-        wake = follower._wake
-        listener: _Listener | None = None
+        wake, notifier = follower._wake, follower.notifier
+        if notifier is None:
+            return
+        listener: Listener | None = None
         problem: str | None
         try:
-            listener = follower.registry.listen()
+            listener = notifier.listen()
         except Exception as e:
             worked, problem = False, f"cannot listen for change notifications: {e}"
         # Not while listening: a follower nobody uses must be collectable.
@@ -245,7 +251,7 @@ def _listen_loop(ref: weakref.ref[ChangeFollower], stop: threading.Event) -> Non
 
 
 def _listen(
-    listener: _Listener,
+    listener: Listener,
     ref: weakref.ref[ChangeFollower],
     stop: threading.Event,
     wake: threading.Event,

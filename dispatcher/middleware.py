@@ -201,7 +201,7 @@ class TenantDispatcher:
         self._outage = _Outage(timer)
         # Changes written through this registry object evict at once; with a
         # poll_interval, the registry's follower publishes everyone else's.
-        self._unsubscribe = registry.subscribe(self._on_change)
+        self._unsubscribe = registry.feed.subscribe(self._on_change)
         self.poll_interval = policy.poll_interval
         self._following_in: int | None = None
         self._follow_lock = threading.Lock()
@@ -371,7 +371,7 @@ class TenantDispatcher:
             return
         with self._follow_lock:
             if self._following_in != os.getpid():
-                self.registry.follow(self.poll_interval)
+                self.registry.feed.follow(self.poll_interval)
                 self._following_in = os.getpid()
 
     def _forked(self) -> None:

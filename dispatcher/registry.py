@@ -28,15 +28,13 @@ from __future__ import annotations
 
 import logging
 import math
-import re
-import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from importlib.resources import files
 from itertools import groupby, islice
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from alembic import command
 from alembic.config import Config
@@ -72,25 +70,25 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import flag_modified
 
 from dispatcher import forks
-from dispatcher.changes import NO_NAMES, Names, Operation, TenantChange
+from dispatcher.changes import NO_NAMES, Names, Notifier, Operation, TenantChange
 from dispatcher.exceptions import (
     Conflict,
     DomainTaken,
     InvalidName,
     OwnerExists,
-    RegistryError,
     RegistryUnavailable,
     SchemaMissing,
     TenantExists,
     TenantNotFound,
     TooManyDomains,
 )
-from dispatcher.follower import ChangeFollower
 from dispatcher.models import Change as ChangeRow
 from dispatcher.models import Domain as DomainRow
 from dispatcher.models import Tenant as TenantRow
 from dispatcher.models import TenantStatus
 from dispatcher.models import User as UserRow
+from dispatcher.notify import PostgresNotifier, connect_timeout
+from dispatcher.pubsub import ChangeHub
 from dispatcher.resolve import normalise_base_domain
 from dispatcher.tenant import NewTenant, Tenant, aware, freeze, thaw, utcnow
 from dispatcher.validation import (
@@ -109,7 +107,6 @@ log = logging.getLogger(__name__)
 
 # Any constant works; it only has to be the same in every process.
 _WRITE_LOCK_KEY = 0x7E4A47_5EED
-DEFAULT_CHANNEL = "dispatcher_changes"
 #: Custom domains one tenant may have: every lookup returns them all.
 DEFAULT_MAX_DOMAINS = 100
 #: Seconds a read may wait for a lock, a pooled connection or a connect.
@@ -117,7 +114,6 @@ DEFAULT_TIMEOUT = 5.0
 #: Writes queue behind each other (and behind migrations); they may wait at
 #: least this long.
 MIN_WRITE_TIMEOUT = 30.0
-_CHANNEL = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 _COLUMNS = (
     TenantRow.id,
@@ -192,6 +188,9 @@ class TenantRegistry:
     :param url_or_engine: a SQLAlchemy URL (``sqlite:///file``,
         ``postgresql+psycopg://...``) or an :class:`~sqlalchemy.Engine`.
     :param reserved: labels no tenant may use as subdomain or path prefix.
+    :param notifier: wakes every process's change follower at each commit
+        (:class:`~dispatcher.notify.PostgresNotifier`, which ``"auto"`` picks
+        on PostgreSQL); None: followers only poll (SQLite always does).
     :param base_domain: the dispatcher's base domain (tenants are served as
         ``<subdomain>.<base_domain>``); a custom domain equal to it or under it
         is refused, so it can never take over another tenant's subdomain or a
@@ -210,7 +209,7 @@ class TenantRegistry:
         url_or_engine: str | URL | Engine,
         *,
         reserved: Collection[str] = DEFAULT_RESERVED,
-        channel: str = DEFAULT_CHANNEL,
+        notifier: Notifier | None | Literal["auto"] = "auto",
         base_domain: str | None = None,
         max_domains: int = DEFAULT_MAX_DOMAINS,
         timeout: float = DEFAULT_TIMEOUT,
@@ -230,40 +229,26 @@ class TenantRegistry:
             )
         if isinstance(reserved, str):
             raise TypeError("reserved must be a collection of labels, not a string")
-        if not _CHANNEL.fullmatch(channel):
-            raise ValueError(
-                f"channel {channel!r} must be 1-63 of a-z, 0-9 and '_', "
-                "starting with a letter"
-            )
         self.reserved = frozenset(label.lower() for label in reserved)
         self.base_domain = normalise_base_domain(base_domain)
         self.max_domains = _check_max_domains(max_domains)
-        self.channel = channel
         self.engine = engine
-        self._follower: ChangeFollower | None = None
-        self._follow_lock = threading.Lock()
-        # Decides, for each change, whether the writer or the follower
-        # publishes it; see _publish_written.
-        self._publish_lock = threading.Lock()
-        # Generations this object published itself that the follower will
-        # deliver later: only ones above what it has delivered, so it drains.
-        self._published: set[int] = set()
-        # The newest generation the follower has delivered (not skipped).
-        self._followed = 0
-        self._listeners: tuple[Callable[[TenantChange], None], ...] = ()
+        if notifier == "auto":
+            notifier = None
+            if self._is_postgres:
+                notifier = PostgresNotifier(engine.url, timeout=self.timeout)
+        #: Wakes every process's follower at each commit; None: they poll.
+        self.notifier: Notifier | None = notifier
+        #: Subscribe here to hear this registry's writes (at once) and, once
+        #: following, every other process's (see ChangeHub.follow).
+        self.feed = ChangeHub(self, notifier)
         # One hook per process for all registries: see _forked.
         forks.on_fork_in_child(self, TenantRegistry._forked)
 
     def _forked(self) -> None:
-        """In a forked child: drop the parent's connections, renew the locks.
-
-        Another thread of the parent may have held a lock at the fork; in the
-        child that thread is gone and the lock would stay held forever.
-        """
+        """In a forked child: drop the parent's pooled connections."""
         # close=False: the parent still owns those sockets.
         self.engine.dispose(close=False)
-        self._follow_lock = threading.Lock()
-        self._publish_lock = threading.Lock()
 
     @property
     def engine(self) -> Engine:
@@ -307,8 +292,7 @@ class TenantRegistry:
 
     def close(self) -> None:
         """Stop following changes; close pooled connections of an owned engine."""
-        if self._follower is not None:
-            self._follower.stop()
+        self.feed.close()
         if self._owns_engine:
             self.engine.dispose()
 
@@ -330,92 +314,7 @@ class TenantRegistry:
             except CommandError as e:
                 raise ValueError(f"cannot upgrade to revision {revision!r}: {e}") from e
 
-    # -- change notification -----------------------------------------------------
-
-    def subscribe(self, listener: Callable[[TenantChange], None]) -> Callable[[], None]:
-        """Call ``listener`` after each committed write of this registry object.
-
-        Returns a function that unsubscribes. Listeners run in the writer's thread;
-        one that raises is logged and does not undo the write.
-        """
-        self._listeners = (*self._listeners, listener)
-
-        def unsubscribe() -> None:
-            self._listeners = tuple(f for f in self._listeners if f is not listener)
-
-        return unsubscribe
-
-    def follow(self, poll_interval: float = 1.0) -> ChangeFollower:
-        """Publish every process's changes to this object's subscribers.
-
-        Starts (once per process, also after fork) a :class:`ChangeFollower`
-        that polls the change feed every ``poll_interval`` seconds and, on
-        PostgreSQL, wakes on ``NOTIFY`` at once.
-        """
-        with self._follow_lock:
-            if self._follower is None:
-                self._follower = ChangeFollower(
-                    self, self._publish_followed, poll_interval=poll_interval
-                )
-        self._follower.start()
-        return self._follower
-
-    @property
-    def can_listen(self) -> bool:
-        """Whether writes are announced with ``NOTIFY`` (PostgreSQL)."""
-        return self._is_postgres
-
-    def listen(self) -> _Listener:
-        """A dedicated connection that waits for the registry's ``NOTIFY``."""
-        if not self._is_postgres:
-            raise RegistryError(f"{self.url} cannot LISTEN; poll changes_since()")
-        return _Listener(self.engine.url, self.channel, self.timeout)
-
-    def _publish_followed(self, change: TenantChange) -> None:
-        """Publish a change the follower read, unless this object's write did.
-
-        The follower delivers generations in order: a recorded generation
-        below this one will never come (the follower started past it), so
-        it is dropped too.
-        """
-        g = change.generation
-        with self._publish_lock:
-            mine = g in self._published
-            if self._published and min(self._published) <= g:
-                self._published = {p for p in self._published if p > g}
-            if change.operation is not Operation.RESYNC:
-                self._followed = max(self._followed, g)
-        if not mine:
-            self._publish((change,))
-
-    def _publish_written(self, changes: Sequence[TenantChange]) -> None:
-        """Publish this object's committed changes at once, each exactly once.
-
-        A poll may have read (and published) a change between its commit and
-        this call: skip those. Record the rest only if the follower will
-        deliver them later, so that it skips them then.
-        """
-        follower = self._follower
-        with self._publish_lock:
-            fresh = [c for c in changes if c.generation > self._followed]
-            if follower is not None and follower.running:
-                # A generation at or below the follower's position that it
-                # did not deliver is one it started past: it never comes.
-                position = follower.generation
-                self._published.update(
-                    c.generation
-                    for c in fresh
-                    if position is None or c.generation > position
-                )
-        self._publish(fresh)
-
-    def _publish(self, changes: Iterable[TenantChange]) -> None:
-        for change in changes:
-            for listener in self._listeners:
-                try:
-                    listener(change)
-                except Exception:
-                    log.exception("change listener %r failed on %s", listener, change)
+    # -- the change feed (a ChangeSource) -----------------------------------------
 
     def changes_since(
         self, generation: int, *, limit: int = 1000
@@ -833,18 +732,16 @@ class TenantRegistry:
             tx = _Transaction(session)
             try:
                 yield tx
-                if tx.changes and self._is_postgres:
-                    # Delivered at commit, to every process LISTENing.
-                    session.execute(
-                        select(
-                            func.pg_notify(self.channel, str(tx.changes[-1].generation))
-                        )
+                if tx.changes and self.notifier is not None:
+                    # Sent at commit, never for a write that rolls back.
+                    self.notifier.notify(
+                        session.connection(), tx.changes[-1].generation
                     )
                 session.commit()
             except IntegrityError as e:
                 # Only a writer that bypasses the registry's lock gets here.
                 raise _conflict(e) from e
-        self._publish_written(tx.changes)
+        self.feed.published(tx.changes)
 
     @contextmanager
     def _write_session(self) -> Iterator[Session]:
@@ -1094,43 +991,6 @@ class _Transaction:
         )
 
 
-class _Listener:
-    """A psycopg connection of its own, ``LISTEN``-ing on the registry's channel."""
-
-    def __init__(
-        self, url: URL, channel: str, timeout: float = DEFAULT_TIMEOUT
-    ) -> None:
-        import psycopg
-
-        self._connection = psycopg.connect(
-            url.set(drivername="postgresql").render_as_string(hide_password=False),
-            autocommit=True,
-            connect_timeout=_connect_timeout(timeout),
-        )
-        try:
-            # The channel was checked to be a plain identifier.
-            self._connection.execute(f"LISTEN {channel}")
-        except BaseException:
-            self._connection.close()
-            raise
-
-    def wait(self, timeout: float) -> bool:
-        """Whether a notification arrived within ``timeout`` seconds."""
-        arrived = False
-        for _ in self._connection.notifies(timeout=timeout, stop_after=1):
-            arrived = True
-        return arrived
-
-    def close(self) -> None:
-        self._connection.close()
-
-    def __enter__(self) -> _Listener:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
 @dataclass
 class _Taken:
     """Names already in use, loaded once per import batch and grown as it goes."""
@@ -1248,7 +1108,7 @@ def _create_engine(url: str | URL, timeout: float) -> Engine:
         options: dict[str, Any] = {}
         if url.get_backend_name() == "postgresql":
             if "connect_timeout" not in url.query:
-                options["connect_args"] = {"connect_timeout": _connect_timeout(timeout)}
+                options["connect_args"] = {"connect_timeout": connect_timeout(timeout)}
         elif url.get_backend_name() == "sqlite":
             # pysqlite's busy timeout until the first BEGIN sets the read or write
             # one: the connect event's PRAGMAs must not wait longer either.
@@ -1324,11 +1184,6 @@ def _check_timeout(timeout: float) -> float:
 
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
-
-
-def _connect_timeout(seconds: float) -> int:
-    # libpq counts whole seconds (and treats 1 as 2).
-    return max(1, math.ceil(seconds))
 
 
 def _is_missing_table(error: DBAPIError) -> bool:

@@ -602,7 +602,7 @@ def bench_signup_cost(url: str, hosts: int) -> list[tuple[str, str, str]]:
             lookups += 1
 
     writer = TenantRegistry(url)
-    follower = registry.follow(3600)
+    follower = registry.feed.follow(3600)
     try:
         event.listen(registry.engine, "before_cursor_execute", count)
         writer.create_tenant(

@@ -24,7 +24,7 @@ from dispatcher import (
 )
 from dispatcher.changes import Operation
 from dispatcher.follower import ChangeFollower
-from dispatcher.registry import _Listener
+from dispatcher.notify import DEFAULT_CHANNEL, PostgresListener, PostgresNotifier
 
 RESYNC = Operation.RESYNC
 
@@ -97,8 +97,8 @@ def test_first_poll_without_a_generation_publishes_resync(
 
 def test_own_writes_are_not_published_twice(registry: TenantRegistry) -> None:
     seen: list[TenantChange] = []
-    registry.subscribe(seen.append)
-    follower = registry.follow(poll_interval=60)
+    registry.feed.subscribe(seen.append)
+    follower = registry.feed.follow(poll_interval=60)
 
     registry.create_tenant("acme", owner_email="o@x.test")
     follower.poll()
@@ -123,7 +123,7 @@ def test_another_process_write_evicts_the_dispatchers_app(
         "tenant": "acme",
         "config": {"colour": "red"},
     }
-    follower = other.follow()
+    follower = other.feed.follow()
 
     registry.update_config("acme", {"colour": "blue"})
     follower.poll()
@@ -152,7 +152,7 @@ def test_a_tenant_created_elsewhere_clears_negative_answers(
     )
     client = Client(dispatcher)
     assert client.get("/", headers={"Host": "new.example.com"}).status_code == 404
-    follower = other.follow()
+    follower = other.feed.follow()
 
     registry.create_tenant("new", owner_email="o@x.test", subdomain="new")
     follower.poll()
@@ -173,12 +173,12 @@ def test_notify_wakes_the_follower_at_once(
         if change.slug == "acme":
             arrived.set()
 
-    other.subscribe(on_change)
+    other.feed.subscribe(on_change)
     # An hour between polls: only a notification can deliver within the bound.
-    follower = other.follow(poll_interval=3600)
+    follower = other.feed.follow(poll_interval=3600)
     listening = threading.Event()
     # The listener wakes the poller once when it connects; wait for that poll.
-    other.subscribe(lambda change: None)
+    other.feed.subscribe(lambda change: None)
     deadline_hit = not _wait_until(
         lambda: len(follower._threads) == 2 and follower.generation is not None
     )
@@ -192,7 +192,7 @@ def test_notify_wakes_the_follower_at_once(
 
 
 def test_stop_ends_the_threads(other: TenantRegistry) -> None:
-    follower = other.follow(poll_interval=3600)
+    follower = other.feed.follow(poll_interval=3600)
     threads = list(follower._threads)
 
     other.close()
@@ -219,7 +219,7 @@ def _wait_for_listener(registry: TenantRegistry) -> None:
             return bool(
                 connection.execute(
                     text("SELECT count(*) FROM pg_stat_activity WHERE query = :listen"),
-                    {"listen": f"LISTEN {registry.channel}"},
+                    {"listen": f"LISTEN {DEFAULT_CHANNEL}"},
                 ).scalar()
             )
 
@@ -251,10 +251,10 @@ def test_a_worker_forked_from_a_warm_parent_follows_changes(
         status = 1
         try:
             first = client.get("/", headers={"Host": "acme.example.com"}).json
-            assert other._follower is not None
-            following = other._follower.running  # its threads, in this process
+            assert other.feed.follower is not None
+            following = other.feed.follower.running  # its threads, in this process
             registry.update_config("acme", {"n": 1})
-            other._follower.poll()
+            other.feed.follower.poll()
             second = client.get("/", headers={"Host": "acme.example.com"}).json
             os.write(write, json.dumps([following, first, second]).encode())
             status = 0
@@ -319,7 +319,9 @@ CHILD_TIMEOUT = 5.0
 def test_a_child_forked_while_a_lock_is_held_follows_changes(
     registry: TenantRegistry, database_url: str, lock: str
 ) -> None:
-    follower = ChangeFollower(registry, lambda change: None, poll_interval=0.05)
+    follower = ChangeFollower(
+        registry, lambda change: None, notifier=registry.notifier, poll_interval=0.05
+    )
     follower.start()
 
     def child() -> bool:
@@ -349,13 +351,13 @@ def test_a_child_forked_while_a_lock_is_held_follows_changes(
 # -- the listener never storms -------------------------------------------------------
 
 
-class _EarlyListener(_Listener):
+class _EarlyListener(PostgresListener):
     """A real LISTEN connection whose waits return at once, as with psycopg 3.1."""
 
-    registry: _CountingRegistry
+    notifier: _CountingNotifier
 
     def wait(self, timeout: float) -> bool:
-        self.registry.waits += 1
+        self.notifier.waits += 1
         return False
 
 
@@ -363,12 +365,12 @@ class _BrokenListener(_EarlyListener):
     """A real LISTEN connection that is closed before each wait, so waits raise."""
 
     def wait(self, timeout: float) -> bool:
-        self.registry.waits += 1
+        self.notifier.waits += 1
         self.close()
         return super(_EarlyListener, self).wait(timeout)
 
 
-class _CountingRegistry(TenantRegistry):
+class _CountingNotifier(PostgresNotifier):
     """Counts the listener's connections and waits; ``listener`` makes them."""
 
     listener: type[_EarlyListener] = _EarlyListener
@@ -378,10 +380,10 @@ class _CountingRegistry(TenantRegistry):
         self.connects = 0
         self.waits = 0
 
-    def listen(self) -> _Listener:
+    def listen(self) -> PostgresListener:
         self.connects += 1
-        listener = self.listener(self.engine.url, self.channel)
-        listener.registry = self
+        listener = self.listener(self.url, self.channel, self.timeout)
+        listener.notifier = self
         return listener
 
 
@@ -400,9 +402,11 @@ def test_a_listener_whose_waits_fail_at_once_backs_off(
 ) -> None:
     if backend != "postgresql":
         pytest.skip("only PostgreSQL has a listener")
-    counting = _CountingRegistry(database_url)
+    counting = _CountingNotifier(database_url)
     counting.listener = listener
-    follower = ChangeFollower(counting, lambda change: None, poll_interval=3600)
+    follower = ChangeFollower(
+        registry, lambda change: None, notifier=counting, poll_interval=3600
+    )
     follower.start()
     listen_thread = follower._threads[1]
     try:
@@ -410,7 +414,6 @@ def test_a_listener_whose_waits_fail_at_once_backs_off(
         threading.Event().wait(1.0)
     finally:
         follower.stop()
-        counting.close()
         listen_thread.join(NOTIFY_TIMEOUT)
 
     # Backing off from 0.5 s doubles to 1 s within the window: 2 attempts.
@@ -490,7 +493,9 @@ def _rename_table(registry: TenantRegistry, old: str, new: str) -> None:
 def test_a_follower_nobody_uses_is_collected_and_its_threads_end(
     registry: TenantRegistry, backend: str
 ) -> None:
-    follower = ChangeFollower(registry, lambda change: None, poll_interval=0.01)
+    follower = ChangeFollower(
+        registry, lambda change: None, notifier=registry.notifier, poll_interval=0.01
+    )
     follower.start()
     threads = list(follower._threads)
     if backend == "postgresql":

@@ -780,7 +780,7 @@ def test_version_unchanged_by_no_op(
     setup(registry)
     before = state(registry)
     received: list[TenantChange] = []
-    registry.subscribe(received.append)
+    registry.feed.subscribe(received.append)
 
     tenant = change(registry)
 
@@ -911,7 +911,7 @@ def test_changes_since_limit(registry: TenantRegistry) -> None:
 
 def test_subscribe_receives_change(registry: TenantRegistry) -> None:
     received: list[TenantChange] = []
-    registry.subscribe(received.append)
+    registry.feed.subscribe(received.append)
 
     tenant = registry.create_tenant("acme", owner_email="o@acme.test")
     registry.disable_tenant("acme")
@@ -930,7 +930,7 @@ def test_subscribe_called_after_commit(
         def listener(change: TenantChange) -> None:
             seen.append(other.find_by_subdomain("acme"))
 
-        registry.subscribe(listener)
+        registry.feed.subscribe(listener)
         tenant = registry.create_tenant(
             "acme", owner_email="o@acme.test", subdomain="acme"
         )
@@ -964,7 +964,7 @@ def test_subscribe_not_called_for_failed_write(
     registry: TenantRegistry, acme: Tenant, write: Write, error: type
 ) -> None:
     received: list[TenantChange] = []
-    registry.subscribe(received.append)
+    registry.feed.subscribe(received.append)
 
     with pytest.raises(error):
         write(registry)
@@ -975,8 +975,8 @@ def test_subscribe_not_called_for_failed_write(
 def test_unsubscribe(registry: TenantRegistry) -> None:
     received: list[TenantChange] = []
     kept: list[TenantChange] = []
-    unsubscribe = registry.subscribe(received.append)
-    registry.subscribe(kept.append)
+    unsubscribe = registry.feed.subscribe(received.append)
+    registry.feed.subscribe(kept.append)
     registry.create_tenant("acme", owner_email="o@acme.test")
 
     unsubscribe()
@@ -994,8 +994,8 @@ def test_raising_listener_does_not_break_write(
     def broken(change: TenantChange) -> None:
         raise RuntimeError("listener failed")
 
-    registry.subscribe(broken)
-    registry.subscribe(received.append)
+    registry.feed.subscribe(broken)
+    registry.feed.subscribe(received.append)
 
     with caplog.at_level(logging.ERROR, logger="dispatcher.registry"):
         tenant = registry.create_tenant("acme", owner_email="o@acme.test")
@@ -1009,7 +1009,7 @@ def test_subscribe_only_this_registry(
     database_url: str, registry: TenantRegistry
 ) -> None:
     received: list[TenantChange] = []
-    registry.subscribe(received.append)
+    registry.feed.subscribe(received.append)
 
     with TenantRegistry(database_url) as other:
         other.create_tenant("acme", owner_email="o@acme.test")
@@ -1370,7 +1370,7 @@ def test_import_creates(registry: TenantRegistry, batch_size: int) -> None:
 def test_import_one_change_per_tenant(registry: TenantRegistry) -> None:
     specs = [_spec(registry, slug) for slug in ("c", "a", "b")]
     received: list[TenantChange] = []
-    registry.subscribe(received.append)
+    registry.feed.subscribe(received.append)
 
     _import(registry, specs, batch_size=2)
 
@@ -2055,7 +2055,7 @@ def test_change_carries_new_names(
     registry: TenantRegistry, acme: Tenant, write: Write, names: Names
 ) -> None:
     published: list[TenantChange] = []
-    registry.subscribe(published.append)
+    registry.feed.subscribe(published.append)
     generation = registry.latest_generation()
 
     write(registry)
@@ -2085,7 +2085,7 @@ def test_created_change_carries_all_names(
 
 def test_import_changes_carry_names(registry: TenantRegistry) -> None:
     published: list[TenantChange] = []
-    registry.subscribe(published.append)
+    registry.feed.subscribe(published.append)
     specs = [
         registry.new_tenant(
             f"t{i}",

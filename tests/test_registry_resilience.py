@@ -219,13 +219,13 @@ def test_timeout_invalid(database_url: str, timeout: Any, error: type) -> None:
 
 def test_fork_while_the_follow_lock_is_held(registry: TenantRegistry) -> None:
     registry.create_tenant("acme", owner_email="o@acme.test", subdomain="acme")
-    registry.follow(poll_interval=3600)
+    registry.feed.follow(poll_interval=3600)
 
     def child() -> bool:
-        follower = registry.follow(poll_interval=3600)
+        follower = registry.feed.follow(poll_interval=3600)
         return follower.running and registry.find_by_subdomain("acme") is not None
 
-    with held_by_another_thread(registry._follow_lock):
+    with held_by_another_thread(registry.feed._follow_lock):
         status = run_in_child(child, HUNG)
 
     assert status == 0, "the forked child hung on a lock or could not look up"
@@ -250,9 +250,9 @@ def test_concurrent_writes_are_published_exactly_once(database_url: str) -> None
             with lock:
                 received.append(change.generation)
 
-        following.subscribe(collect)
+        following.feed.subscribe(collect)
         # Polls as often as it can, so it keeps racing the writers' commits.
-        follower = following.follow(poll_interval=0.001)
+        follower = following.feed.follow(poll_interval=0.001)
         start = following.latest_generation()
 
         def write(writer: int) -> None:
@@ -283,4 +283,4 @@ def test_concurrent_writes_are_published_exactly_once(database_url: str) -> None
         twice = sorted(g for g, n in Counter(mine).items() if n > 1)
         assert twice == [], f"{len(twice)} of {len(written)} published twice"
         assert sorted(mine) == written
-        assert following._published == set()
+        assert following.feed._published == set()
