@@ -3,6 +3,9 @@
 * Apps are kept per tenant slug in a :class:`cachetools.TLRUCache`: at most
   ``max_apps`` (least recently used out first) and each for ``app_ttl`` seconds
   after its build. Routing keys (a host, a path prefix) alias those entries.
+* An entry's lifetime is one clock, the TLRU's: it drops the entry at its
+  ``kept_until``, fixed at the build. ``expires_at``, which the hit path reads,
+  is never later, and moves only through :meth:`Entry.serve_until`.
 * Hits take no cache lock: a plain dict lookup, an expiry check and a lease on
   the entry. Hits mark the entry used, and capacity eviction gives used entries
   a second chance (the CLOCK approximation of LRU), so hot tenants stay.
@@ -32,7 +35,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from functools import partial
 from statistics import quantiles
 from typing import TYPE_CHECKING
 
@@ -100,12 +102,17 @@ class Entry:
     atomic, and a lease taken after ``retire()`` is handed straight back. The
     one teardown token is popped by whoever sees the entry retired with no
     lease left, so teardown runs exactly once.
+
+    :param expires_at: served until then (the hit path reads it with no lock).
+    :param kept_until: held by the cache until then, at least ``expires_at``:
+        past ``expires_at`` it may still be served while the database is down.
     """
 
     __slots__ = (
         "app",
         "tenant",
         "expires_at",
+        "kept_until",
         "used",
         "keys",
         "retired",
@@ -119,16 +126,27 @@ class Entry:
         tenant: Tenant,
         expires_at: float,
         teardown: Teardown,
+        kept_until: float | None = None,
     ) -> None:
+        if kept_until is not None and kept_until < expires_at:
+            raise ValueError(
+                f"kept_until must be at least expires_at ({expires_at!r}), "
+                f"not {kept_until!r}"
+            )
         self.app = app
         self.tenant = tenant
         self.expires_at = expires_at
+        self.kept_until = expires_at if kept_until is None else kept_until
         self.used = False
         self.keys: set[Hashable] = set()
         self.retired = False
         #: One item per in-flight response.
         self.leases: list[None] = []
         self._token = [teardown]
+
+    def serve_until(self, until: float) -> None:
+        """Serve it until ``until``, or until the cache drops it if sooner."""
+        self.expires_at = min(until, self.kept_until)
 
     def acquire(self) -> bool:
         """Lease the app for one response; False once the entry is retired."""
@@ -167,7 +185,8 @@ class Entry:
 
 
 class _Apps(TLRUCache[str, Entry]):
-    """Slug -> entry; hands every entry it drops to ``dropped`` with the cause.
+    """Slug -> entry until its ``kept_until``; hands every entry it drops to
+    ``dropped`` with the cause.
 
     cachetools calls ``popitem`` for capacity and drops expired items in
     ``expire`` (also from inside ``__setitem__``), so both are overridden.
@@ -178,9 +197,8 @@ class _Apps(TLRUCache[str, Entry]):
         maxsize: int,
         timer: Timer,
         dropped: Callable[[Entry, str], None],
-        grace: float,
     ) -> None:
-        super().__init__(maxsize, partial(_expires_at, grace), timer)
+        super().__init__(maxsize, _kept_until, timer)
         self._dropped = dropped
 
     def popitem(self) -> tuple[str, Entry]:
@@ -189,7 +207,8 @@ class _Apps(TLRUCache[str, Entry]):
             if not entry.used:
                 self._dropped(entry, "capacity")
                 return slug, entry
-            # Used since the last sweep: a second chance at the recent end.
+            # Used since the last sweep: a second chance at the recent end,
+            # until the same kept_until.
             entry.used = False
             self[slug] = entry
 
@@ -200,8 +219,9 @@ class _Apps(TLRUCache[str, Entry]):
         return expired
 
 
-def _expires_at(grace: float, _slug: str, entry: Entry, _now: float) -> float:
-    return entry.expires_at + grace
+def _kept_until(_slug: str, entry: Entry, _now: float) -> float:
+    """The TLRU's ttu: the one place an entry's time in the cache is read."""
+    return entry.kept_until
 
 
 def _fresh(error: BaseException) -> BaseException:
@@ -314,10 +334,11 @@ class AppCache:
         max_apps, app_ttl = policy.max_apps, policy.app_ttl
         negative_size, negative_ttl = policy.negative_size, policy.negative_ttl
         build_timeout, failure_backoff = policy.build_timeout, policy.failure_backoff
-        max_waiters, stale_if_error = policy.max_waiters, policy.stale_window
+        max_waiters = policy.max_waiters
         self._build = build
         self._max_waiters = max_waiters
         self._app_ttl = app_ttl
+        self._stale_window = policy.stale_window
         self._build_timeout = build_timeout
         self._failure_backoff = failure_backoff
         self._teardown = teardown
@@ -326,7 +347,7 @@ class AppCache:
         self._dropped: list[tuple[Entry, str]] = []
         # Expired apps stay in the cache for stale_if_error more seconds: not
         # served, unless the database is down when they are due for a rebuild.
-        self._apps = _Apps(max_apps, timer, self._on_dropped, stale_if_error)
+        self._apps = _Apps(max_apps, timer, self._on_dropped)
         # Routing key -> entry. Read without the lock on the hit path, which
         # must also check expires_at and acquire() the entry: see lease().
         self.routes: dict[Hashable, Entry] = {}
@@ -536,7 +557,7 @@ class AppCache:
         with self._lock:
             if self._apps.get(entry.tenant.slug) is not entry:
                 return False  # evicted meanwhile, or past its stale window
-            entry.expires_at = self._timer() + self._failure_backoff
+            entry.serve_until(self._timer() + self._failure_backoff)
         # DEBUG: during an outage this repeats per tenant and backoff, and the
         # dispatcher already says once that the registry is unavailable.
         log.debug(
@@ -615,7 +636,11 @@ class AppCache:
                 self._build_failures += 1
                 self._failures[key] = (tenant.slug, failure)
             raise _fresh(failure) from e
-        entry = Entry(app, tenant, self._timer() + self._app_ttl, self._teardown)
+        expires_at = self._timer() + self._app_ttl
+        # Fixed here, once: the TLRU drops the entry then, and serve_until()
+        # never serves it longer.
+        kept_until = expires_at + self._stale_window
+        entry = Entry(app, tenant, expires_at, self._teardown, kept_until)
         with self._lock:
             self._builds += 1
             self._build_times.append(self._timer() - started)

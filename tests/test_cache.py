@@ -1103,6 +1103,65 @@ def test_expired_app_is_not_served_past_its_stale_window(
     assert teardowns.of(entry.app) == 1
 
 
+def test_an_app_kept_stale_is_served_no_longer_than_the_cache_keeps_it(
+    registry: TenantRegistry,
+    new_cache: Callable[..., AppCache],
+    teardowns: Teardowns,
+    timer: Timer,
+) -> None:
+    """What the lock-free hit path serves agrees with what the cache holds.
+
+    Kept stale two seconds before its stale window ends, the app must not be
+    served past that end (for failure_backoff) while the cache no longer
+    counts it.
+    """
+    tenant = create(registry, "acme")
+    cache = new_cache(app_ttl=60, stale_if_error=10, failure_backoff=5)
+    entry = fetch(cache, host("acme"), Lookup(tenant))
+    timer.tick(68)
+    assert fetch(cache, host("acme"), Unreachable(tenant)) is entry
+
+    timer.tick(1)
+    assert fetch(cache, host("acme"), Unreachable(tenant)) is entry  # a hit
+    timer.tick(1)  # the stale window (60 + 10 s) is over
+
+    assert "acme" not in cache
+    assert cache.lease(host("acme")) is None
+    assert len(cache) == 0
+    assert teardowns.of(entry.app) == 1
+
+
+def test_a_second_chance_does_not_stretch_the_stale_window(
+    registry: TenantRegistry,
+    new_cache: Callable[..., AppCache],
+    teardowns: Teardowns,
+    timer: Timer,
+) -> None:
+    """Capacity eviction puts a used app back: it must leave when it would have.
+
+    The cache's expiry heap used to see a kept-stale app's new ``expires_at``
+    only when the app was put back, and then counted its whole stale window
+    again from there.
+    """
+    alpha, bravo, charlie = (create(registry, s) for s in ("alpha", "bravo", "charlie"))
+    cache = new_cache(max_apps=2, app_ttl=60, stale_if_error=10, failure_backoff=5)
+    kept = fetch(cache, host("alpha"), Lookup(alpha))
+    fetch(cache, host("bravo"), Lookup(bravo))
+    timer.tick(68)  # both expired, in their stale window until 70
+    for tenant in (alpha, bravo):
+        assert fetch(cache, host(tenant.slug), Unreachable(tenant)).tenant == tenant
+    assert fetch(cache, host("alpha"), Unreachable(alpha)) is kept  # used
+    # Over capacity: alpha, used, is put back; bravo goes.
+    fetch(cache, host("charlie"), Lookup(charlie))
+    assert "alpha" in cache and "bravo" not in cache
+
+    timer.tick(7)  # past alpha's stale window
+
+    with pytest.raises(RegistryUnavailable):
+        fetch(cache, host("alpha"), Unreachable(alpha))
+    assert teardowns.of(kept.app) == 1
+
+
 # -- Through the dispatcher -----------------------------------------------------
 
 
