@@ -1,0 +1,68 @@
+"""The change feed's values: operations, names, and rows read back."""
+
+from __future__ import annotations
+
+import pytest
+
+from dispatcher.changes import NO_NAMES, Names, Operation, TenantChange
+from dispatcher.tenant import NewTenant
+
+
+def test_operation_is_checked() -> None:
+    assert TenantChange(1, "acme", "created").operation is Operation.CREATED
+    with pytest.raises(ValueError, match="'renamed'"):
+        TenantChange(1, "acme", "renamed")
+
+
+def test_names_of_a_tenant() -> None:
+    spec = NewTenant("acme", "o@acme.test", None, "acme", "shop", ("acme.com",))
+
+    assert Names.of(spec) == Names("acme", "shop", ("acme.com",))
+    assert Names.of(NewTenant("bare", "o@bare.test")) == NO_NAMES
+    assert not NO_NAMES
+    assert Names(domains=("a.test",))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(
+            TenantChange(
+                3,
+                "acme",
+                Operation.SUBDOMAIN,
+                Names(subdomain="new"),
+                Names(subdomain="old"),
+            ),
+            id="added and removed",
+        ),
+        pytest.param(
+            TenantChange(4, "acme", Operation.DELETED, NO_NAMES, Names("a", "b")),
+            id="removed only",
+        ),
+        pytest.param(
+            TenantChange(5, "acme", Operation.CONFIG, NO_NAMES), id="no names"
+        ),
+    ],
+)
+def test_a_change_reads_back_as_written(change: TenantChange) -> None:
+    row = (change.generation, change.slug, change.operation.value)
+
+    assert TenantChange.from_row(*row, change.names_to_json()) == change
+
+
+def test_rows_written_before_removed_names_were_kept() -> None:
+    """Older rows stored the added names alone, at the top level."""
+    names = {"subdomain": "acme", "path_prefix": None, "domains": ["acme.com"]}
+
+    change = TenantChange.from_row(7, "acme", "created", names)
+
+    assert change.added == Names("acme", None, ("acme.com",))
+    assert change.removed == NO_NAMES
+
+
+def test_rows_without_names_say_any_name_may_have_changed() -> None:
+    change = TenantChange.from_row(8, "acme", "domain_added", None)
+
+    assert change.added is None
+    assert not change.names_known
