@@ -3,9 +3,6 @@
 * Apps are kept per tenant slug in a :class:`cachetools.TLRUCache`: at most
   ``max_apps`` (least recently used out first) and each for ``app_ttl`` seconds
   after its build. Routing keys (a host, a path prefix) alias those entries.
-* An entry's lifetime is one clock, the TLRU's: it drops the entry at its
-  ``kept_until``, fixed at the build. ``expires_at``, which the hit path reads,
-  is never later, and moves only through :meth:`Entry.serve_until`.
 * Hits take no cache lock: a plain dict lookup, an expiry check and a lease on
   the entry. Hits mark the entry used, and capacity eviction gives used entries
   a second chance (the CLOCK approximation of LRU), so hot tenants stay.
@@ -16,7 +13,9 @@
   ``max_waiters`` (under every name of the tenant together), and nobody past
   ``build_timeout`` from the build's start. The rest get
   :class:`BuildTimeout` at once; a build that overran ``build_timeout`` puts
-  the name into ``failure_backoff``.
+  the name into ``failure_backoff``. (:mod:`dispatcher.flights` does the
+  waiting; this module uses it twice: per routing key for the lookup, per
+  tenant version for the build, so several names of a tenant build it once.)
 * A build is kept only if no change to its tenant newer than its snapshot
   arrived while it was in flight (lookup included): each flight records the
   changes that arrive during it, and forgets them when it ends.
@@ -24,7 +23,18 @@
   a failed build for ``failure_backoff``. Errors of the lookup itself (the
   database is down) are never remembered.
 * Evicted entries are retired: teardown runs once, outside every lock, after
-  the last in-flight response of the app has been closed.
+  the last in-flight response of the app has been closed
+  (:mod:`dispatcher.entries`).
+
+::
+
+    cache = AppCache(create_app, policy=CachePolicy(max_apps=500))
+    entry = cache.get("acme.example.com", lambda: registry.find_by_host(...))
+    if entry is not None:  # None: no such tenant
+        try:
+            ...  # entry.app(environ, start_response)
+        finally:
+            entry.release()
 """
 
 from __future__ import annotations
@@ -35,12 +45,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from statistics import quantiles
 from typing import TYPE_CHECKING
 
-from cachetools import TLRUCache, TTLCache
+from cachetools import TTLCache
 
+from dispatcher.entries import Apps, Entry, default_teardown
+from dispatcher.entries import Teardown as Teardown
+from dispatcher.entries import Timer as Timer
 from dispatcher.exceptions import DispatcherError, RegistryUnavailable, SchemaMissing
+from dispatcher.flights import BURST_WAIT, BuildTimeout, Flight, Flights, Queue, fresh
 from dispatcher.policy import CachePolicy
 from dispatcher.tenant import Tenant
 
@@ -59,207 +74,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Timer = Callable[[], float]
-Teardown = Callable[["WSGIApplication", Tenant], None]
-
 DEFAULT_POLICY = CachePolicy()
-
-#: Seconds from a build's start during which any number of requests may wait
-#: for it, each no longer than that. A cold burst (dozens of first requests for
-#: a tenant whose build takes milliseconds) is served by that one build; once a
-#: build has run longer, it is slow or hung, and only ``max_waiters`` more wait.
-BURST_WAIT = 0.25
 
 
 class BuildFailed(DispatcherError):
     """``create_app`` raised for this tenant (recently); answered with 500."""
 
 
-class BuildTimeout(DispatcherError):
-    """Another request's build of this tenant did not finish in time; 503."""
-
-
-def default_teardown(app: WSGIApplication, tenant: Tenant) -> None:
-    """Dispose what a Flask app registered for teardown.
-
-    A tenant app lists callables in ``app.extensions["dispatcher.teardown"]``
-    (for example ``engine.dispose`` of its own SQLAlchemy engine); each runs once.
-    """
-    extensions = getattr(app, "extensions", None)
-    if not isinstance(extensions, dict):
-        return
-    for dispose in extensions.get("dispatcher.teardown", ()):
-        try:
-            dispose()
-        except Exception:
-            log.exception("teardown %r of tenant %r failed", dispose, tenant.slug)
-
-
-class Entry:
-    """A built app, the tenant snapshot it was built from, and its leases.
-
-    Leases are counted without a lock: ``list.append`` and ``list.pop`` are
-    atomic, and a lease taken after ``retire()`` is handed straight back. The
-    one teardown token is popped by whoever sees the entry retired with no
-    lease left, so teardown runs exactly once.
-
-    :param expires_at: served until then (the hit path reads it with no lock).
-    :param kept_until: held by the cache until then, at least ``expires_at``:
-        past ``expires_at`` it may still be served while the database is down.
-    """
-
-    __slots__ = (
-        "app",
-        "tenant",
-        "expires_at",
-        "kept_until",
-        "used",
-        "keys",
-        "retired",
-        "leases",
-        "_token",
-    )
-
-    def __init__(
-        self,
-        app: WSGIApplication,
-        tenant: Tenant,
-        expires_at: float,
-        teardown: Teardown,
-        kept_until: float | None = None,
-    ) -> None:
-        if kept_until is not None and kept_until < expires_at:
-            raise ValueError(
-                f"kept_until must be at least expires_at ({expires_at!r}), "
-                f"not {kept_until!r}"
-            )
-        self.app = app
-        self.tenant = tenant
-        self.expires_at = expires_at
-        self.kept_until = expires_at if kept_until is None else kept_until
-        self.used = False
-        self.keys: set[Hashable] = set()
-        self.retired = False
-        #: One item per in-flight response.
-        self.leases: list[None] = []
-        self._token = [teardown]
-
-    def serve_until(self, until: float) -> None:
-        """Serve it until ``until``, or until the cache drops it if sooner."""
-        self.expires_at = min(until, self.kept_until)
-
-    def acquire(self) -> bool:
-        """Lease the app for one response; False once the entry is retired."""
-        self.leases.append(None)
-        if self.retired:
-            self.release()
-            return False
-        return True
-
-    def release(self) -> None:
-        """End a lease (the response was closed)."""
-        self.leases.pop()
-        if self.retired:
-            self._finish()
-
-    def retire(self) -> None:
-        """No new leases; tear down once the in-flight ones are released."""
-        self.retired = True
-        self._finish()
-
-    @property
-    def inflight(self) -> int:
-        return len(self.leases)
-
-    def _finish(self) -> None:
-        if self.leases:
-            return
-        try:
-            teardown = self._token.pop()
-        except IndexError:
-            return  # somebody else tore it down
-        try:
-            teardown(self.app, self.tenant)
-        except Exception:
-            log.exception("teardown of tenant %r failed", self.tenant.slug)
-
-
-class _Apps(TLRUCache[str, Entry]):
-    """Slug -> entry until its ``kept_until``; hands every entry it drops to
-    ``dropped`` with the cause.
-
-    cachetools calls ``popitem`` for capacity and drops expired items in
-    ``expire`` (also from inside ``__setitem__``), so both are overridden.
-    """
-
-    def __init__(
-        self,
-        maxsize: int,
-        timer: Timer,
-        dropped: Callable[[Entry, str], None],
-    ) -> None:
-        super().__init__(maxsize, _kept_until, timer)
-        self._dropped = dropped
-
-    def popitem(self) -> tuple[str, Entry]:
-        while True:
-            slug, entry = super().popitem()
-            if not entry.used:
-                self._dropped(entry, "capacity")
-                return slug, entry
-            # Used since the last sweep: a second chance at the recent end,
-            # until the same kept_until.
-            entry.used = False
-            self[slug] = entry
-
-    def expire(self, time: float | None = None) -> list[tuple[str, Entry]]:
-        expired = list(super().expire(time))
-        for _, entry in expired:
-            self._dropped(entry, "expired")
-        return expired
-
-
-def _kept_until(_slug: str, entry: Entry, _now: float) -> float:
-    """The TLRU's ttu: the one place an entry's time in the cache is read."""
-    return entry.kept_until
-
-
-def _fresh(error: BaseException) -> BaseException:
-    """A new exception like ``error``, for another caller to raise."""
-    try:
-        copy = type(error)(*error.args)
-    except Exception:
-        return error
-    copy.__cause__ = error.__cause__
-    return copy
-
-
-class _Queue:
-    """Who waits for one build, and until when: shared by all its flights."""
-
-    __slots__ = ("started", "deadline", "waiters")
-
-    def __init__(self, started: float, build_timeout: float) -> None:
-        self.started = started
-        # One deadline for the build, not a fresh timeout per waiter.
-        self.deadline = started + build_timeout
-        #: Requests waiting past the first BURST_WAIT seconds.
-        self.waiters = 0
-
-
-class _Flight:
-    """One build in progress that other callers wait for."""
-
-    __slots__ = ("done", "entry", "error", "queue")
-
-    def __init__(self, queue: _Queue) -> None:
-        self.done = threading.Event()
-        self.entry: Entry | None = None
-        self.error: BaseException | None = None
-        self.queue = queue
-
-
-class _Lookup(_Flight):
+class _Lookup(Flight["Entry | None"]):
     """One routing key's lookup and build, and the changes that arrive meanwhile.
 
     Until the lookup names its tenant, every change is recorded (newest
@@ -271,7 +93,7 @@ class _Lookup(_Flight):
 
     __slots__ = ("epochs", "slug", "newest", "changes")
 
-    def __init__(self, queue: _Queue, epochs: tuple[int, int, int]) -> None:
+    def __init__(self, queue: Queue, epochs: tuple[int, int, int]) -> None:
         super().__init__(queue)
         #: (negative, route, app) clear counters when the lookup began.
         self.epochs = epochs
@@ -331,34 +153,26 @@ class AppCache:
     ) -> None:
         if not isinstance(policy, CachePolicy):
             raise TypeError(f"policy must be a CachePolicy, not {policy!r}")
-        max_apps, app_ttl = policy.max_apps, policy.app_ttl
-        negative_size, negative_ttl = policy.negative_size, policy.negative_ttl
-        build_timeout, failure_backoff = policy.build_timeout, policy.failure_backoff
-        max_waiters = policy.max_waiters
         self._build = build
-        self._max_waiters = max_waiters
-        self._app_ttl = app_ttl
-        self._stale_window = policy.stale_window
-        self._build_timeout = build_timeout
-        self._failure_backoff = failure_backoff
+        self.policy = policy
         self._teardown = teardown
         self._timer = timer
         self._lock = threading.Lock()
         self._dropped: list[tuple[Entry, str]] = []
         # Expired apps stay in the cache for stale_if_error more seconds: not
         # served, unless the database is down when they are due for a rebuild.
-        self._apps = _Apps(max_apps, timer, self._on_dropped)
+        self._apps = Apps(policy.max_apps, timer, self._on_dropped)
         # Routing key -> entry. Read without the lock on the hit path, which
         # must also check expires_at and acquire() the entry: see lease().
         self.routes: dict[Hashable, Entry] = {}
         self._negative: TTLCache[Hashable, bool] = TTLCache(
-            negative_size, negative_ttl, timer
+            policy.negative_size, policy.negative_ttl, timer
         )
         # Routing key -> (slug if known, failure) while a build that failed or
         # overran build_timeout backs off.
         self._failures: TTLCache[
             Hashable, tuple[str | None, BuildFailed | BuildTimeout]
-        ] = TTLCache(max_apps, failure_backoff, timer)
+        ] = TTLCache(policy.max_apps, policy.failure_backoff, timer)
         # Bumped when negative answers or routes are dropped, so a lookup that
         # raced the drop does not store what was just dropped.
         self._negative_clears = 0
@@ -366,9 +180,11 @@ class AppCache:
         self._app_clears = 0
         # Routing key -> its lookup and build in progress; these also record
         # the changes that arrive meanwhile (see invalidate()).
-        self._flights: dict[Hashable, _Lookup] = {}
+        self._lookups: Flights[Hashable, _Lookup] = Flights(self._lock, policy, timer)
         # (slug, version) -> the build in progress, for every routing key.
-        self._building: dict[tuple[str, int], _Flight] = {}
+        self._building: Flights[tuple[str, int], Flight[Entry]] = Flights(
+            self._lock, policy, timer
+        )
         self._build_times: deque[float] = deque(maxlen=1000)
         self._hits = self._misses = self._negative_hits = 0
         self._builds = self._build_failures = 0
@@ -415,96 +231,39 @@ class AppCache:
                     self._negative_hits += 1
                     return None
                 failure = self._failures.get(key)
-                flight = self._flights.get(key)
-                leader = flight is None and failure is None
-                if leader:
+                flight = self._lookups.get(key)
+                ticket = None
+                if failure is None and flight is None:
                     epochs = (
                         self._negative_clears,
                         self._route_clears,
                         self._app_clears,
                     )
-                    queue = _Queue(now, self._build_timeout)
-                    flight = self._flights[key] = _Lookup(queue, epochs)
+                    queue = Queue(now, self.policy.build_timeout)
+                    flight = self._lookups.start(key, _Lookup(queue, epochs))
                     self._misses += 1
                 elif failure is None:
                     assert flight is not None
-                    admitted = self._admit(key, flight.slug, flight, now)
+                    overran = partial(self._back_off, key, flight.slug)
+                    ticket = self._lookups.admit(flight, key, now, overran)
             self._retire_dropped()
             if failure is not None:
                 # A fresh exception each time: re-raising one object would
                 # grow its traceback with every request of the backoff.
-                raise _fresh(failure[1])
+                raise fresh(failure[1])
             assert flight is not None
-            if leader:
-                return self._lead(key, flight, lookup, stale)
-            self._wait(key, flight.slug, flight, admitted)
-            if flight.error is not None:
-                raise _fresh(flight.error)
-            if flight.entry is None:
+            if ticket is None:
+                look_up = partial(self._look_up, key, flight, lookup, stale)
+                entry = self._lookups.lead(key, flight, look_up)
+            else:
+                entry = self._lookups.wait(ticket)
+            if entry is None:
                 return None
-            if flight.entry.acquire():
-                self._hits += 1
-                return flight.entry
-            # Retired in between: go round again.
-
-    def _admit(
-        self, key: Hashable, slug: str | None, flight: _Flight, now: float
-    ) -> tuple[float, _Queue | None] | BaseException:
-        """Until when this request may wait for ``flight``, and the queue it is
-        counted in (None: a burst waiter, not counted); or why it may not.
-
-        Called with the lock held.
-        """
-        queue = flight.queue
-        if now >= queue.deadline:
-            overran = BuildTimeout(
-                f"the app for {key!r} has been building for more than "
-                f"{self._build_timeout:g} s (build_timeout)"
-            )
-            # Later requests are answered from the backoff, without a lookup.
-            self._back_off(key, slug, overran)
-            return _fresh(overran)  # raised: the stored one keeps no traceback
-        if queue.waiters < self._max_waiters:
-            queue.waiters += 1
-            return queue.deadline, queue
-        burst_ends = queue.started + BURST_WAIT
-        if now < burst_ends:
-            return min(burst_ends, queue.deadline), None
-        return BuildTimeout(
-            f"{queue.waiters} requests already wait for the app for {key!r} "
-            f"(max_waiters={self._max_waiters})"
-        )
-
-    def _wait(
-        self,
-        key: Hashable,
-        slug: str | None,
-        flight: _Flight,
-        admitted: tuple[float, _Queue | None] | BaseException,
-    ) -> None:
-        """Wait as :meth:`_admit` allowed; raise BuildTimeout if not done by then."""
-        if isinstance(admitted, BaseException):
-            raise admitted
-        until, queue = admitted
-        try:
-            done = flight.done.wait(until - self._timer())
-        finally:
-            if queue is not None:
-                with self._lock:
-                    queue.waiters -= 1
-        if done:
-            return
-        if until < flight.queue.deadline:
-            raise BuildTimeout(
-                f"the app for {key!r} was not built within {BURST_WAIT:g} s and "
-                f"{self._max_waiters} requests already wait for it (max_waiters)"
-            )
-        timeout = BuildTimeout(
-            f"the app for {key!r} was not built within {self._build_timeout:g} s"
-        )
-        with self._lock:
-            self._back_off(key, slug, timeout)
-        raise _fresh(timeout)
+            if entry.acquire():
+                if ticket is not None:
+                    self._hits += 1  # served by another request's miss
+                return entry
+            # Retired in between (say a change raced the build): go round again.
 
     def _back_off(self, key: Hashable, slug: str | None, overran: BuildTimeout) -> None:
         """Answer ``key`` with ``overran`` for ``failure_backoff``; logged once.
@@ -515,49 +274,39 @@ class AppCache:
             log.warning(
                 "%s; its requests get 503 for %g s (failure_backoff)",
                 overran,
-                self._failure_backoff,
+                self.policy.failure_backoff,
             )
         self._failures[key] = (slug, overran)
 
-    def _lead(
+    def _look_up(
         self,
         key: Hashable,
         flight: _Lookup,
         lookup: Callable[[], Tenant | None],
         stale: Entry | None,
     ) -> Entry | None:
+        """What ``key``'s lookup flight computes: the tenant's entry, the
+        ``stale`` one while the database is down, or None (no such tenant)."""
         try:
-            try:
-                tenant = lookup()
-            except (RegistryUnavailable, SchemaMissing):
-                if stale is None or not self._keep_stale(stale):
-                    raise
-                entry: Entry | None = stale
-            else:
-                entry = None if tenant is None else self._entry_for(key, tenant, flight)
-        except BaseException as e:
-            flight.error = e
-            raise
-        else:
-            flight.entry = entry
-        finally:
-            with self._lock:
-                del self._flights[key]
-                if flight.error is None and flight.entry is None:
-                    # A tenant created meanwhile cleared the negative cache.
-                    if flight.epochs[0] == self._negative_clears:
-                        self._negative[key] = True
-            flight.done.set()
-        if entry is not None and not entry.acquire():
-            return self.load(key, lookup)
-        return entry
+            tenant = lookup()
+        except (RegistryUnavailable, SchemaMissing):
+            if stale is None or not self._keep_stale(stale):
+                raise
+            return stale
+        if tenant is not None:
+            return self._entry_for(key, tenant, flight)
+        with self._lock:
+            # A tenant created meanwhile cleared the negative cache.
+            if flight.epochs[0] == self._negative_clears:
+                self._negative[key] = True
+        return None
 
     def _keep_stale(self, entry: Entry) -> bool:
         """Serve an expired app a while longer, since the database is down."""
         with self._lock:
             if self._apps.get(entry.tenant.slug) is not entry:
                 return False  # evicted meanwhile, or past its stale window
-            entry.serve_until(self._timer() + self._failure_backoff)
+            entry.serve_until(self._timer() + self.policy.failure_backoff)
         # DEBUG: during an outage this repeats per tenant and backoff, and the
         # dispatcher already says once that the registry is unavailable.
         log.debug(
@@ -588,35 +337,27 @@ class AppCache:
                 self._link(key, entry, epochs)
                 return entry
             flight = self._building.get(build)
-            leader = flight is None
+            ticket = None
             if flight is None:
-                flight = self._building[build] = _Flight(looking.queue)
+                flight = self._building.start(build, Flight(looking.queue))
             else:
-                admitted = self._admit(key, tenant.slug, flight, now)
+                overran = partial(self._back_off, key, tenant.slug)
+                ticket = self._building.admit(flight, key, now, overran)
                 # Whoever waits for this key waits for that build: same bounds.
                 looking.queue = flight.queue
-        if leader:
-            try:
-                flight.entry = self._build_entry(key, tenant, looking)
-                return flight.entry
-            except BaseException as e:
-                flight.error = e
-                raise
-            finally:
-                with self._lock:
-                    del self._building[build]
-                flight.done.set()
-        self._wait(key, tenant.slug, flight, admitted)
-        if flight.error is not None:
-            if isinstance(flight.error, BuildFailed):
-                with self._lock:
-                    self._failures[key] = (tenant.slug, flight.error)
-            raise _fresh(flight.error)
-        assert flight.entry is not None
+        if ticket is None:
+            build_entry = partial(self._build_entry, key, tenant, looking)
+            return self._building.lead(build, flight, build_entry)
+        try:
+            entry = self._building.wait(ticket)
+        except BuildFailed as e:
+            with self._lock:
+                self._failures[key] = (tenant.slug, fresh(e))
+            raise
         with self._lock:
-            if self._apps.get(tenant.slug) is flight.entry:
-                self._link(key, flight.entry, epochs)
-        return flight.entry
+            if self._apps.get(tenant.slug) is entry:
+                self._link(key, entry, epochs)
+        return entry
 
     def _build_entry(self, key: Hashable, tenant: Tenant, looking: _Lookup) -> Entry:
         started = self._timer()
@@ -635,22 +376,23 @@ class AppCache:
             with self._lock:
                 self._build_failures += 1
                 self._failures[key] = (tenant.slug, failure)
-            raise _fresh(failure) from e
-        expires_at = self._timer() + self._app_ttl
-        # Fixed here, once: the TLRU drops the entry then, and serve_until()
-        # never serves it longer.
-        kept_until = expires_at + self._stale_window
+            raise fresh(failure) from e
+        built = self._timer()
+        expires_at = built + self.policy.app_ttl
+        # Kept stale_if_error longer: not served, unless the database is down
+        # when it is due for a rebuild. Fixed here, once: see dispatcher.entries.
+        kept_until = expires_at + self.policy.stale_window
         entry = Entry(app, tenant, expires_at, self._teardown, kept_until)
         with self._lock:
             self._builds += 1
-            self._build_times.append(self._timer() - started)
+            self._build_times.append(built - started)
             if (
                 tenant.version >= looking.newest
                 and looking.epochs[2] == self._app_clears
             ):
                 old = self._apps.get(tenant.slug)
                 if old is not None:
-                    expired = self._timer() >= old.expires_at
+                    expired = built >= old.expires_at
                     self._forget(old, "expired" if expired else "invalidated")
                 self._apps[tenant.slug] = entry
                 self._link(key, entry, looking.epochs)
@@ -690,7 +432,7 @@ class AppCache:
         with self._lock:
             if generation is not None:
                 # Builds in flight must not keep what this change made stale.
-                for flight in self._flights.values():
+                for flight in self._lookups.values():
                     flight.saw(slug, generation)
             else:
                 self._app_clears += 1  # no version to compare builds in flight to
@@ -757,12 +499,13 @@ class AppCache:
         pools hold the parent's sockets), so it must neither use nor close them.
         """
         self._lock = threading.Lock()  # the parent's may have been held at fork
+        # The flights in progress are the parent's threads': none runs here.
+        self._lookups = Flights(self._lock, self.policy, self._timer)
+        self._building = Flights(self._lock, self.policy, self._timer)
         self._apps.clear()
         self.routes.clear()
         self._negative.clear()
         self._failures.clear()
-        self._flights.clear()
-        self._building.clear()
         self._dropped.clear()
         self._negative_clears += 1
         self._route_clears += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
@@ -18,3 +20,70 @@ def with_policy(options: dict[str, Any]) -> dict[str, Any]:
 
 
 _POLICY_FIELDS = tuple(field.name for field in fields(CachePolicy))
+
+
+#: Upper bound for every wait on another thread; only reached when a test fails.
+WAIT = 10.0
+
+
+class Timer:
+    """A fake monotonic clock, after cachetools' ``tests/test_ttl.py`` ``Timer``.
+
+    :meth:`watch` returns an event set once that many distinct threads have read
+    the clock. The app cache reads it under its lock on every ``load``, before
+    it looks for a build in flight, so "N threads read it" means "N threads are
+    in ``load`` and the ones that are not building are waiting for the builder".
+    """
+
+    def __init__(self) -> None:
+        self.time: float = 0
+        self._lock = threading.Lock()
+        self._watch: tuple[int, set[int], threading.Event] | None = None
+
+    def __call__(self) -> float:
+        watch = self._watch
+        if watch is not None:
+            wanted, readers, reached = watch
+            with self._lock:
+                readers.add(threading.get_ident())
+                if len(readers) >= wanted:
+                    reached.set()
+        return self.time
+
+    def tick(self, seconds: float = 1) -> None:
+        self.time += seconds
+
+    def watch(self, threads: int) -> threading.Event:
+        reached = threading.Event()
+        self._watch = (threads, set(), reached)
+        return reached
+
+
+class Background:
+    """One call in a thread of its own; :meth:`join` returns or raises its result."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self.done = threading.Event()
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], Any]) -> None:
+        try:
+            self._result = call()
+        except BaseException as e:  # re-raised by join()
+            self._error = e
+        finally:
+            self.done.set()
+
+    def wait(self) -> None:
+        """Join the thread (bounded), so none outlives its test, even a failed one."""
+        self._thread.join(WAIT)
+
+    def join(self) -> Any:
+        self.wait()
+        assert not self._thread.is_alive(), "background call hung"
+        if self._error is not None:
+            raise self._error
+        return self._result

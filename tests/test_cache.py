@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from flask import Flask, Response
-from helpers import with_policy
-from sqlalchemy import URL, QueuePool, create_engine, make_url, text
+from helpers import WAIT, Background, Timer, with_policy
+from sqlalchemy import URL, create_engine, make_url, text
 from werkzeug.test import Client, EnvironBuilder, TestResponse
 
 from dispatcher import (
@@ -37,7 +37,6 @@ from dispatcher import (
     TenantDispatcher,
     TenantRegistry,
     current_tenant,
-    default_teardown,
 )
 from dispatcher.cache import BURST_WAIT, AppCache, Entry
 from dispatcher.policy import CachePolicy
@@ -45,45 +44,10 @@ from dispatcher.tenant import thaw
 
 BASE = "example.test"
 THREADS = 64
-#: Upper bound for every wait on another thread; only reached when a test fails.
-WAIT = 10.0
 CHUNKS = [b"chunk 0\n", b"chunk 1\n", b"chunk 2\n"]
 
 
 # -- test doubles that are not mocks: a clock, a build function, recorders -------
-
-
-class Timer:
-    """A fake monotonic clock, after cachetools' ``tests/test_ttl.py`` ``Timer``.
-
-    :meth:`watch` returns an event set once that many distinct threads have read
-    the clock. The cache reads it under its lock on every ``load``, before it
-    looks for a build in flight, so "N threads read it" means "N threads are in
-    ``load`` and the ones that are not building are waiting for the builder".
-    """
-
-    def __init__(self) -> None:
-        self.time: float = 0
-        self._lock = threading.Lock()
-        self._watch: tuple[int, set[int], threading.Event] | None = None
-
-    def __call__(self) -> float:
-        watch = self._watch
-        if watch is not None:
-            wanted, readers, reached = watch
-            with self._lock:
-                readers.add(threading.get_ident())
-                if len(readers) >= wanted:
-                    reached.set()
-        return self.time
-
-    def tick(self, seconds: float = 1) -> None:
-        self.time += seconds
-
-    def watch(self, threads: int) -> threading.Event:
-        reached = threading.Event()
-        self._watch = (threads, set(), reached)
-        return reached
 
 
 class Waits:
@@ -352,36 +316,6 @@ def run_threads(count: int, target: Callable[[int], Any]) -> list[Any]:
         thread.join(WAIT)
     assert not any(thread.is_alive() for thread in threads), "threads hung"
     return results
-
-
-class Background:
-    """One call in a thread of its own; :meth:`join` returns or raises its result."""
-
-    def __init__(self, call: Callable[[], Any]) -> None:
-        self.done = threading.Event()
-        self._result: Any = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
-        self._thread.start()
-
-    def _run(self, call: Callable[[], Any]) -> None:
-        try:
-            self._result = call()
-        except BaseException as e:  # re-raised by join()
-            self._error = e
-        finally:
-            self.done.set()
-
-    def wait(self) -> None:
-        """Join the thread (bounded), so none outlives its test, even a failed one."""
-        self._thread.join(WAIT)
-
-    def join(self) -> Any:
-        self.wait()
-        assert not self._thread.is_alive(), "background call hung"
-        if self._error is not None:
-            raise self._error
-        return self._result
 
 
 # -- fixtures -------------------------------------------------------------------
@@ -815,42 +749,6 @@ def test_teardown_runs_exactly_once_while_requests_race_evictions(
     assert results == [None] * (workers + 1)
     assert len(teardowns.calls) == len(builds.apps)
     assert all(teardowns.of(app) == 1 for app in builds.apps)
-
-
-def test_default_teardown_runs_each_registered_callable_once(
-    registry: TenantRegistry,
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    tenant = create(registry, "acme")
-    engine = create_engine(f"sqlite:///{tmp_path / 'tenant.sqlite3'}")
-    with engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
-    pool = cast(QueuePool, engine.pool)
-    assert pool.checkedin() == 1
-    calls: list[str] = []
-
-    def broken() -> None:
-        calls.append("broken")
-        raise RuntimeError("cannot dispose")
-
-    app = Flask("tenant_acme")
-    app.extensions["dispatcher.teardown"] = [
-        engine.dispose,
-        broken,
-        partial(calls.append, "counter"),
-    ]
-    with caplog.at_level(logging.ERROR, logger="dispatcher.cache"):
-        default_teardown(app, tenant)
-
-    assert pool.checkedin() == 0  # the engine's connections were closed
-    assert engine.pool is not pool
-    assert calls == ["broken", "counter"]  # one failure does not stop the rest
-    assert "teardown" in caplog.text and "acme" in caplog.text
-    # Apps without extensions, or without the key, are left alone.
-    default_teardown(TinyApp(tenant), tenant)
-    default_teardown(Flask("tenant_plain"), tenant)
-    engine.dispose()
 
 
 def test_default_teardown_runs_once_through_the_cache(
@@ -1860,7 +1758,7 @@ def _hung(builds: Builds, slug: str) -> threading.Event:
 
 def _waiters(cache: AppCache) -> int:
     """Requests counted against max_waiters, over every build in flight."""
-    flights = [*cache._flights.values(), *cache._building.values()]
+    flights = [*cache._lookups.values(), *cache._building.values()]
     return sum({id(flight.queue): flight.queue.waiters for flight in flights}.values())
 
 
@@ -2112,7 +2010,7 @@ def test_changes_seen_during_builds_are_forgotten_when_they_end(
     fetch(cache, host("acme"), Lookup(tenant))
     assert fetch(cache, host("acme"), Lookup(tenant)).tenant == tenant
     # What invalidate() records lives in the flights in progress: none now.
-    assert not cache._flights and not cache._building
+    assert not cache._lookups and not cache._building
 
 
 # -- AppCache: create_app must return a WSGI app -------------------------------
