@@ -1,10 +1,12 @@
 """A tenant-aware WSGI dispatcher for Flask: one deployment, one app per customer."""
 
+from dispatcher.answers import TenantDisabled as TenantDisabled
 from dispatcher.cache import BuildFailed as BuildFailed
 from dispatcher.cache import BuildTimeout as BuildTimeout
 from dispatcher.cache import CacheStats as CacheStats
 from dispatcher.cache import default_teardown as default_teardown
 from dispatcher.changes import TenantChange as TenantChange
+from dispatcher.context import ENVIRON_KEY as ENVIRON_KEY
 from dispatcher.context import current_tenant as current_tenant
 from dispatcher.context import tenant_from_environ as tenant_from_environ
 from dispatcher.context import tenant_url as tenant_url
@@ -21,7 +23,6 @@ from dispatcher.exceptions import SchemaMissing as SchemaMissing
 from dispatcher.exceptions import TenantExists as TenantExists
 from dispatcher.exceptions import TenantNotFound as TenantNotFound
 from dispatcher.exceptions import TooManyDomains as TooManyDomains
-from dispatcher.middleware import TenantDisabled as TenantDisabled
 from dispatcher.middleware import TenantDispatcher as TenantDispatcher
 from dispatcher.policy import CachePolicy as CachePolicy
 from dispatcher.provisioning import Provisioner as Provisioner
@@ -43,6 +44,7 @@ __all__ = [
     "Conflict",
     "DispatcherError",
     "DomainTaken",
+    "ENVIRON_KEY",
     "ImportResult",
     "ImportStatus",
     "InvalidConfig",

@@ -1,13 +1,31 @@
-"""Helpers for tenant apps: the current tenant, and links that do not trust Host."""
+"""Helpers for tenant apps: the current tenant, and links that do not trust Host.
+
+Inside a Flask view of a tenant app, :data:`current_tenant` is the tenant the
+dispatcher routed the request to, as ``current_app`` is the app::
+
+    from dispatcher import current_tenant
+
+    @app.route("/")
+    def index():
+        return f"Hello from {current_tenant.slug}"
+
+This module imports neither the dispatcher nor the registry, cache or change
+follower: tenant apps use it without loading the machinery that serves them.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from dispatcher.middleware import ENVIRON_KEY
+from flask import has_request_context, request
+from werkzeug.local import LocalProxy
+
 from dispatcher.tenant import Tenant
 
-__all__ = ["current_tenant", "tenant_from_environ", "tenant_url"]
+__all__ = ["ENVIRON_KEY", "current_tenant", "tenant_from_environ", "tenant_url"]
+
+#: The key under which each request's environ carries its :class:`Tenant`.
+ENVIRON_KEY = "dispatcher.tenant"
 
 
 def tenant_from_environ(environ: dict[str, Any]) -> Tenant:
@@ -21,11 +39,19 @@ def tenant_from_environ(environ: dict[str, Any]) -> Tenant:
     return tenant
 
 
-def current_tenant() -> Tenant:
-    """The tenant of the current Flask request (inside a request context)."""
-    from flask import request
-
+def _current_tenant() -> Tenant:
+    if not has_request_context():
+        raise RuntimeError(
+            "current_tenant is used outside of a request context: it is the"
+            " tenant of the Flask request being handled"
+        )
     return tenant_from_environ(request.environ)
+
+
+#: The tenant of the current Flask request, a proxy like ``current_app``.
+#: Outside a request, or for one that no dispatcher routed, using it raises
+#: :exc:`RuntimeError`.
+current_tenant: Tenant = LocalProxy(_current_tenant)  # type: ignore[assignment]
 
 
 def tenant_url(

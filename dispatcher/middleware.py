@@ -53,13 +53,13 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import (
     BadRequest,
-    Forbidden,
     InternalServerError,
     NotFound,
     ServiceUnavailable,
 )
 
 from dispatcher import forks
+from dispatcher.answers import TenantDisabled
 from dispatcher.cache import (
     AppCache,
     BuildFailed,
@@ -71,6 +71,7 @@ from dispatcher.cache import (
     default_teardown,
 )
 from dispatcher.changes import Names, Operation, TenantChange
+from dispatcher.context import ENVIRON_KEY
 from dispatcher.exceptions import InvalidHost, RegistryUnavailable, SchemaMissing
 from dispatcher.policy import CachePolicy
 from dispatcher.registry import TenantRegistry
@@ -91,14 +92,11 @@ from dispatcher.tenant import Tenant
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["TenantDisabled", "TenantDispatcher"]
+__all__ = ["TenantDispatcher"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_POLICY = CachePolicy()
-
-#: The key under which each request's environ carries its :class:`Tenant`.
-ENVIRON_KEY = "dispatcher.tenant"
 
 # Raw Host header -> routing key, so a repeat host skips parsing. Only valid
 # hosts get in, and the memo is emptied when full, so spoofed hosts cannot grow it.
@@ -107,12 +105,6 @@ _HOST_MEMO_SIZE = 10_000
 # nor a host, so no route is ever stored under it.
 _NO_HOST_TENANT = ""
 _PATH_HOST = "/"
-
-
-class TenantDisabled(Forbidden):
-    """The default answer for a disabled tenant."""
-
-    description = "This site is currently unavailable. Please contact its owner."
 
 
 class TenantDispatcher:

@@ -63,7 +63,7 @@ def create_tenant_app(tenant: Tenant) -> Flask:
 
     @app.route("/")
     def index() -> dict[str, str]:
-        return {"framework": "flask", "tenant": current_tenant().slug}
+        return {"framework": "flask", "tenant": current_tenant.slug}
 
     return app
 

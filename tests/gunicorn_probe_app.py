@@ -20,7 +20,10 @@ def create_app(tenant: Tenant) -> Flask:
 
     @app.get("/")
     def index() -> dict[str, object]:
-        tenant = current_tenant()
-        return {"tenant": tenant.slug, "pid": os.getpid(), "version": tenant.version}
+        return {
+            "tenant": current_tenant.slug,
+            "pid": os.getpid(),
+            "version": current_tenant.version,
+        }
 
     return app

@@ -29,7 +29,7 @@ def create_app(tenant: Tenant) -> Flask:
     @app.get("/<path:rest>")
     def index(rest: str) -> dict[str, object]:
         return {
-            "tenant": current_tenant().slug,
+            "tenant": current_tenant.slug,
             "host": request.host,
             "path": request.path,
             "script_root": request.script_root,

@@ -142,7 +142,7 @@ class TenantApps(_BuildLog):
         def index() -> dict[str, Any]:
             return {
                 "slug": tenant.slug,
-                "served_as": current_tenant().slug,
+                "served_as": current_tenant.slug,
                 "version": tenant.version,
                 "config": config,
                 "build": number,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +13,7 @@ from flask import Flask, request
 from werkzeug.test import Client
 
 from dispatcher import (
+    ENVIRON_KEY,
     Tenant,
     TenantDispatcher,
     TenantRegistry,
@@ -47,12 +51,12 @@ def create_app(tenant: Tenant) -> Flask:
 
     @app.route("/whoami")
     def whoami() -> dict[str, Any]:
-        current = current_tenant()
+        current = current_tenant._get_current_object()  # type: ignore[attr-defined]
         return {
-            "slug": current.slug,
+            "slug": current_tenant.slug,
             "is_environ_tenant": current is request.environ["dispatcher.tenant"],
-            "is_built_for": current.slug == tenant.slug,
-            "reset_link": tenant_url(current, "/reset", base_domain=BASE),
+            "is_built_for": current_tenant.slug == tenant.slug,
+            "reset_link": tenant_url(current_tenant, "/reset", base_domain=BASE),
             "request_host": request.host,
         }
 
@@ -212,7 +216,7 @@ def test_current_tenant_outside_the_dispatcher() -> None:
 
     @app.route("/")
     def index() -> str:
-        return current_tenant().slug
+        return current_tenant.slug
 
     app.config["PROPAGATE_EXCEPTIONS"] = True
     with pytest.raises(RuntimeError, match="did not come through a TenantDispatcher"):
@@ -220,8 +224,53 @@ def test_current_tenant_outside_the_dispatcher() -> None:
 
 
 def test_current_tenant_outside_a_request() -> None:
-    with pytest.raises(RuntimeError, match="request context"):
-        current_tenant()
+    with pytest.raises(RuntimeError, match="current_tenant .* outside of a request"):
+        current_tenant.slug  # noqa: B018
+
+
+def test_current_tenant_is_a_proxy_like_current_app(acme: Tenant) -> None:
+    """One obvious way, Flask's: ``current_tenant.slug``, not a call."""
+    app = Flask(__name__)
+    with app.test_request_context(environ_overrides={ENVIRON_KEY: acme}):
+        assert current_tenant.slug == "acme"
+        assert current_tenant == acme
+        assert current_tenant._get_current_object() is acme  # type: ignore[attr-defined]
+        with pytest.raises(TypeError, match="not callable"):
+            current_tenant()  # type: ignore[operator]
+
+
+def test_environ_key() -> None:
+    assert ENVIRON_KEY == "dispatcher.tenant"
+
+
+#: Imported by the dispatcher's machinery, never by what tenant apps import.
+MACHINERY = (
+    "dispatcher.middleware",
+    "dispatcher.registry",
+    "dispatcher.cache",
+    "dispatcher.follower",
+    "sqlalchemy",
+    "alembic",
+)
+
+
+def test_context_imports_none_of_the_machinery() -> None:
+    """Tenant apps import dispatcher.context; it must not load the registry,
+    the cache or the follower. The package's __init__ re-exports everything
+    for users, so the check loads the module under an empty package."""
+    package = Path(__file__).parent.parent / "dispatcher"
+    script = f"""
+import sys, types
+package = types.ModuleType("dispatcher")
+package.__path__ = [{str(package)!r}]
+sys.modules["dispatcher"] = package
+import dispatcher.context
+print(",".join(name for name in {MACHINERY!r} if name in sys.modules))
+"""
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == ""
 
 
 @pytest.mark.parametrize(

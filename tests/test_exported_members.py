@@ -6,14 +6,18 @@ import dispatcher
 
 REQUIRED = {
     "DomainTaken",
+    "ENVIRON_KEY",
     "InvalidName",
     "OwnerExists",
     "Tenant",
+    "TenantDisabled",
+    "TenantDispatcher",
     "TenantExists",
     "TenantNotFound",
     "TenantRegistry",
     "TenantSessionInterface",
     "TooManyDomains",
+    "current_tenant",
     "init_tenant_sessions",
 }
 

@@ -177,7 +177,7 @@ def create_app(built: list[Tenant]) -> Callable[[Tenant], Flask]:
         def describe() -> dict[str, Any]:
             environ_tenant = request.environ["dispatcher.tenant"]
             return {
-                "tenant": current_tenant().slug,
+                "tenant": current_tenant.slug,
                 "environ_tenant": environ_tenant.slug,
                 "environ_tenant_type": type(environ_tenant).__name__,
                 "version": environ_tenant.version,
@@ -885,7 +885,7 @@ def test_custom_disabled_app_gets_the_tenant(
         tenant = request.environ["dispatcher.tenant"]
         body = {
             "tenant": tenant.slug,
-            "current": current_tenant().slug,
+            "current": current_tenant.slug,
             "reason": tenant.disabled_reason,
             "script_root": request.script_root,
         }

@@ -42,8 +42,9 @@ def create_app(tenant: Tenant) -> Flask:
 
     @app.route("/about")
     def about() -> str:
-        tenant = current_tenant()
-        return render_template("about.html", tenant=tenant, colour=colour(tenant))
+        return render_template(
+            "about.html", tenant=current_tenant, colour=colour(current_tenant)
+        )
 
     @app.post("/sign-in")
     def sign_in() -> Response | BaseResponse:
@@ -69,7 +70,7 @@ def create_app(tenant: Tenant) -> Flask:
 
 def page(error: str | None, status: int) -> Response:
     """The site's home page, with the visitor's sign-in or sign-out form."""
-    tenant = current_tenant()
+    tenant = current_tenant
     body = render_template(
         "tenant.html",
         tenant=tenant,
