@@ -30,6 +30,10 @@ from dispatcher.provisioning import ProvisioningFailed as ProvisioningFailed
 from dispatcher.registry import ImportResult as ImportResult
 from dispatcher.registry import ImportStatus as ImportStatus
 from dispatcher.registry import TenantRegistry as TenantRegistry
+from dispatcher.routes import HeaderResolver as HeaderResolver
+from dispatcher.routes import HostResolver as HostResolver
+from dispatcher.routes import PathResolver as PathResolver
+from dispatcher.routes import standard_resolvers as standard_resolvers
 from dispatcher.sessions import TenantSessionInterface as TenantSessionInterface
 from dispatcher.sessions import init_tenant_sessions as init_tenant_sessions
 from dispatcher.tenant import NewTenant as NewTenant
@@ -45,6 +49,8 @@ __all__ = [
     "DispatcherError",
     "DomainTaken",
     "ENVIRON_KEY",
+    "HeaderResolver",
+    "HostResolver",
     "ImportResult",
     "ImportStatus",
     "InvalidConfig",
@@ -52,6 +58,7 @@ __all__ = [
     "InvalidName",
     "NewTenant",
     "OwnerExists",
+    "PathResolver",
     "Provisioner",
     "ProvisioningFailed",
     "RegistryError",
@@ -70,6 +77,7 @@ __all__ = [
     "current_tenant",
     "default_teardown",
     "init_tenant_sessions",
+    "standard_resolvers",
     "tenant_from_environ",
     "tenant_url",
 ]

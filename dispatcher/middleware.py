@@ -17,25 +17,27 @@ This replaces the "Application Dispatching" pattern of Flask's documentation
         path_routing=True,
     )
 
-A request is resolved in this order:
+A request is dispatched in this order:
 
-1. Mounted apps (``mounts={"/static": app}``), longest prefix first.
-2. The Host header (``SERVER_NAME`` for HTTP/1.0 requests without one); a
-   malformed host is answered with 400 before any cache or database access.
-3. A tenant's custom domain (exact match), then a single-label subdomain of
-   ``base_domain``. The apex, ``www.``, IP addresses and the
-   ``path_routing_hosts`` name no tenant.
-4. With ``path_routing``, on the apex of ``base_domain``, its ``www.`` and the
-   ``path_routing_hosts`` only: the first path segment as a tenant's path
-   prefix; it moves from ``PATH_INFO`` to ``SCRIPT_NAME`` so the tenant's links
-   include it. Any other host reaches no tenant by path: a tenant's links are
-   built from the Host it was reached on, so a spoofed Host must not reach it.
-5. ``default_app``, or 404.
+1. Its host (Host header; ``SERVER_NAME`` for HTTP/1.0 without one; the host
+   of an absolute-form target wins) is validated: a malformed one gets 400
+   before any cache or database access.
+2. The resolvers (:mod:`dispatcher.routes`) are asked in order; the first that
+   claims the request decides which tenant it names, or that it names none.
+   ``base_domain``, ``path_routing`` and ``path_routing_hosts`` are shorthand
+   for :func:`~dispatcher.routes.standard_resolvers`: by path prefix on the
+   apex, its ``www.`` and ``path_routing_hosts``; elsewhere by custom domain,
+   then subdomain. ``resolvers=`` gives the list (say, with a header's).
+3. The tenant's app, cached or built by ``create_app``; the resolver's path
+   shift (``/<prefix>`` into ``SCRIPT_NAME``) is applied once it is found.
+4. ``default_app``, or 404, for a request that names no known tenant.
 
 A disabled tenant gets ``disabled_app`` (default: 403). While the database is
 unreachable, tenants already built keep being served (past ``app_ttl`` for up
 to ``stale_if_error`` more seconds); others get 503.
 
+Fixed apps next to the tenants (a Django app under ``/legacy``) are werkzeug's
+job: ``DispatcherMiddleware(TenantDispatcher(...), {"/legacy": django_app})``.
 ``X-Forwarded-Host`` and similar headers are ignored. Behind a proxy that sets
 them, wrap the dispatcher in :class:`werkzeug.middleware.proxy_fix.ProxyFix`.
 """
@@ -43,13 +45,12 @@ them, wrap the dispatcher in :class:`werkzeug.middleware.proxy_fix.ProxyFix`.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from werkzeug.exceptions import (
     BadRequest,
@@ -70,21 +71,20 @@ from dispatcher.cache import (
     Timer,
     default_teardown,
 )
-from dispatcher.changes import Names, Operation, TenantChange
+from dispatcher.changes import Operation, TenantChange
 from dispatcher.context import ENVIRON_KEY
-from dispatcher.exceptions import InvalidHost, RegistryUnavailable, SchemaMissing
+from dispatcher.exceptions import InvalidRequest, RegistryUnavailable, SchemaMissing
+from dispatcher.outage import Outage
 from dispatcher.policy import CachePolicy
 from dispatcher.registry import TenantRegistry
-from dispatcher.resolve import (
-    first_segment,
-    is_apex,
-    match_mount,
-    normalise_base_domain,
-    normalise_mount_prefix,
-    parse_host,
-    request_host,
-    subdomain_of,
-    target_authority,
+from dispatcher.resolve import normalise_base_domain
+from dispatcher.router import Router
+from dispatcher.routes import (
+    HostKey,
+    Resolver,
+    TenantFinder,
+    normalise_hosts,
+    standard_resolvers,
 )
 from dispatcher.streams import Leases, guard_input
 from dispatcher.tenant import Tenant
@@ -98,20 +98,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POLICY = CachePolicy()
 
-# Raw Host header -> routing key, so a repeat host skips parsing. Only valid
-# hosts get in, and the memo is emptied when full, so spoofed hosts cannot grow it.
-_HOST_MEMO_SIZE = 10_000
-# Routing keys of hosts that name no tenant. "/" is no path key ("/<prefix>")
-# nor a host, so no route is ever stored under it.
-_NO_HOST_TENANT = ""
-_PATH_HOST = "/"
-
 
 class TenantDispatcher:
     """A WSGI app that hands each request to its tenant's app.
 
     :param registry: where tenants are looked up.
     :param create_app: builds a WSGI app (a Flask app, say) from a :class:`Tenant`.
+    :param resolvers: the ways requests name tenants, asked in order (see
+        :mod:`dispatcher.routes`); None: the standard ones the next three
+        parameters describe. Give one or the other, not both.
     :param base_domain: route ``<label>.<base_domain>`` by subdomain; None: don't.
     :param path_routing: route ``/<prefix>/...`` by the tenant's path prefix,
         on the apex of ``base_domain`` (and its ``www.``) and on
@@ -120,7 +115,6 @@ class TenantDispatcher:
         ``localhost`` or ``127.0.0.1`` (any port); they name no tenant.
     :param default_app: answers requests that name no tenant; None: 404.
     :param disabled_app: answers requests for disabled tenants; None: 403.
-    :param mounts: fixed WSGI apps by path prefix, served before any tenant.
     :param policy: how many apps are kept, how long, how long a build may
         take, and how often other processes' writes are polled for.
     :param retry_after: ``Retry-After`` seconds sent with 503 answers.
@@ -133,12 +127,12 @@ class TenantDispatcher:
         registry: TenantRegistry,
         create_app: Callable[[Tenant], WSGIApplication],
         *,
+        resolvers: Iterable[Resolver] | None = None,
         base_domain: str | None = None,
         path_routing: bool = False,
         path_routing_hosts: Collection[str] = (),
         default_app: WSGIApplication | None = None,
         disabled_app: WSGIApplication | None = None,
-        mounts: Mapping[str, WSGIApplication] | None = None,
         policy: CachePolicy = DEFAULT_POLICY,
         retry_after: int = 5,
         teardown: Teardown = default_teardown,
@@ -154,28 +148,34 @@ class TenantDispatcher:
                 _check_callable(name, app)
         _check_callable("teardown", teardown)
         _check_callable("timer", timer)
-        _check_number("retry_after", retry_after, integer=True, minimum=1)
+        _check_retry_after(retry_after)
         if not isinstance(policy, CachePolicy):
             raise TypeError(f"policy must be a CachePolicy, not {policy!r}")
         self.policy = policy
         self.registry = registry
         self.create_app = create_app
+        #: The shorthand as given, normalised (None, False, empty with resolvers=).
         self.base_domain = normalise_base_domain(base_domain)
         self.path_routing = bool(path_routing)
-        self.path_routing_hosts = _check_path_routing_hosts(
-            path_routing_hosts, self.path_routing, self.base_domain
+        self.path_routing_hosts = normalise_hosts(
+            path_routing_hosts, "path_routing_hosts"
         )
-        # Hosts routed by path: their routing key is _PATH_HOST.
-        self._path_hosts = self.path_routing_hosts
-        if self.path_routing and self.base_domain is not None:
-            apex = self.base_domain
-            self._path_hosts = self._path_hosts | {apex, f"www.{apex}"}
+        if resolvers is None:
+            resolvers = standard_resolvers(
+                base_domain=self.base_domain,
+                path_routing=self.path_routing,
+                path_routing_hosts=self.path_routing_hosts,
+            )
+        elif self.base_domain or self.path_routing or self.path_routing_hosts:
+            raise ValueError(
+                "resolvers= replaces base_domain, path_routing and"
+                " path_routing_hosts: give the resolvers (standard_resolvers()"
+                " builds those three's), or those three, not both"
+            )
+        self._router = Router(resolvers)
+        self.resolvers = self._router.resolvers
         self.default_app: WSGIApplication = default_app or NotFound()
         self.disabled_app: WSGIApplication = disabled_app or TenantDisabled()
-        self.mounts = _check_mounts(mounts or {})
-        self._mount_prefixes = tuple(
-            sorted(self.mounts, key=lambda prefix: (-len(prefix), prefix))
-        )
         self.retry_after = retry_after
         self._cache = AppCache(
             self._build,
@@ -184,13 +184,16 @@ class TenantDispatcher:
             timer=timer,
         )
         self.teardown = teardown
-        self._host_keys: dict[str, str] = {}
+        # The hit path's lookups, without a call: Host -> HostKey -> entry;
+        # while a resolver's header is present the Host does not decide.
+        self._host_keys = self._router.host_keys
+        self._headers = self._router.headers
         self._routes = self._cache.routes
         self._timer = timer
         self._hot_hits = 0
         # Wraps the tenant apps' response bodies; counts those never closed.
         self._leases = Leases()
-        self._outage = _Outage(timer)
+        self._outage = Outage(timer, log)
         # Changes written through this registry object evict at once; with a
         # poll_interval, the registry's follower publishes everyone else's.
         self._unsubscribe = registry.feed.subscribe(self._on_change)
@@ -208,16 +211,17 @@ class TenantDispatcher:
         if "CONTENT_LENGTH" in environ or "HTTP_TRANSFER_ENCODING" in environ:
             guard_input(environ)  # a malformed body is a 400, not a 500
         # The hit path, inlined because it runs on every request: a Host seen
-        # before and valid, whose tenant's app is built, fresh and not retired.
-        # Entry.acquire() is spelled out: append a lease, then check retired.
-        # An absolute-form target (RAW_URI, or REQUEST_URI under uWSGI, is
-        # "http://host/...") names the host instead of Host: left to _host_key.
+        # before, decided by a HostKey, whose tenant's app is built, fresh and
+        # not retired. Entry.acquire() is spelled out: append a lease, then
+        # check retired. An absolute-form target (RAW_URI, or REQUEST_URI
+        # under uWSGI, is "http://host/...") names the host instead of Host,
+        # and a resolver's header may claim the request: left to _dispatch.
         entry = self._routes.get(self._host_keys.get(environ.get("HTTP_HOST")))  # type: ignore[arg-type]
         if (
             entry is not None
             and self._timer() < entry.expires_at
-            and not self._mount_prefixes
             and (environ.get("RAW_URI") or environ.get("REQUEST_URI") or "/")[0] == "/"
+            and not (self._headers and _any_present(self._headers, environ))
         ):
             entry.leases.append(None)
             if not entry.retired:
@@ -236,33 +240,15 @@ class TenantDispatcher:
     def _dispatch(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
-        path_info: str = environ.get("PATH_INFO", "")
-        if self._mount_prefixes:
-            mounted = match_mount(path_info, self._mount_prefixes)
-            if mounted is not None:
-                prefix, rest = mounted
-                _shift(environ, prefix, rest)
-                return self.mounts[prefix](environ, start_response)
         try:
-            host_key = self._host_key(environ)
-        except InvalidHost as e:
+            key, match = self._router.resolve(environ)
+        except InvalidRequest as e:
             return BadRequest(str(e))(environ, start_response)
+        find = match.find
+        if key is None or find is None:  # the router lets no key go without find
+            return self.default_app(environ, start_response)
         try:
-            if host_key and host_key != _PATH_HOST:
-                entry = self._cache.get(host_key, lambda: self._find_by_host(host_key))
-                if entry is not None:
-                    return _serve(entry, environ, start_response, self._leases)
-            elif host_key:
-                found = first_segment(path_info)
-                if found is not None:
-                    segment, rest = found
-                    path_key = "/" + segment
-                    entry = self._cache.get(
-                        path_key, lambda: self._find_by_path_prefix(segment)
-                    )
-                    if entry is not None:
-                        _shift(environ, path_key, rest)
-                        return _serve(entry, environ, start_response, self._leases)
+            entry = self._cache.get(key, lambda: self._lookup(find))
         except (RegistryUnavailable, SchemaMissing):
             # Logged once per outage, by the lookup that met it first.
             self._outage.refused()
@@ -273,63 +259,16 @@ class TenantDispatcher:
             return self._unavailable(environ, start_response)
         except BuildFailed:
             return InternalServerError()(environ, start_response)
-        return self.default_app(environ, start_response)
+        if entry is None:
+            return self.default_app(environ, start_response)
+        match.apply(environ)
+        return _serve(entry, environ, start_response, self._leases)
 
-    def _host_key(self, environ: WSGIEnvironment) -> str:
-        """The normalised host to look tenants up by; "" if it names none, and
-        :data:`_PATH_HOST` if tenants are found by path on it."""
-        raw: str | None = environ.get("HTTP_HOST")
-        # RAW_URI: gunicorn, werkzeug; REQUEST_URI: uWSGI (werkzeug sets both).
-        authority = target_authority(
-            environ.get("RAW_URI") or environ.get("REQUEST_URI")
-        )
-        if authority is not None:
-            # RFC 9112 section 3.2.2: the target's host wins over Host, and the
-            # tenant app must see the host it was routed by, as under werkzeug.
-            raw = environ["HTTP_HOST"] = authority
-        if raw is not None:
-            key = self._host_keys.get(raw)
-            if key is not None:
-                return key
-        host = request_host(
-            raw,
-            environ.get("SERVER_NAME"),
-            environ.get("SERVER_PORT"),
-            environ.get("wsgi.url_scheme", "http"),
-            environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
-        )
-        key = self._routing_key(host)
-        if raw is not None:
-            if len(self._host_keys) >= _HOST_MEMO_SIZE:
-                self._host_keys.clear()
-            self._host_keys[raw] = key
-        return key
-
-    def _routing_key(self, host: str) -> str:
-        if host in self._path_hosts:
-            return _PATH_HOST
-        if host.startswith("[") or host.rpartition(".")[2].isdigit():
-            return _NO_HOST_TENANT  # an IP address
-        if self.base_domain is not None and is_apex(host, self.base_domain):
-            return _NO_HOST_TENANT
-        return host
-
-    def _find_by_path_prefix(self, segment: str) -> Tenant | None:
-        return self._lookup(self.registry.find_by_path_prefix, segment)
-
-    def _find_by_host(self, host: str) -> Tenant | None:
-        label = None
-        if self.base_domain is not None:
-            label = subdomain_of(host, self.base_domain)
-        if label is None:
-            return self._lookup(self.registry.find_by_host, host)
-        return self._lookup(self.registry.find_by_host_or_subdomain, host, label)
-
-    def _lookup(self, find: Callable[..., Tenant | None], *names: str) -> Tenant | None:
-        """``find(*names)`` after starting to follow changes; notes outages."""
+    def _lookup(self, find: Callable[[TenantFinder], Tenant | None]) -> Tenant | None:
+        """``find(registry)`` after starting to follow changes; notes outages."""
         try:
             self._follow()
-            tenant = find(*names)
+            tenant = find(self.registry)
         except (RegistryUnavailable, SchemaMissing) as e:
             self._outage.failed(e)
             raise
@@ -374,11 +313,11 @@ class TenantDispatcher:
         the parent's connections. Everything is looked up and built anew, and
         every lock is new: another thread of the parent may have held one.
         """
-        self._host_keys.clear()
+        self._router.forget()
         self._cache.forget_everything()
         self._follow_lock = threading.Lock()
         self._following_in = None
-        self._outage = _Outage(self._timer)
+        self._outage = Outage(self._timer, log)
 
     def _on_change(self, change: TenantChange) -> None:
         self.invalidate(change)
@@ -395,17 +334,17 @@ class TenantDispatcher:
             self._cache.clear()
             return True
         if change.added is not None:
-            # The change says which names it made route to its tenant: only
-            # those may have been unknown or routed elsewhere until now.
+            # The change says which names it made route to its tenant, and
+            # which it took away: only their routes and "unknown" answers go.
             evicted = self._cache.invalidate(
                 change.slug, change.generation, names_changed=False
             )
-            keys = self._routing_keys(change.added)
+            keys = self._router.route_keys(change.slug, change.added, change.removed)
             if keys:
                 self._cache.forget_unknown(keys)
             return evicted
-        # Unknown names (a change recorded before they were, or RESYNC-like):
-        # any unknown name may now be known, any host route may have moved.
+        # Unknown names (a change recorded before they were): any unknown
+        # name may now be known, any host route may have moved.
         evicted = self._cache.invalidate(
             change.slug,
             change.generation,
@@ -416,18 +355,6 @@ class TenantDispatcher:
             # routes to: look every host up again (path routes cannot clash).
             self._cache.forget_routes(_is_host_key)
         return evicted
-
-    def _routing_keys(self, names: Names) -> list[str]:
-        """The routing keys under which requests for ``names`` are cached."""
-        hosts = list(names.domains)
-        if names.subdomain is not None and self.base_domain is not None:
-            hosts.append(f"{names.subdomain}.{self.base_domain}")
-        keys = [self._routing_key(host) for host in hosts]
-        # "" and _PATH_HOST are never looked up by host, so never cached as such.
-        keys = [key for key in keys if key not in (_NO_HOST_TENANT, _PATH_HOST)]
-        if names.path_prefix is not None:
-            keys.append("/" + names.path_prefix)
-        return keys
 
     def stats(self) -> CacheStats:
         """Hits, misses, builds, evictions and sizes of the app cache."""
@@ -448,58 +375,17 @@ class TenantDispatcher:
         self._cache.clear()
 
 
-class _Outage:
-    """The registry's outages, logged once when each starts and once when it ends.
-
-    A lookup that succeeds while none is under way reads one attribute and
-    takes no lock; failures, and the first success after them, take the lock.
-    """
-
-    def __init__(self, timer: Timer) -> None:
-        self._timer = timer
-        self._lock = threading.Lock()
-        self._since: float | None = None
-        self._refused = 0
-
-    def failed(self, error: Exception) -> None:
-        with self._lock:
-            if self._since is not None:
-                return
-            self._since = self._timer()
-            self._refused = 0
-        log.warning(
-            "the registry is unavailable: %s; tenants without a built app get"
-            " 503 until it is back",
-            error,
-        )
-
-    def refused(self) -> None:
-        with self._lock:
-            self._refused += 1
-
-    def succeeded(self) -> None:
-        if self._since is None:
-            return
-        with self._lock:
-            if self._since is None:
-                return  # another thread saw the end first
-            down_for = self._timer() - self._since
-            refused, self._since = self._refused, None
-        log.warning(
-            "the registry is available again after %.1f s; %d requests got 503"
-            " meanwhile",
-            down_for,
-            refused,
-        )
-
-
 _NEW_HOSTS = frozenset({Operation.CREATED, Operation.DOMAIN_ADDED})
 # Changes that can make a name that was unknown route to a tenant.
 _NEW_NAMES = _NEW_HOSTS | {Operation.SUBDOMAIN, Operation.PATH_PREFIX}
 
 
 def _is_host_key(key: object) -> bool:
-    return isinstance(key, str) and not key.startswith("/")
+    return type(key) is HostKey
+
+
+def _any_present(names: tuple[str, ...], environ: WSGIEnvironment) -> bool:
+    return any(name in environ for name in names)
 
 
 def _serve(
@@ -517,90 +403,14 @@ def _serve(
     return leases.wrap(body, entry, environ)
 
 
-def _shift(environ: WSGIEnvironment, prefix: str, rest: str) -> None:
-    environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
-    environ["PATH_INFO"] = rest
-
-
 def _check_callable(name: str, value: object) -> None:
     if not callable(value):
         raise TypeError(f"{name} must be callable, not {type(value).__name__}")
 
 
-def _check_number(
-    name: str,
-    value: Any,
-    *,
-    integer: bool = False,
-    minimum: float,
-    exclusive: bool = False,
-) -> None:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        kind = "an integer" if integer else "a number"
-        raise TypeError(f"{name} must be {kind}, not {value!r}")
-    if math.isnan(value) or value < minimum or (exclusive and value == minimum):
-        bound = f"greater than {minimum}" if exclusive else f"at least {minimum}"
-        raise ValueError(f"{name} must be {bound}, not {value!r}")
-
-
-def _check_finite(name: str, value: float) -> None:
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number of seconds, not {value!r}")
-
-
-def _check_path_routing_hosts(
-    hosts: Collection[str], path_routing: bool, base_domain: str | None
-) -> frozenset[str]:
-    if isinstance(hosts, str) or not isinstance(hosts, Collection):
-        raise TypeError(
-            "path_routing_hosts must be a collection of host names, "
-            f"not {type(hosts).__name__}"
-        )
-    checked = frozenset(_check_path_routing_host(host) for host in hosts)
-    if checked and not path_routing:
-        raise ValueError(
-            f"path_routing_hosts {sorted(checked)!r} are given but path_routing"
-            " is off: turn it on, or list no hosts"
-        )
-    if path_routing and base_domain is None and not checked:
-        # Routing by path on every host would let any Host header reach every
-        # tenant, and the tenant's links would point at that host.
-        raise ValueError(
-            "path_routing needs a base_domain or path_routing_hosts: the hosts"
-            " on which /<prefix>/ names a tenant"
-        )
-    return checked
-
-
-def _check_path_routing_host(host: object) -> str:
-    if not isinstance(host, str):
-        raise TypeError(
-            f"path_routing_hosts entry {host!r} must be a host name, "
-            f"not {type(host).__name__}"
-        )
-    try:
-        name = parse_host(host)
-    except InvalidHost as e:
-        raise ValueError(
-            f"path_routing_hosts entry {host!r} is not a host name: {e}"
-        ) from e
-    # parse_host drops a port; the dispatcher routes by host whatever the port,
-    # so a listed port would promise what is not done.
-    has_port = not host.endswith("]") if name.startswith("[") else ":" in host
-    if has_port:
-        raise ValueError(
-            f"path_routing_hosts entry {host!r} must be a host name without a"
-            " port (every port of the host is routed alike)"
-        )
-    return name
-
-
-def _check_mounts(mounts: Mapping[str, WSGIApplication]) -> dict[str, WSGIApplication]:
-    if not isinstance(mounts, Mapping):
-        raise TypeError(f"mounts must be a mapping, not {type(mounts).__name__}")
-    checked = {}
-    for prefix, app in mounts.items():
-        _check_callable(f"mounts[{prefix!r}]", app)
-        checked[normalise_mount_prefix(prefix)] = app
-    return checked
+def _check_retry_after(value: object) -> None:
+    # werkzeug drops a falsy Retry-After, so 0 would silently send none.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"retry_after must be an integer, not {value!r}")
+    if value < 1:
+        raise ValueError(f"retry_after must be at least 1, not {value!r}")

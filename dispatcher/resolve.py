@@ -1,4 +1,4 @@
-"""Work out which tenant or mounted app a request is for, from plain values.
+"""Parse the parts of a request that name its tenant, from plain values.
 
 These are pure functions in the style of :mod:`werkzeug.sansio.utils`: the WSGI
 layer unpacks ``environ`` and passes strings in, so nothing here does I/O or
@@ -6,22 +6,23 @@ touches ``environ``. They run on every request, so the common path costs at
 most one precompiled regex match and slower work is kept to explaining a
 refusal.
 
-Resolution order, as the middleware applies it:
+What each is for:
 
 1. :func:`request_host` picks the raw host the way PEP 3333 reconstructs a URL
    (``HTTP_HOST``, else ``SERVER_NAME`` and ``SERVER_PORT``) and normalises it
    with :func:`parse_host`; an absolute-form request target's authority
    (:func:`target_authority`) takes the place of ``HTTP_HOST``. A malformed
-   host raises :exc:`InvalidHost`, which is answered with 400 before any app
-   is chosen.
-2. :func:`match_mount` finds a fixed app mounted at a path prefix; mounts win
-   over tenants so a tenant can never shadow ``/static`` or ``/api``.
-3. On the base domain, :func:`subdomain_of` gives the tenant label of
+   host raises :exc:`InvalidHost`, which is answered with 400 before any
+   resolver is asked.
+2. On the base domain, :func:`subdomain_of` gives the tenant label of
    ``<label>.<base_domain>``; :func:`is_apex` recognises the base domain itself
    and ``www.<base_domain>``, where (as on the hosts the operator lists for
    path routing) :func:`first_segment` gives the tenant prefix of a path like
    ``/<label>/...``.
-4. Any other host is looked up as a tenant's own domain, by the caller.
+3. :func:`parse_slug` checks a slug a request carries, such as a gateway's
+   ``X-Tenant`` header.
+
+The resolvers of :mod:`dispatcher.routes` put these together.
 """
 
 from __future__ import annotations
@@ -29,15 +30,14 @@ from __future__ import annotations
 import re
 from ipaddress import IPv6Address
 
-from dispatcher.exceptions import InvalidHost
+from dispatcher.exceptions import InvalidHost, InvalidRequest
 
 __all__ = [
     "first_segment",
     "is_apex",
-    "match_mount",
     "normalise_base_domain",
-    "normalise_mount_prefix",
     "parse_host",
+    "parse_slug",
     "request_host",
     "subdomain_of",
     "target_authority",
@@ -69,6 +69,11 @@ _HOST_RE = re.compile(
     """,
     re.ASCII | re.IGNORECASE | re.VERBOSE,
 )
+
+# A slug as a request names it: lower case only, like a path prefix, so each
+# tenant has one spelling (and one cache key).
+_SLUG_RE = re.compile(_LABEL, re.ASCII)
+_SLUG_RULE = "1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
 
 # Lower case only: paths are case-sensitive and prefixes are stored lower-case.
 # The lookahead keeps the rest of PATH_INFO out of the match, so a long path
@@ -340,60 +345,20 @@ def first_segment(path_info: str) -> tuple[str, str] | None:
     return m[1], path_info[m.end() :]
 
 
-def match_mount(path_info: str, prefixes: tuple[str, ...]) -> tuple[str, str] | None:
-    """Return the mount point that ``path_info`` falls under.
+def parse_slug(value: str, source: str) -> str:
+    """Check a tenant slug a request carries and return it.
 
-    A prefix matches on a segment boundary, as in werkzeug's
-    ``DispatcherMiddleware``: ``/api`` matches ``/api`` and ``/api/x`` but not
-    ``/apix``.
-
-    :param path_info: ``environ["PATH_INFO"]``.
-    :param prefixes: Mount points as returned by
-        :func:`normalise_mount_prefix`, sorted longest first so that the first
-        match is the longest.
-    :return: ``(prefix, rest)`` where ``prefix + rest == path_info``, or
-        ``None`` if no prefix matches.
+    :param value: The slug as sent, such as a header's value.
+    :param source: Where it came from, for the message (``"X-Tenant header"``).
+    :return: ``value``, which is a lower-case DNS label.
+    :raise InvalidRequest: If it is not; the message names the value and the
+        rule.
     """
-    for prefix in prefixes:
-        if path_info.startswith(prefix):
-            end = len(prefix)
-            if len(path_info) == end or path_info[end] == "/":
-                return prefix, path_info[end:]
-    return None
-
-
-def normalise_mount_prefix(prefix: str) -> str:
-    """Check a configured mount point and return it without a trailing ``/``.
-
-    :param prefix: A path like ``"/api"`` or ``"/static/files/"``.
-    :return: The prefix with one trailing ``/`` removed.
-    :raise ValueError: If the prefix does not start with ``/``, is ``/`` itself,
-        has an empty, ``.`` or ``..`` segment, or contains whitespace, control
-        or non-ASCII characters; the message names the value and the rule.
-    """
-    rule = ""
-    normalised = prefix.removesuffix("/")
-    if not prefix.startswith("/"):
-        rule = "must start with '/'"
-    elif not normalised:
-        rule = "must not be '/' (that would hide every tenant)"
-    elif _CONTROL_OR_SPACE_RE.search(prefix):
-        rule = "must not contain whitespace or control characters"
-    elif not prefix.isascii():
-        # PATH_INFO holds raw bytes decoded as latin-1, so a non-ASCII prefix
-        # written as text would silently never match.
-        rule = "must be ASCII"
-    else:
-        for segment in normalised[1:].split("/"):
-            if not segment:
-                rule = "must not have an empty segment ('//')"
-                break
-            if segment in (".", ".."):
-                rule = "must not have a '.' or '..' segment"
-                break
-    if rule:
-        raise ValueError(f"mount prefix {_show(prefix)} {rule}")
-    return normalised
+    if _SLUG_RE.fullmatch(value) is None:
+        raise InvalidRequest(
+            f"invalid {source} {_show(value)}: must be a tenant slug ({_SLUG_RULE})"
+        )
+    return value
 
 
 def normalise_base_domain(base_domain: str | None) -> str | None:

@@ -1,4 +1,4 @@
-"""A Flask tenant app and a real Django app in one interpreter, one dispatcher.
+"""A Flask tenant app and a real Django app in one interpreter, one server.
 
 Run it (``pip install -e '.[test]'`` brings Django), then open
 http://acme.localhost:8000/ (Flask, tenant acme) and
@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from dispatcher import Tenant, TenantDispatcher, TenantRegistry, current_tenant
 
@@ -68,13 +69,14 @@ def create_tenant_app(tenant: Tenant) -> Flask:
     return app
 
 
-def make_application(registry: TenantRegistry) -> TenantDispatcher:
-    return TenantDispatcher(
-        registry,
-        create_tenant_app,
-        base_domain="localhost",
-        mounts={"/legacy": make_django_app()},
-    )
+def make_application(registry: TenantRegistry) -> DispatcherMiddleware:
+    """Django under ``/legacy`` on every host; the tenants everywhere else.
+
+    werkzeug's ``DispatcherMiddleware`` picks the mounted app by path before
+    the tenant dispatcher sees the request, so no tenant can shadow it.
+    """
+    tenants = TenantDispatcher(registry, create_tenant_app, base_domain="localhost")
+    return DispatcherMiddleware(tenants, {"/legacy": make_django_app()})
 
 
 def __getattr__(name: str) -> Any:

@@ -7,6 +7,7 @@ import dispatcher
 REQUIRED = {
     "DomainTaken",
     "ENVIRON_KEY",
+    "HeaderResolver",
     "InvalidName",
     "OwnerExists",
     "Tenant",
@@ -19,6 +20,7 @@ REQUIRED = {
     "TooManyDomains",
     "current_tenant",
     "init_tenant_sessions",
+    "standard_resolvers",
 }
 
 

@@ -3,7 +3,7 @@
 Every request goes through :class:`werkzeug.test.Client` (or, where the environ
 itself is the point, :func:`werkzeug.test.run_wsgi_app`). Tenant apps are real
 Flask apps from :func:`create_app` below; the pure parsing behind the routing is
-unit-tested in ``test_resolve.py``.
+unit-tested in ``test_resolve.py``, each resolver's match in ``test_routes.py``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,21 @@ from flask import Flask, current_app, request, url_for
 from forking import held_by_another_thread, run_in_child
 from helpers import with_policy
 from sqlalchemy import create_engine, event, text
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import Client, EnvironBuilder, TestResponse, run_wsgi_app
 from werkzeug.wrappers import Request, Response
 
-from dispatcher import Tenant, TenantDispatcher, TenantRegistry, current_tenant, forks
-from dispatcher.changes import Names, TenantChange
+from dispatcher import (
+    HeaderResolver,
+    HostResolver,
+    Tenant,
+    TenantDispatcher,
+    TenantRegistry,
+    current_tenant,
+    forks,
+    standard_resolvers,
+)
+from dispatcher.changes import Names, Operation, TenantChange
 
 BASE = "example.com"
 
@@ -61,6 +71,15 @@ class CountingRegistry(TenantRegistry):
     def prefixes(self) -> list[str]:
         """The first path segments looked up as path prefixes."""
         return [call[1] for call in self.lookups if call[0] == "find_by_path_prefix"]
+
+    @property
+    def slugs(self) -> list[str]:
+        """The slugs looked up (as a header names them)."""
+        return [call[1] for call in self.lookups if call[0] == "find_by_slug"]
+
+    def find_by_slug(self, slug: str) -> Tenant | None:
+        self.lookups.append(("find_by_slug", slug))
+        return super().find_by_slug(slug)
 
     def find_by_host(self, host: str) -> Tenant | None:
         self.lookups.append(("find_by_host", host))
@@ -127,7 +146,7 @@ TENANTS: list[dict[str, Any]] = [
     {"slug": "bravo", "subdomain": "b"},
     {"slug": "deep", "domains": ["a.b.example.com"]},
     {"slug": "evil", "subdomain": "evil"},
-    # A path prefix that the "/shop" mount of test_mounts shadows.
+    # A path prefix that the "/shop" mount of test_mounts_next_to_tenants shadows.
     {"slug": "shopco", "path_prefix": "shop"},
 ]
 
@@ -941,77 +960,246 @@ def test_shared_disabled_app_is_not_torn_down(
     assert [slug for app, slug in torn if app is suspended] == []
 
 
-# -- mounts ---------------------------------------------------------------------
+# -- fixed apps next to the tenants: werkzeug's DispatcherMiddleware -------------
 
 
 @pytest.mark.parametrize(
     ("host", "path", "expected"),
     [
         pytest.param("example.com", "/api", ("api", "/api", ""), id="bare"),
-        pytest.param("example.com", "/api/", ("api", "/api", "/"), id="slash"),
         pytest.param("example.com", "/api/x", ("api", "/api", "/x"), id="below"),
-        pytest.param("example.com", "/api/v2", ("v2", "/api/v2", ""), id="longest"),
         pytest.param(
-            "example.com", "/api/v2/users", ("v2", "/api/v2", "/users"), id="longest-x"
-        ),
-        pytest.param(
-            "example.com", "/api/v2x", ("api", "/api", "/v2x"), id="not-longest"
+            "example.com", "/api/v2/users", ("v2", "/api/v2", "/users"), id="longest"
         ),
         pytest.param("example.com", "/shop/x", ("shop", "/shop", "/x"), id="shadow"),
         pytest.param(
             "acme.example.com", "/api/x", ("api", "/api", "/x"), id="on-tenant-host"
         ),
-        pytest.param("example.com", "/apix", None, id="no-segment-boundary"),
-        pytest.param("example.com", "/ap", None, id="shorter"),
-        pytest.param("example.com", "/API", None, id="case-sensitive"),
+        pytest.param("attacker.test", "/api", ("api", "/api", ""), id="any-host"),
+        pytest.param("acme.example.com", "/apix", "acme", id="no-segment-boundary"),
+        pytest.param("example.com", "/beta/api", "beta", id="tenant-path"),
+        pytest.param("example.com", "/apix", None, id="no-tenant"),
     ],
 )
-def test_mounts(
+def test_mounts_next_to_tenants(
     make_dispatcher: Callable[..., TenantDispatcher],
-    registry: CountingRegistry,
     tenants: dict[str, Tenant],
     host: str,
     path: str,
-    expected: tuple[str, str, str] | None,
+    expected: tuple[str, str, str] | str | None,
 ) -> None:
+    """Mounted apps win over tenants, on every host, and no tenant can shadow
+    them; the rest reaches the dispatcher untouched, hot path included."""
     mounts = {
         "/api": echo_app("api"),
-        "/api/v2/": echo_app("v2"),
+        "/api/v2": echo_app("v2"),
         "/shop": echo_app("shop"),
     }
-    client = Client(make_dispatcher(mounts=mounts))
-    response = fetch(client, host, path)
-    if expected is None:
-        assert response.status_code == 404
-        return
-    name, script_name, path_info = expected
-    assert response.status_code == 200
-    assert response.get_json() == {
-        "app": name,
-        "script_name": script_name,
-        "path_info": path_info,
-        "tenant": None,
-    }
-
-
-def test_mount_keeps_existing_script_name(
-    make_dispatcher: Callable[..., TenantDispatcher], tenants: dict[str, Tenant]
-) -> None:
-    client = Client(make_dispatcher(mounts={"/api": echo_app("api")}))
-    response = fetch(client, "example.com", "/api/x", SCRIPT_NAME="/mnt")
-    assert response.get_json()["script_name"] == "/mnt/api"
-    assert response.get_json()["path_info"] == "/x"
-
-
-def test_tenants_still_served_next_to_mounts(
-    make_dispatcher: Callable[..., TenantDispatcher], tenants: dict[str, Tenant]
-) -> None:
-    client = Client(make_dispatcher(mounts={"/api": echo_app("api")}))
+    client = Client(DispatcherMiddleware(make_dispatcher(), mounts))
     for _ in range(2):  # the second time from the cache
-        data = fetch(client, "acme.example.com", "/apix").get_json()
-        assert (data["tenant"], data["path"]) == ("acme", "/apix")
-        data = fetch(client, "example.com", "/beta/api").get_json()
-        assert (data["tenant"], data["path"]) == ("beta", "/api")
+        response = fetch(client, host, path)
+        if expected is None:
+            assert response.status_code == 404
+        elif isinstance(expected, str):
+            assert response.get_json()["tenant"] == expected
+        else:
+            name, script_name, path_info = expected
+            assert response.get_json() == {
+                "app": name,
+                "script_name": script_name,
+                "path_info": path_info,
+                "tenant": None,
+            }
+
+
+def test_hot_path_serves_tenants_next_to_mounts(
+    make_dispatcher: Callable[..., TenantDispatcher],
+    registry: CountingRegistry,
+    tenants: dict[str, Tenant],
+) -> None:
+    """A mount no longer turns the lock-free hit path off: it is not ours."""
+    dispatcher = make_dispatcher()
+    client = Client(DispatcherMiddleware(dispatcher, {"/api": echo_app("api")}))
+    assert fetch(client, "acme.example.com", "/x").get_json()["tenant"] == "acme"
+    before = dispatcher._hot_hits
+    for _ in range(3):
+        assert fetch(client, "acme.example.com", "/x").get_json()["tenant"] == "acme"
+    assert dispatcher._hot_hits == before + 3
+
+
+# -- identifying tenants by a gateway's header ----------------------------------
+
+
+@pytest.fixture
+def by_header(
+    make_dispatcher: Callable[..., TenantDispatcher], tenants: dict[str, Tenant]
+) -> Callable[..., TenantDispatcher]:
+    """A dispatcher that asks X-Tenant first, then the standard resolvers."""
+
+    def make(**options: Any) -> TenantDispatcher:
+        resolvers = [
+            HeaderResolver("X-Tenant"),
+            *standard_resolvers(base_domain=BASE, path_routing=True),
+        ]
+        return make_dispatcher(
+            resolvers=resolvers, base_domain=None, path_routing=False, **options
+        )
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("host", "path"),
+    [
+        pytest.param("gateway.internal", "/x", id="any-host"),
+        pytest.param("acme.example.com", "/x", id="over-another-tenants-host"),
+        pytest.param("example.com", "/acme/x", id="over-the-path"),
+        pytest.param("127.0.0.1:8000", "/x", id="ip"),
+    ],
+)
+def test_header_names_the_tenant(
+    by_header: Callable[..., TenantDispatcher],
+    registry: CountingRegistry,
+    host: str,
+    path: str,
+) -> None:
+    """The first resolver that claims decides: the header, by slug, with the
+    path left as it came."""
+    client = Client(by_header())
+    for _ in range(2):
+        response = fetch(client, host, path, HTTP_X_TENANT="beta")
+        data = response.get_json()
+        assert (data["tenant"], data["path"], data["script_root"]) == ("beta", path, "")
+    assert registry.lookups == [("find_by_slug", "beta")]
+
+
+def test_header_absent_routes_by_host_and_path(
+    by_header: Callable[..., TenantDispatcher], registry: CountingRegistry
+) -> None:
+    client = Client(by_header())
+    assert fetch(client, "acme.example.com").get_json()["tenant"] == "acme"
+    assert fetch(client, "example.com", "/beta/").get_json()["tenant"] == "beta"
+    assert fetch(client, "gateway.internal").status_code == 404
+    assert registry.slugs == []
+
+
+def test_header_naming_no_tenant_gets_the_default_app(
+    by_header: Callable[..., TenantDispatcher], registry: CountingRegistry
+) -> None:
+    """An unknown slug is the header's answer: no fall-through to the host."""
+    assert (
+        fetch(
+            Client(by_header()), "acme.example.com", HTTP_X_TENANT="nosuch"
+        ).status_code
+        == 404
+    )
+    client = Client(by_header(default_app=echo_app("default")))
+    for _ in range(2):
+        response = fetch(client, "acme.example.com", HTTP_X_TENANT="nosuch")
+        assert response.get_json()["app"] == "default"
+    # Looked up once per dispatcher, then remembered as unknown.
+    assert registry.lookups == [("find_by_slug", "nosuch")] * 2
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("Beta", id="upper-case"),
+        pytest.param("beta.example.com", id="a-host"),
+        pytest.param("beta/x", id="slash"),
+        pytest.param("-beta", id="leading-hyphen"),
+        pytest.param("b" * 64, id="64-chars"),
+        pytest.param("b\xe9ta", id="non-ascii"),
+    ],
+)
+def test_malformed_header_is_400_without_queries(
+    by_header: Callable[..., TenantDispatcher],
+    registry: CountingRegistry,
+    statements: list[str],
+    value: str,
+) -> None:
+    response = fetch(Client(by_header()), "acme.example.com", HTTP_X_TENANT=value)
+    assert response.status_code == 400
+    assert b"invalid X-Tenant header" in response.data
+    assert b"must be a tenant slug" in response.data
+    assert registry.lookups == []
+    assert statements == []
+
+
+def test_bad_host_is_refused_before_the_header_is_read(
+    by_header: Callable[..., TenantDispatcher], registry: CountingRegistry
+) -> None:
+    response = fetch(Client(by_header()), "a_b.example.com", HTTP_X_TENANT="beta")
+    assert response.status_code == 400
+    assert b"invalid Host" in response.data
+    assert registry.lookups == []
+
+
+def test_header_is_ignored_without_a_header_resolver(
+    client: Client, registry: CountingRegistry
+) -> None:
+    """By default no header names a tenant: a client cannot send acme's host
+    with beta's name and reach beta."""
+    for host, path in [("acme.example.com", "/"), ("example.com", "/acme/")]:
+        response = fetch(client, host, path, HTTP_X_TENANT="beta")
+        assert response.get_json()["tenant"] == "acme"
+    response = fetch(client, "gateway.internal", HTTP_X_TENANT="beta")
+    assert response.status_code == 404
+    assert registry.slugs == []
+
+
+def test_header_skips_the_hit_path(
+    by_header: Callable[..., TenantDispatcher], registry: CountingRegistry
+) -> None:
+    """A Host remembered for acme's hit path does not decide a request that
+    also names beta by header."""
+    dispatcher = by_header()
+    client = Client(dispatcher)
+    for _ in range(2):
+        assert fetch(client, "acme.example.com").get_json()["tenant"] == "acme"
+    hot = dispatcher._hot_hits
+    assert hot == 1
+    for _ in range(2):
+        response = fetch(client, "acme.example.com", HTTP_X_TENANT="beta")
+        assert response.get_json()["tenant"] == "beta"
+    assert dispatcher._hot_hits == hot
+    # Without the header, the host's hit path serves acme again.
+    assert fetch(client, "acme.example.com").get_json()["tenant"] == "acme"
+    assert dispatcher._hot_hits == hot + 1
+
+
+def test_new_tenant_is_found_by_header_after_an_unknown_answer(
+    by_header: Callable[..., TenantDispatcher], registry: CountingRegistry
+) -> None:
+    """Creating the tenant forgets the "unknown" answer for its slug, also
+    for a tenant with no host or path of its own (reached by header only)."""
+    client = Client(by_header(poll_interval=None))
+    for _ in range(2):
+        assert fetch(client, "gw.internal", HTTP_X_TENANT="gamma").status_code == 404
+    assert registry.slugs == ["gamma"]
+
+    registry.create_tenant("gamma", owner_email="owner@gamma.test")
+    assert (
+        fetch(client, "gw.internal", HTTP_X_TENANT="gamma").get_json()["tenant"]
+        == "gamma"
+    )
+
+
+def test_change_without_names_forgets_the_header_unknown_answer(
+    by_header: Callable[..., TenantDispatcher], registry: CountingRegistry
+) -> None:
+    """A change recorded before names were (added=None) forgets every
+    "unknown" answer when it may have created a name."""
+    dispatcher = by_header(poll_interval=None)
+    client = Client(dispatcher)
+    assert fetch(client, "gw.internal", HTTP_X_TENANT="gamma").status_code == 404
+    with TenantRegistry(registry.engine) as writer:  # not heard by the dispatcher
+        tenant = writer.create_tenant("gamma", owner_email="owner@gamma.test")
+    assert fetch(client, "gw.internal", HTTP_X_TENANT="gamma").status_code == 404
+    dispatcher.invalidate(TenantChange(tenant.version, "gamma", Operation.CREATED))
+    response = fetch(client, "gw.internal", HTTP_X_TENANT="gamma")
+    assert response.get_json()["tenant"] == "gamma"
 
 
 # -- tenant context and the app cache -------------------------------------------
@@ -1229,7 +1417,7 @@ def test_a_change_without_its_names_drops_every_host_route(
 
     with TenantRegistry(registry.engine) as writer:  # not heard by the dispatcher
         tenant = writer.create_tenant("new", owner_email="o@new.test", subdomain="new")
-    dispatcher.invalidate(TenantChange(tenant.version, "new", "created"))
+    dispatcher.invalidate(TenantChange(tenant.version, "new", Operation.CREATED))
     registry.clear()
     for host in many_hosts:
         assert fetch(client, host).status_code == 200
@@ -1250,7 +1438,7 @@ def test_a_new_domain_with_its_names_wins_over_a_subdomain_already_served(
     change = TenantChange(
         tenant.version,
         "alpha",
-        "domain_added",
+        Operation.DOMAIN_ADDED,
         Names(domains=("beta.example.com",)),
     )
     client.application.invalidate(change)  # type: ignore[attr-defined]
@@ -1561,28 +1749,10 @@ def test_registry_must_be_a_registry(create_app: Callable[[Tenant], Flask]) -> N
             {"base_domain": b"example.com"}, TypeError, "bytes", id="base-bytes"
         ),
         pytest.param(
-            {"mounts": {"api": echo_app("a")}}, ValueError, "'api'", id="mount-relative"
-        ),
-        pytest.param(
-            {"mounts": {"/": echo_app("a")}}, ValueError, "'/'", id="mount-root"
-        ),
-        pytest.param(
-            {"mounts": {"/a//b": echo_app("a")}}, ValueError, "'/a//b'", id="mount-//"
-        ),
-        pytest.param(
-            {"mounts": {"/a/../b": echo_app("a")}},
-            ValueError,
-            "'/a/../b'",
-            id="mount-..",
-        ),
-        pytest.param(
-            {"mounts": {"/a b": echo_app("a")}}, ValueError, "'/a b'", id="mount-space"
-        ),
-        pytest.param(
-            {"mounts": {"/api": None}}, TypeError, r"mounts\['/api'\]", id="mount-app"
-        ),
-        pytest.param(
-            {"mounts": [("/api", 1)]}, TypeError, "mounts .* list", id="mount-list"
+            {"mounts": {"/api": echo_app("a")}},
+            TypeError,
+            "mounts",
+            id="mounts-are-werkzeugs-job",
         ),
     ],
 )
@@ -1656,6 +1826,66 @@ def test_bad_path_routing_configuration(
         TenantDispatcher(idle_registry, create_app, **options)
 
 
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        pytest.param(
+            {"resolvers": [HostResolver()], "base_domain": BASE},
+            ValueError,
+            "resolvers= replaces base_domain, path_routing and path_routing_hosts",
+            id="resolvers-and-base-domain",
+        ),
+        pytest.param(
+            {"resolvers": [HostResolver()], "path_routing": True},
+            ValueError,
+            "resolvers= replaces",
+            id="resolvers-and-path-routing",
+        ),
+        pytest.param(
+            {"resolvers": []},
+            ValueError,
+            "resolvers is empty",
+            id="no-resolvers",
+        ),
+        pytest.param(
+            {"resolvers": "X-Tenant"},
+            TypeError,
+            "resolvers must be a list of resolvers, not str",
+            id="resolvers-a-string",
+        ),
+        pytest.param(
+            {"resolvers": [HostResolver(), "X-Tenant"]},
+            TypeError,
+            "resolvers entry 'X-Tenant' is not a Resolver",
+            id="not-a-resolver",
+        ),
+    ],
+)
+def test_bad_resolvers_configuration(
+    idle_registry: TenantRegistry,
+    create_app: Callable[[Tenant], Flask],
+    options: dict[str, Any],
+    error: type[Exception],
+    message: str,
+) -> None:
+    with pytest.raises(error, match=message):
+        TenantDispatcher(idle_registry, create_app, **options)
+
+
+def test_resolvers_default_to_the_shorthands(
+    idle_registry: TenantRegistry, create_app: Callable[[Tenant], Flask]
+) -> None:
+    dispatcher = TenantDispatcher(
+        idle_registry, create_app, base_domain=BASE, path_routing=True
+    )
+    try:
+        assert repr(list(dispatcher.resolvers)) == repr(
+            standard_resolvers(base_domain=BASE, path_routing=True)
+        )
+    finally:
+        dispatcher.close()
+
+
 def test_path_routing_hosts_are_normalised(
     idle_registry: TenantRegistry, create_app: Callable[[Tenant], Flask]
 ) -> None:
@@ -1680,11 +1910,10 @@ def test_good_configuration_is_normalised(
         idle_registry,
         create_app,
         base_domain="Example.COM.",
-        mounts={"/static/": echo_app("static")},
     )
     try:
         assert dispatcher.base_domain == "example.com"
-        assert list(dispatcher.mounts) == ["/static"]
+        assert [type(resolver) for resolver in dispatcher.resolvers] == [HostResolver]
     finally:
         dispatcher.close()
 

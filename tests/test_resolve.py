@@ -7,13 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from werkzeug.sansio.utils import host_is_trusted
 
-from dispatcher.exceptions import DispatcherError, InvalidHost
+from dispatcher.exceptions import DispatcherError, InvalidHost, InvalidRequest
 from dispatcher.resolve import (
     first_segment,
     is_apex,
-    match_mount,
-    normalise_mount_prefix,
     parse_host,
+    parse_slug,
     request_host,
     subdomain_of,
     target_authority,
@@ -439,90 +438,49 @@ def test_first_segment_never_raises(path_info: str) -> None:
         assert re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", segment)
 
 
-MOUNTS = ("/static/files", "/static", "/api")
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("acme", id="plain"),
+        pytest.param("a", id="one-char"),
+        pytest.param("a-1", id="hyphen-digit"),
+        pytest.param("a" * 63, id="63-chars"),
+    ],
+)
+def test_parse_slug(value: str) -> None:
+    assert parse_slug(value, "X-Tenant header") == value
 
 
 @pytest.mark.parametrize(
-    ("path_info", "expected"),
+    "value",
     [
-        pytest.param("/api", ("/api", ""), id="exact"),
-        pytest.param("/api/", ("/api", "/"), id="trailing-slash"),
-        pytest.param("/api/x/y", ("/api", "/x/y"), id="rest"),
-        pytest.param("/static/files/a.css", ("/static/files", "/a.css"), id="longest"),
-        pytest.param("/static/filesx", ("/static", "/filesx"), id="shorter-fallback"),
-        pytest.param("/static/a.css", ("/static", "/a.css"), id="shorter"),
-        pytest.param("/apix", None, id="no-segment-boundary"),
-        pytest.param("/ap", None, id="partial"),
-        pytest.param("/API", None, id="case-sensitive"),
-        pytest.param("/acme/api", None, id="not-at-start"),
-        pytest.param("", None, id="empty"),
-        pytest.param("/", None, id="root"),
+        pytest.param("", id="empty"),
+        pytest.param("Acme", id="upper-case"),
+        pytest.param("-acme", id="leading-hyphen"),
+        pytest.param("acme-", id="trailing-hyphen"),
+        pytest.param("ac_me", id="underscore"),
+        pytest.param("acme.test", id="dot"),
+        pytest.param(" acme", id="space"),
+        pytest.param("acme\n", id="newline-after"),
+        pytest.param("a" * 64, id="64-chars"),
+        pytest.param("acm\xe9", id="non-ascii"),
     ],
 )
-def test_match_mount(path_info: str, expected: tuple[str, str] | None) -> None:
-    assert match_mount(path_info, MOUNTS) == expected
+def test_parse_slug_invalid(value: str) -> None:
+    with pytest.raises(InvalidRequest) as exc_info:
+        parse_slug(value, "X-Tenant header")
 
-
-def test_match_mount_no_prefixes() -> None:
-    assert match_mount("/api", ()) is None
-
-
-@fuzz
-@given(
-    any_text | st.from_regex(r"/(api|static|static/files)[/a-z]{0,10}", fullmatch=True)
-)
-def test_match_mount_never_raises(path_info: str) -> None:
-    result = match_mount(path_info, MOUNTS)
-
-    if result is not None:
-        prefix, rest = result
-        assert prefix in MOUNTS
-        assert prefix + rest == path_info
-        assert rest == "" or rest.startswith("/")
-
-
-@pytest.mark.parametrize(
-    ("prefix", "expected"),
-    [
-        pytest.param("/api", "/api", id="plain"),
-        pytest.param("/api/", "/api", id="trailing-slash"),
-        pytest.param("/static/files", "/static/files", id="nested"),
-        pytest.param("/static/files/", "/static/files", id="nested-trailing-slash"),
-        pytest.param("/API", "/API", id="case-kept"),
-        pytest.param("/a.b/...", "/a.b/...", id="dots-in-segment"),
-    ],
-)
-def test_normalise_mount_prefix(prefix: str, expected: str) -> None:
-    assert normalise_mount_prefix(prefix) == expected
-
-
-@pytest.mark.parametrize(
-    ("prefix", "rule"),
-    [
-        pytest.param("", "start with '/'", id="empty"),
-        pytest.param("api", "start with '/'", id="relative"),
-        pytest.param("/", "must not be '/'", id="root"),
-        pytest.param("//", "empty segment", id="double-slash"),
-        pytest.param("/api//", "empty segment", id="two-trailing-slashes"),
-        pytest.param("//api", "empty segment", id="leading-empty-segment"),
-        pytest.param("/static//files", "empty segment", id="inner-empty-segment"),
-        pytest.param("/.", "'.' or '..'", id="dot"),
-        pytest.param("/..", "'.' or '..'", id="dot-dot"),
-        pytest.param("/api/../x", "'.' or '..'", id="inner-dot-dot"),
-        pytest.param("/api/./", "'.' or '..'", id="trailing-dot"),
-        pytest.param("/a pi", "whitespace", id="space"),
-        pytest.param("/api\t", "whitespace", id="tab"),
-        pytest.param("/api\n", "whitespace", id="newline"),
-        pytest.param("/api\x00", "control", id="nul"),
-        pytest.param("/café", "ASCII", id="non-ascii"),
-    ],
-)
-def test_normalise_mount_prefix_invalid(prefix: str, rule: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(rule)) as exc_info:
-        normalise_mount_prefix(prefix)
-
+    message = str(exc_info.value)
+    assert message.startswith(f"invalid X-Tenant header {value!r}: must be a tenant")
+    assert "a-z, 0-9 and '-'" in message
     assert not isinstance(exc_info.value, InvalidHost)
-    assert repr(prefix) in str(exc_info.value)
+
+
+def test_parse_slug_message_truncated() -> None:
+    with pytest.raises(InvalidRequest) as exc_info:
+        parse_slug("A" * 10_000, "X-Tenant header")
+
+    assert len(str(exc_info.value)) < 300
 
 
 @pytest.mark.parametrize(
