@@ -260,8 +260,8 @@ def test_timeouts_and_waiters_reach_the_dispatcher_and_registry(build: Build) ->
         DISPATCHER_DB_TIMEOUT="1.5",
     )
     assert application.registry.timeout == 1.5
-    assert application._cache._build_timeout == 7.5
-    assert application._cache._max_waiters == 0
+    assert application.policy.build_timeout == 7.5
+    assert application.policy.max_waiters == 0
 
 
 def test_a_custom_app_factory(build: Build) -> None:
