@@ -15,7 +15,7 @@ import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -24,7 +24,8 @@ from dispatcher.exceptions import (
     InvalidConfig,
     InvalidName,
 )
-from dispatcher.registry import ImportStatus, TenantRegistry
+from dispatcher.imports import ImportStatus
+from dispatcher.registry import TenantRegistry
 from dispatcher.settings import (
     BASE_DOMAIN_VARIABLE,
     DATABASE_URL_VARIABLE,
@@ -33,8 +34,11 @@ from dispatcher.settings import (
 )
 from dispatcher.settings import base_domain as default_base_domain
 from dispatcher.settings import database_url as default_database_url
-from dispatcher.tenant import NewTenant, Tenant, TenantStatus
+from dispatcher.tenant import NewTenant, Tenant, TenantFields, TenantStatus
 from dispatcher.validation import MAX_CONFIG_DEPTH, normalise_reason
+
+if TYPE_CHECKING:
+    from typing import Unpack
 
 __all__ = ["cli", "main"]
 
@@ -181,25 +185,13 @@ def db_upgrade(ctx: click.Context, revision: str) -> None:
 def add(
     ctx: click.Context,
     slug: str,
-    owner_email: str,
-    owner_name: str | None,
-    subdomain: str | None,
-    path_prefix: str | None,
-    domains: tuple[str, ...],
     config_items: tuple[str, ...],
     as_json: bool,
+    **fields: Unpack[TenantFields],
 ) -> None:
     """Create tenant SLUG."""
-    config = dict(_config_item(item) for item in config_items)
-    tenant = _registry(ctx).create_tenant(
-        slug,
-        owner_email=owner_email,
-        owner_name=owner_name,
-        subdomain=subdomain,
-        path_prefix=path_prefix,
-        domains=domains,
-        config=config,
-    )
+    fields["config"] = dict(_config_item(item) for item in config_items)
+    tenant = _registry(ctx).create_tenant(slug, **fields)
     _print_tenant(tenant, as_json, f"created tenant {tenant.slug!r}")
 
 

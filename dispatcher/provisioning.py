@@ -21,12 +21,15 @@ tolerate a partly prepared tenant) and removes the tenant, then raises
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from dispatcher.exceptions import DispatcherError
 from dispatcher.registry import TenantRegistry
-from dispatcher.tenant import Tenant
+from dispatcher.tenant import Tenant, TenantFields
+
+if TYPE_CHECKING:
+    from typing import Unpack
 
 __all__ = ["ProvisioningFailed", "Provisioner", "ProvisioningHook"]
 
@@ -77,31 +80,23 @@ class Provisioner:
         self,
         slug: str,
         *,
-        owner_email: str,
-        owner_name: str | None = None,
-        subdomain: str | None = None,
-        path_prefix: str | None = None,
-        domains: Iterable[str] = (),
-        config: Mapping[str, Any] | None = None,
         allow_existing_owner: bool = True,
+        **fields: Unpack[TenantFields],
     ) -> Tenant:
         """Create and prepare a tenant; raises the registry's errors when a
         name is invalid or taken, :class:`ProvisioningFailed` when a hook fails.
 
-        A public signup passes ``allow_existing_owner=False``: an owner e-mail
-        that already has an account then raises
-        :class:`~dispatcher.exceptions.OwnerExists` before any hook runs.
+        The tenant's keywords are :class:`~dispatcher.tenant.TenantFields`,
+        as for :meth:`TenantRegistry.create_tenant`. A public signup passes
+        ``allow_existing_owner=False``: an owner e-mail that already has an
+        account then raises :class:`~dispatcher.exceptions.OwnerExists` before
+        any hook runs.
         """
         tenant = self.registry.create_tenant(
             slug,
-            owner_email=owner_email,
-            owner_name=owner_name,
-            subdomain=subdomain,
-            path_prefix=path_prefix,
-            domains=domains,
-            config=config,
             disabled_reason=PROVISIONING if self.on_create else None,
             allow_existing_owner=allow_existing_owner,
+            **fields,
         )
         if not self.on_create:
             return tenant

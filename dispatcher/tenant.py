@@ -7,15 +7,16 @@ Plain values only: importing this module imports no ORM, so tenant apps and
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Required, TypedDict
 
 __all__ = [
     "NewTenant",
     "Tenant",
+    "TenantFields",
     "TenantStatus",
     "aware",
     "freeze",
@@ -116,3 +117,22 @@ class NewTenant:
     #: Custom host names, the primary one first.
     domains: tuple[str, ...] = ()
     config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+class TenantFields(TypedDict, total=False):
+    """What a caller says about a tenant to create, besides its slug.
+
+    The keywords of ``TenantRegistry.new_tenant`` and ``create_tenant``,
+    ``Provisioner.create`` and ``tenantctl add``, written once::
+
+        def create(self, slug: str, **fields: Unpack[TenantFields]) -> Tenant: ...
+    """
+
+    owner_email: Required[str]
+    owner_name: str | None
+    subdomain: str | None
+    path_prefix: str | None
+    #: Custom host names, the primary one first.
+    domains: Iterable[str]
+    #: A JSON object.
+    config: Mapping[str, Any] | None

@@ -52,10 +52,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from werkzeug.utils import import_string
 
 from dispatcher import settings
+from dispatcher.database import DEFAULT_TIMEOUT
 from dispatcher.exceptions import RegistryUnavailable
 from dispatcher.middleware import TenantDispatcher
 from dispatcher.policy import CachePolicy
-from dispatcher.registry import DEFAULT_TIMEOUT, TenantRegistry
+from dispatcher.registry import TenantRegistry
 from dispatcher.sessions import MIN_SECRET_BYTES
 
 if TYPE_CHECKING:

@@ -1,8 +1,9 @@
 """Alembic environment for the tenant registry.
 
 The URL comes from the setting the application uses (``DISPATCHER_DATABASE_URL``),
-unless ``sqlalchemy.url`` is set in the config; ``TenantRegistry.migrate`` passes
-its own connection in ``config.attributes["connection"]``.
+unless ``sqlalchemy.url`` is set in the config; :func:`dispatcher.migrate.upgrade`
+(``registry.migrate()``, ``tenantctl db upgrade``) passes its own write-locked
+connection in ``config.attributes["connection"]``.
 """
 
 from __future__ import annotations
