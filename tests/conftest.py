@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from registry_helpers import ACME_SETTINGS
 from sqlalchemy import create_engine, make_url, text
 
-from dispatcher import TenantRegistry
+from dispatcher import Tenant, TenantRegistry
 
 TEST_DATABASE_URL_VARIABLE = "DISPATCHER_TEST_DATABASE_URL"
 
@@ -83,6 +84,12 @@ def registry(database_url: str) -> Iterator[TenantRegistry]:
     registry.migrate()
     yield registry
     registry.close()
+
+
+@pytest.fixture
+def acme(registry: TenantRegistry) -> Tenant:
+    """A tenant with every kind of name and a nested config (``ACME_SETTINGS``)."""
+    return registry.create_tenant("acme", owner_name="Ada", **ACME_SETTINGS)
 
 
 @pytest.fixture
