@@ -31,6 +31,7 @@ import re
 from ipaddress import IPv6Address
 
 from dispatcher.exceptions import InvalidHost, InvalidRequest
+from dispatcher.validation import LABEL_PATTERN as _LABEL
 
 __all__ = [
     "first_segment",
@@ -50,8 +51,6 @@ MAX_HOST_LENGTH = 1000
 # Room for the repr of a bad value in an error message; the rest is elided so
 # a 10 KB header does not become a 10 KB log line.
 _SHOW_LENGTH = 80
-
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 
 # re.ASCII stops IGNORECASE from folding a non-ASCII letter such as the Kelvin
 # sign U+212A into "k" (as str.lower() would), so only the matched, ASCII-only

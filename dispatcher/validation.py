@@ -18,6 +18,7 @@ from dispatcher.exceptions import InvalidConfig, InvalidName
 
 __all__ = [
     "DEFAULT_RESERVED",
+    "LABEL_PATTERN",
     "MAX_CONFIG_BYTES",
     "MAX_CONFIG_DEPTH",
     "MAX_OWNER_NAME",
@@ -65,7 +66,11 @@ MAX_CONFIG_BYTES = 64 * 1024
 MAX_CONFIG_DEPTH = 32
 MAX_OWNER_NAME = 200  # the column's length
 
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+#: One label of a host name, as a tenant's slug, subdomain or path prefix must
+#: be: lower-case letters, digits and inner hyphens, 1-63 of them. A pattern to
+#: build other expressions from (the request's host and path in resolve).
+LABEL_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_LABEL = re.compile(LABEL_PATTERN)
 _LABEL_RULE = "1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
 _IDEOGRAPHIC_DOTS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61", "."))
 _EMAIL_LOCAL = re.compile(r"[^\s@]{1,64}")
