@@ -125,21 +125,25 @@ class Match:
     """A resolver's answer: the request names the tenant under ``key``.
 
     ``key`` None: the request is this resolver's to decide, and it names no
-    tenant (the default app answers). ``prefix``: moved from ``PATH_INFO`` to
-    ``SCRIPT_NAME`` once the tenant is found, so its links include it.
+    tenant (the default app answers). ``prefix``: the start of ``PATH_INFO``
+    that moves to ``SCRIPT_NAME`` once the tenant is found, so its links
+    include it. A match depends on no more of the request than its key does,
+    so a resolver may hand the same one to every request for that key.
     """
 
     key: RouteKey | None
     find: Callable[[TenantFinder], Tenant | None] | None = None
     prefix: str = ""
-    path_info: str = ""
 
     def apply(self, environ: WSGIEnvironment) -> None:
         """Shift the path for the tenant app; call only once a tenant is found."""
         if self.prefix:
             environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + self.prefix
-            environ["PATH_INFO"] = self.path_info
+            environ["PATH_INFO"] = environ["PATH_INFO"][len(self.prefix) :]
 
+
+#: Path segments whose match a PathResolver keeps.
+MATCH_MEMO_SIZE = 10_000
 
 #: The match of a resolver that claims a request naming no tenant.
 NO_TENANT = Match(None)
@@ -249,6 +253,10 @@ class PathResolver:
             )
         self.base_domain = base
         self.hosts = listed if base is None else listed | {base, f"www.{base}"}
+        # Segment -> its match, so repeat requests build no Match, and the
+        # cache finds their route by identity. Only valid labels get in, and
+        # it is emptied when full: made-up segments cannot grow it.
+        self._matches: dict[str, Match] = {}
 
     def __repr__(self) -> str:
         return f"PathResolver(hosts={sorted(self.hosts)!r})"
@@ -261,13 +269,17 @@ class PathResolver:
         found = first_segment(path_info)
         if found is None:
             return NO_TENANT
-        segment, rest = found
-        return Match(
-            PathKey(segment),
-            lambda finder: finder.find_by_path_prefix(segment),
-            "/" + segment,
-            rest,
-        )
+        segment = found[0]
+        match = self._matches.get(segment)
+        if match is None:
+            if len(self._matches) >= MATCH_MEMO_SIZE:
+                self._matches.clear()
+            match = self._matches[segment] = Match(
+                PathKey(segment),
+                lambda finder: finder.find_by_path_prefix(segment),
+                "/" + segment,
+            )
+        return match
 
     def route_keys(self, slug: str, names: Names) -> list[RouteKey]:
         if names.path_prefix is None:

@@ -33,15 +33,17 @@ from dispatcher.routes import (
 
 BASE = "example.com"
 
-#: What a match says, without its find: (key, prefix, path_info); None for
-#: "not mine".
+#: What a match says, without its find: (key, prefix, the PATH_INFO the tenant
+#: app sees, "" if unshifted); None for "not mine".
 Said = tuple[RouteKey | None, str, str] | None
 
 
-def said(match: Match | None) -> Said:
+def said(match: Match | None, path_info: str = "") -> Said:
     if match is None:
         return None
-    return match.key, match.prefix, match.path_info
+    environ: dict[str, Any] = {"PATH_INFO": path_info}
+    match.apply(environ)
+    return match.key, match.prefix, environ["PATH_INFO"] if match.prefix else ""
 
 
 # -- route keys -----------------------------------------------------------------
@@ -61,7 +63,7 @@ def test_route_keys_of_different_kinds_never_meet() -> None:
 
 def test_match_applies_its_shift_only_when_asked() -> None:
     environ: dict[str, Any] = {"SCRIPT_NAME": "/mnt", "PATH_INFO": "/acme/x"}
-    match = Match(PathKey("acme"), lambda finder: None, "/acme", "/x")
+    match = Match(PathKey("acme"), lambda finder: None, "/acme")
     assert environ == {"SCRIPT_NAME": "/mnt", "PATH_INFO": "/acme/x"}
     match.apply(environ)
     assert environ == {"SCRIPT_NAME": "/mnt/acme", "PATH_INFO": "/x"}
@@ -160,7 +162,7 @@ def test_path_resolver_match(host: str, path_info: str, expected: Said) -> None:
     """On its hosts it claims every request, and a path with no valid first
     segment names no tenant (never a lookup by host); elsewhere, not its own."""
     resolver = PathResolver(base_domain=BASE, hosts=["localhost"])
-    assert said(resolver.match(host, path_info, {})) == expected
+    assert said(resolver.match(host, path_info, {}), path_info) == expected
 
 
 def test_path_resolver_hosts() -> None:
@@ -433,3 +435,15 @@ def test_normalise_hosts_invalid(
 ) -> None:
     with pytest.raises(error, match=message):
         normalise_hosts(hosts)
+
+
+def test_a_path_resolver_hands_repeat_segments_one_match() -> None:
+    """Repeat requests build no Match, and their key is the same object, which
+    the cache finds by identity; the shift still follows each request's path."""
+    resolver = PathResolver(base_domain=BASE)
+
+    first = resolver.match(BASE, "/acme/x", {})
+    again = resolver.match(BASE, "/acme/y/z", {})
+
+    assert first is again and first is not None
+    assert said(again, "/acme/y/z") == (PathKey("acme"), "/acme", "/y/z")
