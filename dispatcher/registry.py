@@ -311,23 +311,21 @@ class TenantRegistry:
 
     def disable_tenant(self, slug: str, reason: str | None = None) -> Tenant:
         """Stop serving the tenant; requests get the disabled answer."""
-        reason = _clean_text(reason)
-        with self._transaction() as tx:
-            row = tx.tenant(slug)
-            if row.status is not TenantStatus.DISABLED or row.disabled_reason != reason:
-                row.status = TenantStatus.DISABLED
-                row.disabled_reason = reason
-                tx.record(row, Operation.DISABLED)
-            return tx.snapshot(row)
+        return self._set_status(slug, TenantStatus.DISABLED, _clean_text(reason))
 
     def enable_tenant(self, slug: str) -> Tenant:
         """Serve a disabled tenant again."""
+        return self._set_status(slug, TenantStatus.ACTIVE, None)
+
+    def _set_status(
+        self, slug: str, status: TenantStatus, reason: str | None
+    ) -> Tenant:
         with self._transaction() as tx:
             row = tx.tenant(slug)
-            if row.status is not TenantStatus.ACTIVE:
-                row.status = TenantStatus.ACTIVE
-                row.disabled_reason = None
-                tx.record(row, Operation.ENABLED)
+            if row.status is not status or row.disabled_reason != reason:
+                row.status = status
+                row.disabled_reason = reason
+                tx.record(row, _STATUS_CHANGES[status])
             return tx.snapshot(row)
 
     def delete_tenant(self, slug: str) -> None:
@@ -451,6 +449,12 @@ class TenantRegistry:
             with self.database.write() as session:
                 raise tx.conflict(session, refused) from refused
         self.feed.published(tx.changes)
+
+
+_STATUS_CHANGES = {
+    TenantStatus.ACTIVE: Operation.ENABLED,
+    TenantStatus.DISABLED: Operation.DISABLED,
+}
 
 
 def _set_config(tx: Transaction, row: TenantRow, config: dict[str, Any]) -> None:
