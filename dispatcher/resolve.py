@@ -34,6 +34,7 @@ from dispatcher.exceptions import InvalidHost, InvalidRequest
 from dispatcher.validation import LABEL_PATTERN as _LABEL
 
 __all__ = [
+    "configured_host",
     "first_segment",
     "is_apex",
     "normalise_base_domain",
@@ -372,16 +373,34 @@ def normalise_base_domain(base_domain: str | None) -> str | None:
     """
     if base_domain is None:
         return None
-    if not isinstance(base_domain, str):
+    host = configured_host(base_domain, "base_domain")
+    if host.startswith("["):
+        raise ValueError(f"base_domain {base_domain!r} must be a host name, not IPv6")
+    return host
+
+
+def configured_host(value: object, what: str) -> str:
+    """Check a host name from configuration; return it as :func:`parse_host` does.
+
+    Hosts are routed whatever the port, so one given with a port is refused:
+    it would promise what is not done.
+
+    :param what: names the setting in messages (``"base_domain"``).
+    :raise TypeError: If it is not a string.
+    :raise ValueError: If it is not a host name, or has a port.
+    """
+    if not isinstance(value, str):
         raise TypeError(
-            f"base_domain must be a host name, not {type(base_domain).__name__}"
+            f"{what} {value!r} must be a host name, not {type(value).__name__}"
         )
     try:
-        host = parse_host(base_domain)
+        host = parse_host(value)
     except InvalidHost as e:
-        raise ValueError(f"base_domain {base_domain!r} is not a host name: {e}") from e
-    if ":" in base_domain or host.startswith("["):
+        raise ValueError(f"{what} {value!r} is not a host name: {e}") from e
+    has_port = not value.endswith("]") if host.startswith("[") else ":" in value
+    if has_port:
         raise ValueError(
-            f"base_domain {base_domain!r} must be a host name without a port"
+            f"{what} {value!r} must be a host name without a port (every port"
+            " of the host is routed alike)"
         )
     return host

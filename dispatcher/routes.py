@@ -40,12 +40,11 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from dispatcher.exceptions import InvalidHost
 from dispatcher.resolve import (
+    configured_host,
     first_segment,
     is_apex,
     normalise_base_domain,
-    parse_host,
     parse_slug,
     subdomain_of,
 )
@@ -386,24 +385,4 @@ def normalise_hosts(hosts: Collection[str], what: str = "hosts") -> frozenset[st
         raise TypeError(
             f"{what} must be a collection of host names, not {type(hosts).__name__}"
         )
-    return frozenset(_normalise_host(host, what) for host in hosts)
-
-
-def _normalise_host(host: object, what: str) -> str:
-    if not isinstance(host, str):
-        raise TypeError(
-            f"{what} entry {host!r} must be a host name, not {type(host).__name__}"
-        )
-    try:
-        name = parse_host(host)
-    except InvalidHost as e:
-        raise ValueError(f"{what} entry {host!r} is not a host name: {e}") from e
-    # parse_host drops a port; hosts are matched whatever the port, so a listed
-    # port would promise what is not done.
-    has_port = not host.endswith("]") if name.startswith("[") else ":" in host
-    if has_port:
-        raise ValueError(
-            f"{what} entry {host!r} must be a host name without a port (every"
-            " port of the host is routed alike)"
-        )
-    return name
+    return frozenset(configured_host(host, f"{what} entry") for host in hosts)
