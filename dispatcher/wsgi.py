@@ -16,6 +16,10 @@
 ``DISPATCHER_PATH_ROUTING_HOSTS`` comma-separated hosts, besides the base
                                 domain and its ``www.``, on which ``/<prefix>/``
                                 names a tenant (default none)
+``DISPATCHER_TENANT_HEADER``    a request header naming the tenant's slug, set by a
+                                trusted gateway (``X-Tenant``): asked before the
+                                host and path (default none; see
+                                :class:`~dispatcher.routes.HeaderResolver`)
 ``DISPATCHER_<SETTING>``        each setting of :class:`~dispatcher.policy.CachePolicy`
                                 by its upper-cased name: ``DISPATCHER_MAX_APPS``
                                 (default 1000), ``_APP_TTL`` (3600 s),
@@ -57,6 +61,7 @@ from dispatcher.exceptions import RegistryUnavailable
 from dispatcher.middleware import TenantDispatcher
 from dispatcher.policy import CachePolicy
 from dispatcher.registry import TenantRegistry
+from dispatcher.routes import HeaderResolver, standard_resolvers
 from dispatcher.sessions import MIN_SECRET_BYTES
 
 if TYPE_CHECKING:
@@ -92,12 +97,23 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
             f"DISPATCHER_SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes, "
             f"not {len(secret.encode())}"
         )
-    options: dict[str, Any] = {
+    routing: dict[str, Any] = {
         "base_domain": base_domain,
         "path_routing": _flag(environ, "DISPATCHER_PATH_ROUTING", True),
         "path_routing_hosts": _list(environ, "DISPATCHER_PATH_ROUTING_HOSTS"),
-        "policy": policy,
     }
+    header = environ.get("DISPATCHER_TENANT_HEADER", "").strip()
+    options: dict[str, Any] = {"policy": policy, **routing}
+    if header:
+        # The header's resolver first, then the standard ones: a request
+        # without the header is routed by host and path as usual.
+        try:
+            options = {
+                "policy": policy,
+                "resolvers": [HeaderResolver(header), *standard_resolvers(**routing)],
+            }
+        except ValueError as e:
+            raise ValueError(f"{_variable_in(str(e))}: {e}") from e
     # No connection yet: engines connect on first use.
     timeout = _number(environ, "DISPATCHER_DB_TIMEOUT", DEFAULT_TIMEOUT, float)
     try:
@@ -150,6 +166,7 @@ _VARIABLES = {
     "path_routing": "DISPATCHER_PATH_ROUTING",
     "path_routing_hosts": "DISPATCHER_PATH_ROUTING_HOSTS",
     "timeout": "DISPATCHER_DB_TIMEOUT",
+    "header": "DISPATCHER_TENANT_HEADER",
 }
 
 

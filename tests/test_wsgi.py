@@ -351,6 +351,43 @@ def test_path_routing_hosts_are_listed_with_commas(build: Build) -> None:
     assert get(client, "attacker.test", "/beta/").status_code == 404
 
 
+def test_a_tenant_header_is_asked_before_host_and_path(build: Build) -> None:
+    application = build(
+        DISPATCHER_BASE_DOMAIN="example.com", DISPATCHER_TENANT_HEADER="X-Tenant"
+    )
+    add_tenant(application, "beta")
+    client = Client(application)
+
+    by_header = client.get(
+        "/", base_url="http://example.com", headers={"X-Tenant": "beta"}
+    )
+    assert "Hello from beta" in by_header.text
+    # Without the header, host and path route as usual.
+    assert "Hello from beta" in get(client, "example.com", "/beta/").text
+    bad = client.get("/", base_url="http://example.com", headers={"X-Tenant": "B eta"})
+    assert bad.status_code == 400
+
+
+def test_no_tenant_header_unless_configured(build: Build) -> None:
+    application = build(DISPATCHER_BASE_DOMAIN="example.com")
+    add_tenant(application, "beta")
+    client = Client(application)
+
+    response = client.get(
+        "/", base_url="http://example.com", headers={"X-Tenant": "beta"}
+    )
+
+    assert "Hello from beta" not in response.text
+
+
+@pytest.mark.parametrize("header", ["X Tenant", "Host", "X_Tenant"])
+def test_a_bad_tenant_header_names_the_variable(build: Build, header: str) -> None:
+    with pytest.raises(
+        ValueError, match=f"^DISPATCHER_TENANT_HEADER: header '{header}'"
+    ):
+        build(DISPATCHER_TENANT_HEADER=header)
+
+
 # -- the schema -----------------------------------------------------------------
 
 UNREACHABLE = "postgresql+psycopg://nobody@127.0.0.1:9/nowhere"
