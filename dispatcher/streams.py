@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import ClientDisconnected
 
-from dispatcher.cache import Entry
+from dispatcher.entries import Entry
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
