@@ -248,7 +248,10 @@ class TenantDispatcher:
         if key is None or find is None:  # the router lets no key go without find
             return self.default_app(environ, start_response)
         try:
-            entry = self._cache.get(key, lambda: self._lookup(find))
+            # Lease first: a hit (a path route, say) then builds no closure.
+            entry = self._cache.lease(key) or self._cache.load(
+                key, lambda: self._lookup(find)
+            )
         except (RegistryUnavailable, SchemaMissing):
             # Logged once per outage, by the lookup that met it first.
             self._outage.refused()
