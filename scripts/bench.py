@@ -198,6 +198,109 @@ def bench_hit_overhead(url: str, n: int, rounds: int) -> list[tuple[str, str, st
     return rows
 
 
+#: The last commit before the restructuring into resolvers, a change feed and a
+#: cache policy (issue 10): its hit path is the one ours must not be slower than.
+BEFORE_RESTRUCTURING = "166ce8e"
+
+# Run in a child process per version, so two versions of the package can be
+# measured in one run; it uses only names both versions have.
+_HIT_CHILD = """
+import sys, tempfile, time
+from dispatcher import TenantDispatcher, TenantRegistry
+from werkzeug.test import EnvironBuilder
+
+n = int(sys.argv[1])
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+def start_response(status, headers, exc_info=None):
+    return None
+def request(target, environ):
+    body = target(dict(environ), start_response)
+    for _ in body:
+        pass
+    getattr(body, "close", lambda: None)()
+def per_call(target, environ):
+    start = time.perf_counter()
+    for _ in range(n):
+        request(target, environ)
+    return (time.perf_counter() - start) / n
+with tempfile.TemporaryDirectory() as tmp:
+    registry = TenantRegistry(f"sqlite:///{tmp}/hit.sqlite3")
+    registry.migrate()
+    registry.create_tenant(
+        "acme", owner_email="o@acme.test", subdomain="acme", path_prefix="acme"
+    )
+    ours = TenantDispatcher(
+        registry, lambda tenant: app, base_domain="example.com", path_routing=True
+    )
+    host = EnvironBuilder(path="/", headers={"Host": "acme.example.com"}).get_environ()
+    path = EnvironBuilder(path="/acme/", headers={"Host": "example.com"}).get_environ()
+    for environ in (host, path):
+        request(ours, environ)
+    direct = per_call(app, host)
+    print(per_call(ours, host) - direct, per_call(ours, path) - per_call(app, path))
+    ours.close()
+    registry.close()
+"""
+
+
+def _baseline_tree(revision: str, into: Path) -> Path | None:
+    """The package as it was at ``revision``, or None without git history."""
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", revision],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        return None
+    into.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def _hit_child(pythonpath: Path, n: int) -> tuple[float, float]:
+    result = subprocess.run(
+        [sys.executable, "-c", _HIT_CHILD, str(n)],
+        env={**os.environ, "PYTHONPATH": str(pythonpath)},
+        cwd=pythonpath,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    host, path = result.stdout.split()
+    return float(host), float(path)
+
+
+def bench_hit_against_before(n: int, rounds: int) -> list[tuple[str, str, str]]:
+    """The hit path now and before the restructuring, interleaved child runs."""
+    label = (
+        f"1b. hit overhead against before the restructuring ({BEFORE_RESTRUCTURING})"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        before = _baseline_tree(BEFORE_RESTRUCTURING, Path(tmp) / "before")
+        if before is None:
+            return [(label, "not measured", "needs the git history")]
+        now = Path(__file__).resolve().parent.parent
+        runs: dict[Path, list[tuple[float, float]]] = {before: [], now: []}
+        for _ in range(rounds):
+            for tree in runs:
+                runs[tree].append(_hit_child(tree, n))
+    rows = []
+    for index, route in ((0, "host"), (1, "path")):
+        old = min(run[index] for run in runs[before])
+        new = min(run[index] for run in runs[now])
+        rows.append(
+            (
+                f"{label}: by {route}",
+                f"{new * 1e6:.2f} µs (before: {old * 1e6:.2f} µs)",
+                f"{new / old:.2f}× before (target ≤ 1.0×, within noise)",
+            )
+        )
+    return rows
+
+
 # -- 2. Flask hello world ------------------------------------------------------
 
 
@@ -661,6 +764,7 @@ def main() -> None:
             return f"sqlite:///{Path(tmp) / name}.sqlite3"
 
         rows += bench_hit_overhead(sqlite("hit"), 100_000 // scale, 7)
+        rows += bench_hit_against_before(100_000 // scale, 7)
         rows += bench_flask_ratio(sqlite("flask"), 20_000 // scale, 7)
         rows += bench_cold(sqlite("cold"), "SQLite", 1000 // scale)
         pg = os.environ.get("DISPATCHER_BENCH_POSTGRES_URL")
