@@ -8,17 +8,18 @@ show (``\\x1b``, ``\\n``, ``\\u202e``), whatever the database holds.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sys
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from dispatcher.configtext import parse_value
+from dispatcher.csvfile import BadFile, RowError, read_tenants
 from dispatcher.exceptions import (
     DispatcherError,
     InvalidConfig,
@@ -34,8 +35,8 @@ from dispatcher.settings import (
 )
 from dispatcher.settings import base_domain as default_base_domain
 from dispatcher.settings import database_url as default_database_url
-from dispatcher.tenant import NewTenant, Tenant, TenantFields, TenantStatus
-from dispatcher.validation import MAX_CONFIG_DEPTH, normalise_reason
+from dispatcher.tenant import Tenant, TenantFields, TenantStatus
+from dispatcher.validation import normalise_reason
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -43,16 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["cli", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-IMPORT_COLUMNS = (
-    "slug",
-    "owner_email",
-    "owner_name",
-    "subdomain",
-    "path_prefix",
-    "domains",
-    "config",
-)
 
 
 class _OneLine(click.ClickException):
@@ -195,6 +186,13 @@ def add(
     _print_tenant(tenant, as_json, f"created tenant {tenant.slug!r}")
 
 
+def _config_item(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise BadInput(f"--config {item!r} must look like KEY=VALUE")
+    return key, parse_value(value)
+
+
 @cli.command("list")
 @click.option(
     "--status",
@@ -298,7 +296,7 @@ def config_set(
     ctx: click.Context, slug: str, key: str, value: str, as_string: bool, as_json: bool
 ) -> None:
     """Set KEY to VALUE (JSON if it parses, else a string) in SLUG's config."""
-    parsed = value if as_string else _json_or_string(value)
+    parsed = value if as_string else parse_value(value)
     tenant = _registry(ctx).update_config(slug, {key: parsed})
     _print_tenant(tenant, as_json, f"tenant {tenant.slug!r}: set {key!r}")
 
@@ -371,43 +369,30 @@ def import_(ctx: click.Context, file: Path, batch_size: int) -> None:
     number and skipped; the others are written. Exits 1 if any row failed.
     """
     registry = _registry(ctx)
-    specs: list[tuple[int, NewTenant]] = []
-    problems: list[tuple[int, str]] = []
-    first_line: dict[str, int] = {}
-    for line, row in _read_csv(file):
-        try:
-            spec = _row_to_tenant(registry, row)
-        except (InvalidName, InvalidConfig, ValueError) as e:
-            problems.append((line, str(e)))
-            continue
-        if spec.slug in first_line:
-            problems.append(
-                (
-                    line,
-                    f"tenant {spec.slug!r} is already on line {first_line[spec.slug]}",
-                )
-            )
-            continue
-        first_line[spec.slug] = line
-        specs.append((line, spec))
+    try:
+        listed = read_tenants(file, registry.rules)
+    except BadFile as e:
+        raise BadInput(str(e)) from e
+    errors = list(listed.errors)
+    lines = {row.spec.slug: row.line for row in listed.rows}
     counts = dict.fromkeys(ImportStatus, 0)
-    lines = {spec.slug: line for line, spec in specs}
     results = registry.import_tenants(
-        (spec for _, spec in specs), batch_size=batch_size
+        (row.spec for row in listed.rows), batch_size=batch_size
     )
-    with _progress(len(specs), f"importing {file.name}") as bar:
+    with _progress(len(listed.rows), f"importing {file.name}") as bar:
         for result in results:
             counts[result.status] += 1
             if result.error is not None:
-                problems.append((lines[result.spec.slug], str(result.error)))
+                line = lines[result.spec.slug]
+                errors.append(RowError(file, line, str(result.error)))
             bar.update(1)
-    for line, problem in sorted(problems):
-        click.echo(_escape(f"{file}:{line}: {problem}"), err=True)
+    for error in sorted(errors, key=lambda error: error.line):
+        click.echo(_escape(str(error)), err=True)
     click.echo(
         f"{counts[ImportStatus.CREATED]} created, "
-        f"{counts[ImportStatus.UNCHANGED]} unchanged, {len(problems)} failed"
+        f"{counts[ImportStatus.UNCHANGED]} unchanged, {len(errors)} failed"
     )
-    if problems:
+    if errors:
         ctx.exit(1)
 
 
@@ -427,69 +412,6 @@ class _NoProgress:
 
     def update(self, steps: int) -> None:
         return None
-
-
-def _read_csv(file: Path) -> list[tuple[int, dict[str, str]]]:
-    try:
-        with file.open(newline="", encoding="utf-8-sig") as stream:
-            reader = csv.DictReader(stream)
-            columns = list(reader.fieldnames or [])
-            # DictReader keeps the last of two same-named fields: refuse, or a
-            # row would be read other than it looks.
-            twice = sorted({name for name in columns if columns.count(name) > 1})
-            if twice:
-                _bad_input(
-                    f"{file}: the header row names column(s) "
-                    f"{', '.join(map(repr, twice))} more than once"
-                )
-            unknown = [name for name in columns if name not in IMPORT_COLUMNS]
-            if unknown:
-                _bad_input(
-                    f"{file}: unknown column(s) {', '.join(map(repr, unknown))}; "
-                    f"use {', '.join(IMPORT_COLUMNS)}"
-                )
-            missing = {"slug", "owner_email"} - set(columns)
-            if missing:
-                _bad_input(
-                    f"{file}: the header row must name the column(s) "
-                    f"{', '.join(sorted(missing))}"
-                )
-            return [(reader.line_num, row) for row in _rows(reader)]
-    except UnicodeDecodeError as e:
-        _bad_input(f"{file} is not UTF-8 text: {e}")
-    except csv.Error as e:
-        _bad_input(f"{file} is not valid CSV: {e}")
-
-
-def _rows(reader: csv.DictReader[str]) -> Iterator[dict[str, str]]:
-    for row in reader:
-        if any(value for value in row.values() if isinstance(value, str)):
-            yield row
-
-
-def _row_to_tenant(registry: TenantRegistry, row: dict[str, Any]) -> NewTenant:
-    if None in row:
-        raise ValueError("the row has more fields than the header")
-    config_text = (row.get("config") or "").strip()
-    try:
-        config = (
-            json.loads(config_text, parse_constant=_not_json) if config_text else {}
-        )
-    except ValueError as e:
-        raise InvalidConfig(f"config {_shown(config_text)} is not JSON: {e}") from e
-    except RecursionError as e:
-        raise InvalidConfig(_too_deep("config", config_text)) from e
-    if not isinstance(config, dict):
-        raise InvalidConfig(f"config {_shown(config_text)} must be a JSON object")
-    return registry.new_tenant(
-        row.get("slug") or "",
-        owner_email=row.get("owner_email") or "",
-        owner_name=row.get("owner_name") or None,
-        subdomain=row.get("subdomain") or None,
-        path_prefix=row.get("path_prefix") or None,
-        domains=(row.get("domains") or "").split(),
-        config=config,
-    )
 
 
 # -- serve ------------------------------------------------------------------------
@@ -574,44 +496,6 @@ def _table(header: Sequence[str] | None, rows: Iterable[Sequence[str]]) -> str:
         ).rstrip()
         for line in lines
     )
-
-
-def _config_item(item: str) -> tuple[str, Any]:
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        _bad_input(f"--config {item!r} must look like KEY=VALUE")
-    return key, _json_or_string(value)
-
-
-def _json_or_string(value: str) -> Any:
-    try:
-        # NaN and Infinity parse in Python but are not JSON: keep them as text.
-        return json.loads(value, parse_constant=_not_json)
-    except ValueError:
-        return value
-    except RecursionError as e:
-        # Deeper than Python parses, so deeper than any config may be.
-        raise BadInput(_too_deep("config value", value)) from e
-
-
-def _too_deep(what: str, text: str) -> str:
-    return (
-        f"{what} {_shown(text)} is nested too deeply to parse; the limit is "
-        f"{MAX_CONFIG_DEPTH} levels of objects and lists"
-    )
-
-
-def _not_json(constant: str) -> NoReturn:
-    raise ValueError(f"{constant} is not JSON")
-
-
-def _bad_input(message: str) -> NoReturn:
-    raise BadInput(message)
-
-
-def _shown(value: str) -> str:
-    """The value as a message shows it: quoted, and short even when it is not."""
-    return repr(value if len(value) <= 80 else value[:77] + "...")
 
 
 # Control, format, separator, surrogate, private-use and unassigned characters:

@@ -1,0 +1,74 @@
+"""Configs and config values as a person types them, parsed as JSON.
+
+Usage::
+
+    parse_value('{"seats": 5}')  # {'seats': 5}
+    parse_value("Hi")  # 'Hi': not JSON, so a string
+    parse_config('{"plan": "pro"}')  # {'plan': 'pro'}
+    parse_config("")  # {}
+    parse_config("[1, 2]")  # InvalidConfig: must be a JSON object
+
+``tenantctl`` parses a value typed after ``KEY=`` with :func:`parse_value`,
+and an import file's ``config`` column with :func:`parse_config`. JSON here
+is strict: ``NaN`` and ``Infinity`` parse in Python but are not JSON. Text
+nested deeper than Python can parse raises ``InvalidConfig`` with a short
+message, never ``RecursionError``. The rules for a stored config (its size,
+its depth) are :func:`dispatcher.validation.check_config`'s.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn
+
+from dispatcher.exceptions import InvalidConfig
+from dispatcher.validation import MAX_CONFIG_DEPTH
+
+__all__ = ["parse_config", "parse_value"]
+
+
+def parse_value(text: str) -> Any:
+    """``text`` parsed as JSON if it is JSON, else ``text`` itself."""
+    try:
+        return _loads(text)
+    except ValueError:
+        return text
+    except RecursionError as e:
+        raise InvalidConfig(_too_deep("config value", text)) from e
+
+
+def parse_config(text: str) -> dict[str, Any]:
+    """``text`` parsed as a JSON object; blank text is an empty one."""
+    text = text.strip()
+    if not text:
+        return {}
+    try:
+        config = _loads(text)
+    except ValueError as e:
+        raise InvalidConfig(f"config {_shown(text)} is not JSON: {e}") from e
+    except RecursionError as e:
+        raise InvalidConfig(_too_deep("config", text)) from e
+    if not isinstance(config, dict):
+        raise InvalidConfig(f"config {_shown(text)} must be a JSON object")
+    return config
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_constant=_not_json)
+
+
+def _not_json(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _too_deep(what: str, text: str) -> str:
+    # Deeper than Python parses, so deeper than any config may be.
+    return (
+        f"{what} {_shown(text)} is nested too deeply to parse; the limit is "
+        f"{MAX_CONFIG_DEPTH} levels of objects and lists"
+    )
+
+
+def _shown(value: str) -> str:
+    """The value as a message shows it: quoted, and short even when it is not."""
+    return repr(value if len(value) <= 80 else value[:77] + "...")
