@@ -15,9 +15,10 @@ its columns, from :data:`COLUMNS`; ``slug`` and ``owner_email`` are required.
 Pure: it reads the file and checks each row by the registry's rules, but
 writes nothing and prints nothing. A file that cannot be read as a list of
 tenants raises :class:`BadFile`, and none of it is used. A bad row (a name
-that breaks a rule, a config that is not a JSON object, a slug already on an
-earlier line) becomes a :class:`RowError` naming the file, its line and the
-rule, and the other rows are still read.
+that breaks a rule, more custom domains than the rules allow, a config that
+is not a JSON object, a slug already on an earlier line) becomes a
+:class:`RowError` naming the file, its line and the rule, and the other rows
+are still read.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher.configtext import parse_config
+from dispatcher.exceptions import TooManyDomains
 from dispatcher.rules import TenantRules
 from dispatcher.tenant import NewTenant
 
@@ -88,7 +90,9 @@ def read_tenants(file: Path, rules: TenantRules) -> TenantFile:
     for line, fields in _read(file):
         try:
             spec = _tenant(fields, rules)
-        except ValueError as e:
+        # TooManyDomains is a Conflict, not a ValueError, but here it is a row
+        # the file got wrong like any other.
+        except (ValueError, TooManyDomains) as e:
             errors.append(RowError(file, line, str(e)))
             continue
         if spec.slug in first_line:

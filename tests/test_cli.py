@@ -957,6 +957,24 @@ def test_import_reports_bad_rows_and_writes_the_good_ones(
     assert tenants.get_tenant("acme").to_dict() == acme
 
 
+def test_import_reports_a_row_with_too_many_domains_and_writes_the_others(
+    registry: TenantRegistry, tenantctl: Tenantctl, tmp_path: Path
+) -> None:
+    hosts = " ".join(f"h{i}.test" for i in range(registry.max_domains + 1))
+    file = write_csv(
+        tmp_path / "t.csv",
+        f"slug,owner_email,domains\nmany,o@x.test,{hosts}\ngood,o@x.test,\n",
+    )
+    result = tenantctl("import", str(file))
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    errors = row_errors(result, file)
+    assert sorted(errors) == [2]
+    assert "custom domains" in errors[2]
+    assert result.stdout == "1 created, 0 unchanged, 1 failed\n"
+    assert slugs(registry) == ["good"]
+
+
 # Each way a file is refused whole: tests/test_csvfile.py. Here: one line on
 # stderr, exit 2, and nothing written, not even the good rows before the bad byte.
 @pytest.mark.parametrize(

@@ -287,3 +287,19 @@ def test_a_row_error_reads_as_file_line_message() -> None:
     error = RowError(Path("t.csv"), 7, "tenant 'acme' exists")
 
     assert str(error) == "t.csv:7: tenant 'acme' exists"
+
+
+def test_too_many_domains_is_a_bad_row(tmp_path: Path) -> None:
+    listed = read(
+        tmp_path,
+        "slug,owner_email,domains\n"
+        "many,o@x.test,a.test b.test c.test\n"
+        "good,o@x.test,a.test b.test\n",
+        TenantRules(max_domains=2),
+    )
+
+    assert messages(listed) == {
+        2: "tenant 'many' would have 3 custom domains; the limit is 2 "
+        "(TenantRegistry's max_domains)"
+    }
+    assert [row.spec.slug for row in listed.rows] == ["good"]
