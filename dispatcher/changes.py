@@ -120,7 +120,16 @@ class TenantChange:
     def from_row(
         cls, generation: int, slug: str, operation: str, names: Any
     ) -> TenantChange:
-        """A change read back from the feed, whatever version wrote its names."""
+        """A change read back from the feed, whatever version wrote its names.
+
+        An operation this version does not know (a newer version's) reads as
+        :attr:`Operation.RESYNC`: what it changed is unknown, so anything may
+        have; raising instead would stop every follower at that row for good.
+        """
+        try:
+            op = Operation(operation)
+        except ValueError:
+            return cls(generation, slug, Operation.RESYNC)
         added: Names | None = None
         removed = Names()
         if isinstance(names, Mapping):
@@ -130,7 +139,7 @@ class TenantChange:
             else:
                 # Written before removed names were kept: the added ones only.
                 added = Names.from_json(names)
-        return cls(generation, slug, Operation(operation), added, removed)
+        return cls(generation, slug, op, added, removed)
 
 
 class ChangeSource(Protocol):

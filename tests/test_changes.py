@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import insert
 
+from dispatcher import TenantRegistry
 from dispatcher.changes import NO_NAMES, Names, Operation, TenantChange
+from dispatcher.models import Change as ChangeRow
 from dispatcher.tenant import NewTenant
 
 
@@ -66,3 +69,26 @@ def test_rows_without_names_say_any_name_may_have_changed() -> None:
 
     assert change.added is None
     assert not change.names_known
+
+
+def test_a_row_of_an_operation_this_version_does_not_know_is_a_resync(
+    registry: TenantRegistry,
+) -> None:
+    """A newer version's operation (or a hand-written row) must not stop the
+    feed: a follower that cannot read a row would ask for it again forever.
+    Not knowing what the change did, a process assumes anything may have."""
+    registry.create_tenant("acme", owner_email="o@acme.test")
+    with registry.engine.begin() as connection:
+        connection.execute(
+            insert(ChangeRow).values(slug="acme", operation="renamed", names=None)
+        )
+    registry.disable_tenant("acme")
+
+    changes = registry.changes_since(0)
+
+    assert [(c.slug, c.operation) for c in changes] == [
+        ("acme", Operation.CREATED),
+        ("acme", Operation.RESYNC),
+        ("acme", Operation.DISABLED),
+    ]
+    assert changes[1].added is None
