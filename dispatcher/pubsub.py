@@ -127,11 +127,14 @@ class ChangeHub:
         it is dropped too.
         """
         g = change.generation
+        resync = change.operation is Operation.RESYNC
         with self._publish_lock:
-            mine = g in self._published
+            # A RESYNC is no writer's change, though it may carry the
+            # generation of one: nobody here has published what it says.
+            mine = not resync and g in self._published
             if self._published and min(self._published) <= g:
                 self._published = {p for p in self._published if p > g}
-            if change.operation is not Operation.RESYNC:
+            if not resync:
                 self._followed = max(self._followed, g)
         if not mine:
             self._publish((change,))

@@ -22,7 +22,8 @@ from dispatcher import (
     TenantNotFound,
     TenantRegistry,
 )
-from dispatcher.changes import Names
+from dispatcher.changes import Names, Operation
+from dispatcher.exceptions import RegistryUnavailable
 
 #: How long a test lets a call run before it calls it hung.
 HUNG = 30.0
@@ -214,3 +215,42 @@ def test_concurrent_writes_are_published_exactly_once(database_url: str) -> None
         assert twice == [], f"{len(twice)} of {len(written)} published twice"
         assert sorted(mine) == written
         assert following.feed._published == set()
+
+
+def test_a_resync_is_published_even_at_a_generation_written_here(
+    registry: TenantRegistry,
+) -> None:
+    """The follower could not read where the feed stood when it started, and
+    this process wrote a change before it could: its first good poll resyncs
+    at that change's generation. The RESYNC says "apps built meanwhile may
+    predate changes never delivered", which the writer's own publication of
+    the change did not say: it must still reach the subscribers."""
+    received: list[TenantChange] = []
+    registry.feed.subscribe(received.append)
+    latest_generation = registry.latest_generation
+    calls: list[None] = []
+    tried = threading.Event()
+    down = [True]
+
+    def flaky() -> int:
+        if down[0]:
+            calls.append(None)
+            if len(calls) >= 2:
+                tried.set()
+            raise RegistryUnavailable("the database is down")
+        return latest_generation()
+
+    registry.latest_generation = flaky  # type: ignore[method-assign]
+    follower = registry.feed.follow(poll_interval=3600)
+    # The start and the poll thread's first poll both failed to read it.
+    assert tried.wait(HUNG)
+    assert follower.generation is None
+    created = registry.create_tenant("acme", owner_email="o@acme.test")
+    down[0] = False
+
+    follower.poll()
+
+    assert [(c.generation, c.operation) for c in received] == [
+        (created.version, Operation.CREATED),
+        (created.version, Operation.RESYNC),
+    ]
