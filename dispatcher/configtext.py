@@ -22,7 +22,7 @@ import json
 from typing import Any, NoReturn
 
 from dispatcher.exceptions import InvalidConfig
-from dispatcher.validation import MAX_CONFIG_DEPTH
+from dispatcher.validation import MAX_CONFIG_DEPTH, shown
 
 __all__ = ["parse_config", "parse_value"]
 
@@ -45,11 +45,11 @@ def parse_config(text: str) -> dict[str, Any]:
     try:
         config = _loads(text)
     except ValueError as e:
-        raise InvalidConfig(f"config {_shown(text)} is not JSON: {e}") from e
+        raise InvalidConfig(f"config {shown(text)} is not JSON: {e}") from e
     except RecursionError as e:
         raise InvalidConfig(_too_deep("config", text)) from e
     if not isinstance(config, dict):
-        raise InvalidConfig(f"config {_shown(text)} must be a JSON object")
+        raise InvalidConfig(f"config {shown(text)} must be a JSON object")
     return config
 
 
@@ -64,11 +64,6 @@ def _not_json(constant: str) -> NoReturn:
 def _too_deep(what: str, text: str) -> str:
     # Deeper than Python parses, so deeper than any config may be.
     return (
-        f"{what} {_shown(text)} is nested too deeply to parse; the limit is "
+        f"{what} {shown(text)} is nested too deeply to parse; the limit is "
         f"{MAX_CONFIG_DEPTH} levels of objects and lists"
     )
-
-
-def _shown(value: str) -> str:
-    """The value as a message shows it: quoted, and short even when it is not."""
-    return repr(value if len(value) <= 80 else value[:77] + "...")

@@ -29,6 +29,7 @@ __all__ = [
     "normalise_email",
     "normalise_label",
     "normalise_owner_name",
+    "shown",
     "normalise_reason",
 ]
 
@@ -83,7 +84,7 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069
 _CONTROL_RULE = "control characters are not allowed"
 
 
-def _shown(value: str) -> str:
+def shown(value: str) -> str:
     """The value as it appears in a message: quoted, and short even when it is not."""
     return repr(value if len(value) <= 80 else value[:77] + "...")
 
@@ -97,7 +98,7 @@ def normalise_label(
     # ASCII first: str.lower() would turn the Kelvin sign into a plain 'k'.
     label = value.strip()
     if not label.isascii() or not _LABEL.fullmatch(label := label.lower()):
-        raise InvalidName(f"{what} {_shown(value)} must be {_LABEL_RULE}")
+        raise InvalidName(f"{what} {shown(value)} must be {_LABEL_RULE}")
     if is_reserved(label, reserved):
         raise InvalidName(f"{what} {label!r} is reserved; choose another name")
     return label
@@ -125,21 +126,21 @@ def normalise_domain(value: str) -> str:
     labels = [_ascii_label(label, value) for label in host.split(".")]
     host = ".".join(labels)
     if len(host) > 253:
-        raise InvalidName(f"host name {_shown(value)} is longer than 253 characters")
+        raise InvalidName(f"host name {shown(value)} is longer than 253 characters")
     if len(labels) < 2:
         raise InvalidName(
-            f"host name {_shown(value)} must have at least two labels, "
+            f"host name {shown(value)} must have at least two labels, "
             "like 'shop.example.com'"
         )
     for label in labels:
         if not _LABEL.fullmatch(label):
             raise InvalidName(
-                f"host name {_shown(value)} has label {_shown(label)}; "
+                f"host name {shown(value)} has label {shown(label)}; "
                 f"each label must be {_LABEL_RULE}"
             )
     if labels[-1].isdigit():
         raise InvalidName(
-            f"host name {_shown(value)} is an IP address; use a domain name"
+            f"host name {shown(value)} is an IP address; use a domain name"
         )
     return host
 
@@ -176,7 +177,7 @@ def _ascii_label(label: str, value: str) -> str:
 
 def _not_idna(value: str, error: idna.IDNAError) -> InvalidName:
     return InvalidName(
-        f"host name {_shown(value)} cannot be converted to punycode "
+        f"host name {shown(value)} cannot be converted to punycode "
         f"(IDNA 2008 rules): {error}"
     )
 
@@ -191,12 +192,12 @@ def normalise_email(value: str) -> str:
     # owner. Lower-case before checking: it can change the length.
     local = local.lower()
     if not at or not _EMAIL_LOCAL.fullmatch(local):
-        raise InvalidName(f"e-mail {_shown(value)} must look like 'name@example.com'")
-    _refuse_control(local, f"e-mail {_shown(value)}")
+        raise InvalidName(f"e-mail {shown(value)} must look like 'name@example.com'")
+    _refuse_control(local, f"e-mail {shown(value)}")
     try:
         domain = normalise_domain(domain)
     except InvalidName as e:
-        raise InvalidName(f"e-mail {_shown(value)} has a bad domain: {e}") from e
+        raise InvalidName(f"e-mail {shown(value)} has a bad domain: {e}") from e
     return f"{local}@{domain}"
 
 
@@ -272,9 +273,9 @@ def normalise_owner_name(value: str | None) -> str | None:
     name = value.strip()
     if len(name) > MAX_OWNER_NAME:
         raise InvalidName(
-            f"owner name {_shown(name)} is longer than {MAX_OWNER_NAME} characters"
+            f"owner name {shown(name)} is longer than {MAX_OWNER_NAME} characters"
         )
-    _refuse_control(name, f"owner name {_shown(name)}")
+    _refuse_control(name, f"owner name {shown(name)}")
     return name or None
 
 
@@ -287,7 +288,7 @@ def normalise_reason(value: str | None) -> str | None:
             f"disabled reason must be a string, not {type(value).__name__}"
         )
     reason = value.strip()
-    _refuse_control(reason, f"disabled reason {_shown(reason)}")
+    _refuse_control(reason, f"disabled reason {shown(reason)}")
     return reason or None
 
 
