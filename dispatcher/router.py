@@ -4,7 +4,7 @@ A :class:`Router` validates the request's host, then asks its resolvers (see
 :mod:`dispatcher.routes`) in order; the first that claims the request decides
 it, found or not. It remembers each raw Host header's normalised host, and,
 when a :class:`~dispatcher.routes.HostKey` decided a request (the host alone
-did), that key, for the dispatcher's hit path::
+did) with no path shift, that key, for the dispatcher's hit path::
 
     router = Router(standard_resolvers(base_domain="example.com"))
     key, match = router.resolve(environ)  # InvalidRequest: answer 400
@@ -72,7 +72,9 @@ class Router:
             key = match.key
             if key is not None and match.find is None:
                 raise TypeError(f"{resolver!r} named {key!r} but gave no find")
-            if raw is not None and type(key) is HostKey:
+            # The hit path serves a remembered Host as is: never one whose
+            # match moves part of the path into SCRIPT_NAME.
+            if raw is not None and type(key) is HostKey and not match.prefix:
                 key = self._remember(raw, key)
             return key, match
         return None, NO_TENANT

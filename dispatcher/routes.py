@@ -157,7 +157,7 @@ class Resolver(Protocol):
     key), and a :class:`HostKey` must be chosen by the host alone: the
     dispatcher relies on both to serve a repeat Host header whose resolver
     answered a HostKey without asking again (unless a resolver's header is
-    present).
+    present, or the match shifts the path).
     """
 
     headers: tuple[str, ...]

@@ -37,6 +37,7 @@ from dispatcher import (
     standard_resolvers,
 )
 from dispatcher.changes import Names, Operation, TenantChange
+from dispatcher.routes import HostKey, Match, RouteKey, TenantFinder
 
 BASE = "example.com"
 
@@ -1200,6 +1201,40 @@ def test_change_without_names_forgets_the_header_unknown_answer(
     dispatcher.invalidate(TenantChange(tenant.version, "gamma", Operation.CREATED))
     response = fetch(client, "gw.internal", HTTP_X_TENANT="gamma")
     assert response.get_json()["tenant"] == "gamma"
+
+
+class MountedDomains:
+    """Custom domains whose tenants are mounted under ``/app``: the key is
+    the host alone, and so is the shift (every path on them starts so)."""
+
+    headers: tuple[str, ...] = ()
+
+    def match(self, host: str, path_info: str, environ: dict[str, Any]) -> Match:
+        def find(finder: TenantFinder) -> Tenant | None:
+            return finder.find_by_host(host)
+
+        return Match(HostKey(host), find, "/app")
+
+    def route_keys(self, slug: str, names: Names) -> list[RouteKey]:
+        return [HostKey(host) for host in names.domains]
+
+
+def test_a_host_keyed_match_with_a_shift_is_shifted_on_every_request(
+    make_dispatcher: Callable[..., TenantDispatcher], tenants: dict[str, Tenant]
+) -> None:
+    """The hit path serves a Host without asking its resolver again: it must
+    not skip the shift the resolver's match asked for."""
+    dispatcher = make_dispatcher(
+        resolvers=[MountedDomains()], base_domain=None, path_routing=False
+    )
+    client = Client(dispatcher)
+    for _ in range(3):
+        data = fetch(client, "shop.acme.test", "/app/x").get_json()
+        assert (data["tenant"], data["script_root"], data["path"]) == (
+            "acme",
+            "/app",
+            "/x",
+        )
 
 
 # -- tenant context and the app cache -------------------------------------------
