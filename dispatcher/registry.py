@@ -96,6 +96,7 @@ class TenantRegistry:
         max_domains: int = DEFAULT_MAX_DOMAINS,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
+        _check_notifier(notifier)
         #: The engine, its bounded waits and write lock (see dispatcher.database).
         self.database = Database(url_or_engine, timeout=timeout)
         #: The rules every name is checked by before it is written.
@@ -455,6 +456,20 @@ _STATUS_CHANGES = {
     TenantStatus.ACTIVE: Operation.ENABLED,
     TenantStatus.DISABLED: Operation.DISABLED,
 }
+
+
+def _check_notifier(notifier: object) -> None:
+    # Taken as is, a wrong one would fail every write, inside its transaction.
+    if notifier is None or (isinstance(notifier, str) and notifier == "auto"):
+        return
+    if not (
+        callable(getattr(notifier, "notify", None))
+        and callable(getattr(notifier, "listen", None))
+    ):
+        raise TypeError(
+            "notifier must be a Notifier (with notify() and listen()), 'auto'"
+            f" or None, not {notifier!r}"
+        )
 
 
 def _set_config(tx: Transaction, row: TenantRow, config: dict[str, Any]) -> None:

@@ -29,6 +29,19 @@ from dispatcher import (
 from dispatcher.changes import Names
 from dispatcher.validation import MAX_CONFIG_BYTES
 
+# -- configuration -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "notifier",
+    [pytest.param("postgres", id="a-name"), pytest.param(object(), id="obj")],
+)
+def test_notifier_must_be_one(database_url: str, notifier: Any) -> None:
+    """Taken as is, it failed every write (inside its transaction) instead."""
+    with pytest.raises(TypeError, match=r"notifier must be a Notifier .*, not "):
+        TenantRegistry(database_url, notifier=notifier)
+
+
 # -- create and read back ---------------------------------------------------------
 
 
