@@ -50,6 +50,13 @@ class PostgresNotifier:
                 f"channel {channel!r} must be 1-63 of a-z, 0-9 and '_', "
                 "starting with a letter"
             )
+        # Checked here: a bad one would fail only in the listener's thread.
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(
+                f"timeout must be a positive, finite number of seconds, not {timeout!r}"
+            )
         self.url = make_url(url)
         self.channel = channel
         self.timeout = timeout

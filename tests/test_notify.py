@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 
 import pytest
@@ -20,6 +21,25 @@ NOTIFY_TIMEOUT = 5.0
 def test_a_channel_must_be_a_plain_identifier(channel: str) -> None:
     with pytest.raises(ValueError, match=f"channel {channel!r} must be"):
         PostgresNotifier("postgresql+psycopg://db/app", channel=channel)
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [
+        pytest.param("5", TypeError, id="str"),
+        pytest.param(True, TypeError, id="bool"),
+        pytest.param(math.nan, ValueError, id="nan"),
+        pytest.param(math.inf, ValueError, id="inf"),
+        pytest.param(0, ValueError, id="zero"),
+    ],
+)
+def test_a_timeout_must_be_a_positive_number_of_seconds(
+    timeout: object, error: type[Exception]
+) -> None:
+    """Taken as is, it failed only in the listener's thread, at each connect:
+    logged, and followers silently fell back to polling."""
+    with pytest.raises(error, match=f"timeout must be .*, not {timeout!r}"):
+        PostgresNotifier("postgresql+psycopg://db/app", timeout=timeout)  # type: ignore[arg-type]
 
 
 def test_the_registry_picks_its_notifier_once(
