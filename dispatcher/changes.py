@@ -112,9 +112,14 @@ class TenantChange:
         return self.added is not None
 
     def names_to_json(self) -> dict[str, Any]:
-        """The feed's ``names`` column for this change."""
-        added = Names() if self.added is None else self.added
-        return {"added": added.to_json(), "removed": self.removed.to_json()}
+        """The feed's ``names`` column for this change.
+
+        The added names stay at the top level, where the release before
+        removed names were kept reads them: during a rolling deploy its
+        processes still forget exactly what a new tenant or domain affects.
+        """
+        added = NO_NAMES if self.added is None else self.added
+        return {**added.to_json(), "removed": self.removed.to_json()}
 
     @classmethod
     def from_row(
@@ -130,16 +135,11 @@ class TenantChange:
             op = Operation(operation)
         except ValueError:
             return cls(generation, slug, Operation.RESYNC)
-        added: Names | None = None
-        removed = Names()
-        if isinstance(names, Mapping):
-            if "added" in names:
-                added = Names.from_json(names["added"] or {})
-                removed = Names.from_json(names.get("removed") or {})
-            else:
-                # Written before removed names were kept: the added ones only.
-                added = Names.from_json(names)
-        return cls(generation, slug, op, added, removed)
+        if not isinstance(names, Mapping):
+            return cls(generation, slug, op)  # older than the column: unknown
+        # Rows written before removed names were kept have no "removed".
+        removed = Names.from_json(names.get("removed") or {})
+        return cls(generation, slug, op, Names.from_json(names), removed)
 
 
 class ChangeSource(Protocol):

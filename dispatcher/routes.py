@@ -301,7 +301,10 @@ class HeaderResolver:
     by the default app. The slug is looked up as is, whatever the host.
 
     Security: use it only behind a gateway that sets the header on every
-    request it passes on and strips it from what clients send. Trusted from
+    request it passes on and strips it from what clients send, in every
+    spelling a server may map to the same ``environ`` key (``X-Tenant`` and
+    ``X_Tenant`` both become ``HTTP_X_TENANT`` on servers that keep
+    underscores; werkzeug and gunicorn drop those). Trusted from
     the open internet, the header lets anyone reach any tenant from any host,
     and a tenant's links would point at the host it was reached on.
 

@@ -156,8 +156,9 @@ class Change(Base):
     slug: Mapped[str] = mapped_column(String(63))
     operation: Mapped[str] = mapped_column(String(32))
     # The names the change made route to the tenant, as
-    # {"subdomain": ..., "path_prefix": ..., "domains": [...]}; NULL on rows
-    # older than revision 0002, read back as "unknown".
+    # {"subdomain": ..., "path_prefix": ..., "domains": [...], "removed": {...}}
+    # where "removed" (same keys) holds those it stopped routing to it; NULL
+    # on rows older than revision 0002, read back as "unknown".
     names: Mapped[dict[str, Any] | None]
     changed_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow

@@ -54,6 +54,23 @@ def test_a_change_reads_back_as_written(change: TenantChange) -> None:
     assert TenantChange.from_row(*row, change.names_to_json()) == change
 
 
+def test_the_added_names_stay_where_the_previous_release_reads_them() -> None:
+    """During a rolling deploy, processes of the release before removed names
+    were kept read the added names from the top level of the column."""
+    change = TenantChange(
+        3, "acme", "subdomain", Names(subdomain="new"), Names(subdomain="old")
+    )
+
+    names = change.names_to_json()
+
+    assert (names["subdomain"], names["path_prefix"], names["domains"]) == (
+        "new",
+        None,
+        [],
+    )
+    assert names["removed"]["subdomain"] == "old"
+
+
 def test_rows_written_before_removed_names_were_kept() -> None:
     """Older rows stored the added names alone, at the top level."""
     names = {"subdomain": "acme", "path_prefix": None, "domains": ["acme.com"]}
