@@ -1,0 +1,109 @@
+"""The package's layering: no import cycle, and plain modules stay plain.
+
+Read from the source (module-level imports, outside ``TYPE_CHECKING``), so a
+cycle is caught even where Python's import order happens to hide it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "dispatcher"
+
+
+def _module_imports(path: Path) -> set[str]:
+    """The dispatcher modules ``path`` imports when it is imported."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in tree.body:  # module level only: not in functions
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        for child in ast.walk(node):
+            if isinstance(child, ast.ImportFrom) and child.module:
+                names = [f"{child.module}.{alias.name}" for alias in child.names]
+                found.update([child.module, *names])
+            elif isinstance(child, ast.Import):
+                found.update(alias.name for alias in child.names)
+    return {name for name in found if name in MODULES}
+
+
+MODULES = {
+    f"dispatcher.{path.stem}"
+    for path in PACKAGE.glob("*.py")
+    if path.stem not in {"__init__", "__main__"}
+}
+GRAPH = {
+    name: _module_imports(PACKAGE / f"{name.removeprefix('dispatcher.')}.py")
+    for name in MODULES
+}
+
+
+def _reachable(start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for name in GRAPH.get(todo.pop(), ()):
+            if name not in seen:
+                seen.add(name)
+                todo.append(name)
+    return seen
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_imports_itself_through_others(module: str) -> None:
+    assert module not in _reachable(module)
+
+
+@pytest.mark.parametrize(
+    ("module", "never"),
+    [
+        pytest.param("dispatcher.tenant", {"dispatcher.database"}, id="tenant"),
+        pytest.param(
+            "dispatcher.context",
+            {
+                "dispatcher.middleware",
+                "dispatcher.registry",
+                "dispatcher.cache",
+                "dispatcher.follower",
+            },
+            id="context",
+        ),
+        pytest.param("dispatcher.follower", {"dispatcher.registry"}, id="follower"),
+        pytest.param(
+            "dispatcher.routes",
+            {"dispatcher.registry", "dispatcher.cache", "dispatcher.middleware"},
+            id="routes",
+        ),
+        pytest.param(
+            "dispatcher.cache",
+            {"dispatcher.registry", "dispatcher.middleware"},
+            id="cache",
+        ),
+    ],
+)
+def test_plain_modules_stay_plain(module: str, never: set[str]) -> None:
+    assert _reachable(module) & never == set()
+
+
+def test_only_migrate_imports_alembic() -> None:
+    importers = {
+        path.stem
+        for path in PACKAGE.glob("*.py")
+        if any(name.split(".")[0] == "alembic" for name in _all_imports(path))
+    }
+    assert importers == {"migrate"}
+
+
+def _all_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in tree.body:
+        for child in ast.walk(node):
+            if isinstance(child, ast.ImportFrom) and child.module:
+                found.add(child.module)
+            elif isinstance(child, ast.Import):
+                found.update(alias.name for alias in child.names)
+    return found
