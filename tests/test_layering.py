@@ -14,19 +14,32 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "dispatcher"
 
 
+def _executed(nodes: list[ast.stmt]) -> list[ast.AST]:
+    """Every node run when ``nodes`` run: not function bodies (run later) nor
+    ``if TYPE_CHECKING:`` blocks (never run)."""
+    found: list[ast.AST] = []
+    todo: list[ast.AST] = list(nodes)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            todo.extend(node.orelse)
+            continue
+        found.append(node)
+        todo.extend(ast.iter_child_nodes(node))
+    return found
+
+
 def _module_imports(path: Path) -> set[str]:
     """The dispatcher modules ``path`` imports when it is imported."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
     found: set[str] = set()
-    for node in tree.body:  # module level only: not in functions
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            continue
-        for child in ast.walk(node):
-            if isinstance(child, ast.ImportFrom) and child.module:
-                names = [f"{child.module}.{alias.name}" for alias in child.names]
-                found.update([child.module, *names])
-            elif isinstance(child, ast.Import):
-                found.update(alias.name for alias in child.names)
+    for node in _executed(ast.parse(path.read_text(encoding="utf-8")).body):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [f"{node.module}.{alias.name}" for alias in node.names]
+            found.update([node.module, *names])
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
     return {name for name in found if name in MODULES}
 
 
