@@ -7,6 +7,7 @@ The tree, so callers can catch as narrowly or as widely as they need::
     ├── InvalidConfig (also ValueError)  a tenant config that is not a JSON object
     ├── InvalidRequest (also ValueError) a request names its tenant malformedly
     │   └── InvalidHost                  its Host header is malformed
+    ├── TenantDataError                  a tenant's schema or file clashes or is refused
     └── RegistryError
         ├── TenantNotFound (also LookupError)
         ├── Conflict
@@ -79,3 +80,8 @@ class SchemaMissing(RegistryError):
 
 class RegistryUnavailable(RegistryError):
     """The database could not be reached; the caller may retry later."""
+
+
+class TenantDataError(DispatcherError):
+    """A tenant's data (schema or file) could not be created or archived;
+    nothing was left half-made."""

@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from registry_helpers import ACME_SETTINGS
@@ -96,3 +97,32 @@ def acme(registry: TenantRegistry) -> Tenant:
 def backend(database_url: str) -> str:
     """``sqlite`` or ``postgresql``: the backend this run tests."""
     return make_url(database_url).get_backend_name()
+
+
+@pytest.fixture
+def tenant_data_location(database_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """``url`` (and ``directory``) keywords of a TenantData for one test.
+
+    On PostgreSQL the URL keeps the test's ``search_path`` (TenantData must not
+    depend on it), carries an ``application_name`` of its own for counting its
+    connections, and every schema the test creates is dropped after it.
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        yield {"url": "sqlite://", "directory": tmp_path / "tenants"}
+        return
+    admin = create_engine(
+        url.set(query={}), isolation_level="AUTOCOMMIT", pool_pre_ping=True
+    )
+    listing = text("SELECT nspname FROM pg_namespace")
+    with admin.connect() as connection:
+        before = set(connection.scalars(listing))
+    name = f"dispatcher_data_{uuid.uuid4().hex[:12]}"
+    tagged = url.update_query_dict({"application_name": name})
+    try:
+        yield {"url": tagged.render_as_string(hide_password=False)}
+    finally:
+        with admin.connect() as connection:
+            for schema in set(connection.scalars(listing)) - before:
+                connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
