@@ -27,7 +27,7 @@ whatever the number of tenants. A tenant's engine is a view on it
 the tenant's schema in every table name, and nothing sets ``search_path``, so
 no pooled connection carries one tenant's state into another's request, even
 behind a pooler in transaction mode. Tables defined with an explicit schema are
-left alone (shared by every tenant).
+left alone: shared by every tenant, and not created by :meth:`TenantData.create`.
 
 On SQLite every tenant has its own file, ``<directory>/<schema name>.sqlite3``,
 opened read-write only (an archived tenant's file is never re-created empty).
@@ -56,7 +56,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, MetaData, create_engine, make_url, text
+from sqlalchemy import Engine, MetaData, Table, create_engine, make_url, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
@@ -69,7 +69,13 @@ from dispatcher.tenant import Tenant, aware, utcnow
 if TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ["TENANT_SCHEMA", "TenantData", "archived_name", "schema_name"]
+__all__ = [
+    "TENANT_SCHEMA",
+    "TenantData",
+    "archived_name",
+    "schema_name",
+    "tenant_tables",
+]
 
 #: Put before a tenant table's name in ``text()``: rendered as the tenant's schema.
 TENANT_SCHEMA = "__[SCHEMA__none]"
@@ -98,6 +104,11 @@ def schema_name(tenant: Tenant) -> str:
     readable = _NOT_IDENTIFIER.sub("_", tenant.slug.lower()).strip("_")
     readable = readable[:_READABLE_LENGTH].rstrip("_")
     return f"t_{readable}_{digest}" if readable else f"t_{digest}"
+
+
+def tenant_tables(metadata: MetaData) -> list[Table]:
+    """The tables of ``metadata`` each tenant has its own of: those without a schema."""
+    return [table for table in metadata.sorted_tables if table.schema is None]
 
 
 def archived_name(name: str, when: dt.datetime) -> str:
@@ -234,7 +245,7 @@ class TenantData:
         """
         name = schema_name(tenant)
         if self._files is not None:
-            self._files.create(name, tenant.slug, self.metadata)
+            self._files.create(name, tenant.slug, tenant_tables(self.metadata))
             return
         try:
             with self._shared().begin() as connection:
@@ -244,7 +255,11 @@ class TenantData:
                     schema_translate_map={None: name}
                 )
                 # checkfirst would look through search_path; the schema is new.
-                self.metadata.create_all(tenant_connection, checkfirst=False)
+                self.metadata.create_all(
+                    tenant_connection,
+                    tables=tenant_tables(self.metadata),
+                    checkfirst=False,
+                )
         except DBAPIError as error:
             if getattr(error.orig, "sqlstate", None) == _DUPLICATE_SCHEMA:
                 raise TenantDataError(

@@ -3,7 +3,7 @@
 Used by :class:`dispatcher.data.TenantData`; usage::
 
     files = SqliteFiles(make_url("sqlite://"), Path("/var/lib/saas/tenants"))
-    files.create("t_acme_1a2b3c4d", "acme", metadata)
+    files.create("t_acme_1a2b3c4d", "acme", list(metadata.sorted_tables))
     with files.engine("t_acme_1a2b3c4d").connect() as connection: ...
 
 Engines hold no connection between uses (``NullPool``): open files are bounded
@@ -17,7 +17,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from sqlalchemy import Engine, MetaData, create_engine
+from sqlalchemy import Engine, Table, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -64,7 +64,7 @@ class SqliteFiles:
         for engine in engines:
             engine.dispose()
 
-    def create(self, name: str, slug: str, metadata: MetaData) -> None:
+    def create(self, name: str, slug: str, tables: list[Table]) -> None:
         """Create the tenant's file and tables; on failure remove the file."""
         path = self.path(name)
         try:
@@ -83,7 +83,8 @@ class SqliteFiles:
         engine = self._open(name, "rw")
         try:
             with engine.begin() as connection:
-                metadata.create_all(connection, checkfirst=False)
+                for table in tables:
+                    table.create(connection)
         except SQLAlchemyError as error:
             engine.dispose()
             self.dispose(name)

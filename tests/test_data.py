@@ -30,7 +30,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from werkzeug.test import Client
 
 from dispatcher import CachePolicy, Tenant, TenantDispatcher, TenantRegistry
-from dispatcher.data import TENANT_SCHEMA, TenantData, archived_name, schema_name
+from dispatcher.data import (
+    TENANT_SCHEMA,
+    TenantData,
+    archived_name,
+    schema_name,
+    tenant_tables,
+)
 from dispatcher.exceptions import TenantDataError
 from dispatcher.provisioning import Provisioner, ProvisioningFailed
 from dispatcher.tenant import TenantStatus
@@ -159,6 +165,13 @@ def test_configuration_errors_name_the_value(
     keywords = {"metadata": Base.metadata, **keywords}
     with pytest.raises(error, match=message):
         TenantData(**keywords)
+
+
+def test_tables_with_a_schema_of_their_own_are_shared_not_created() -> None:
+    metadata = MetaData()
+    mine = Table("mine", metadata, Column("id", Integer, primary_key=True))
+    Table("plans", metadata, Column("id", Integer, primary_key=True), schema="shared")
+    assert tenant_tables(metadata) == [mine]
 
 
 def test_bound_is_stated() -> None:
