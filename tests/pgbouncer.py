@@ -49,7 +49,7 @@ from typing import Any
 
 import pytest
 from servers import STOP_TIMEOUT, free_port
-from sqlalchemy import make_url
+from sqlalchemy import URL, make_url
 
 PGBOUNCER = Path("/usr/sbin/pgbouncer")  # Debian's pgbouncer package
 SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
@@ -168,7 +168,7 @@ def _unprivileged_user() -> pwd.struct_passwd:
 
 
 def _config(
-    target: Any, directory: Path, port: int, *, pool_size: int, pool_mode: str
+    target: URL, directory: Path, port: int, *, pool_size: int, pool_mode: str
 ) -> str:
     entry = [
         f"host={target.host or '127.0.0.1'}",
