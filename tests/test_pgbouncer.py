@@ -346,13 +346,13 @@ class Item(Base):
 def test_many_threads_of_several_tenants_never_cross_through_pgbouncer(
     registry: TenantRegistry,
     tenant_data_location: dict[str, Any],  # drops the tenants' schemas afterwards
-    pgbouncer_url: str,
+    one_connection_url: str,
 ) -> None:
     """Tenant data in transaction mode, the hardest case: one server connection
     shared by every thread of every tenant. Each writer inserts rows marked
     with its tenant and reads its tenant's rows back (ORM, Core and ``text()``
     with ``TENANT_SCHEMA``): not one row of another tenant, none lost."""
-    data = TenantData(pgbouncer_url, metadata=Base.metadata, pool_size=4)
+    data = TenantData(one_connection_url, metadata=Base.metadata, pool_size=4)
     tenants = [
         registry.create_tenant(slug, owner_name=None, owner_email=f"o@{slug}.test")
         for slug in TENANTS
