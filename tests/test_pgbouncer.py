@@ -403,8 +403,7 @@ def test_many_threads_of_several_tenants_never_cross_through_pgbouncer(
     reason="TenantData's engine keeps psycopg's prepare_threshold (5): a "
     "statement run a sixth time in one transaction is prepared as _pg3_N on the "
     "server connection, where it outlives the transaction, and the next client "
-    "to prepare _pg3_N there fails (in autocommit mode a client could even run "
-    "another client's _pg3_N). Fix in dispatcher/data.py: connect_args "
+    "to prepare _pg3_N there fails. Fix in dispatcher/data.py: connect_args "
     "prepare_threshold=None for psycopg.",
     raises=ProgrammingError,
 )
