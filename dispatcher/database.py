@@ -305,8 +305,7 @@ def _create_engine(url: str | URL, timeout: float) -> Engine:
         url = make_url(url)
         options: dict[str, Any] = {}
         if url.get_backend_name() == "postgresql":
-            if "connect_timeout" not in url.query:
-                options["connect_args"] = {"connect_timeout": connect_timeout(timeout)}
+            options["connect_args"] = postgres_connect_args(url, timeout)
         elif url.get_backend_name() == "sqlite":
             # pysqlite's busy timeout until the first BEGIN sets the read or write
             # one: the connect event's PRAGMAs must not wait longer either.
@@ -325,6 +324,24 @@ def _create_engine(url: str | URL, timeout: float) -> Engine:
             f"database URL {str(url)!r} needs the missing driver {e.name!r}; "
             "for PostgreSQL install the 'postgres' extra"
         ) from e
+
+
+def postgres_connect_args(url: URL, timeout: float) -> dict[str, Any]:
+    """psycopg's arguments for an engine that may sit behind a pooler.
+
+    ``prepare_threshold=None``: psycopg prepares a statement it has run five
+    times, and the prepared statement lives on the server connection; behind
+    PgBouncer in transaction mode (before 1.21) that connection passes to other
+    clients, whose own prepares then clash with it. The cost on a direct
+    connection is a parse per statement, which the registry's short lookups
+    barely notice.
+    """
+    args: dict[str, Any] = {}
+    if url.get_driver_name() == "psycopg":  # psycopg2 never prepares
+        args["prepare_threshold"] = None
+    if "connect_timeout" not in url.query:
+        args["connect_timeout"] = connect_timeout(timeout)
+    return args
 
 
 def _configure_sqlite(engine: Engine) -> None:

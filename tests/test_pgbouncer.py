@@ -17,8 +17,8 @@ search path when it opens a server connection instead (``connect_query``).
 Engines through it are made with ``connect_args=NO_PREPARE``: psycopg 3
 prepares a query it has run five times, and a prepared statement stays on
 the server connection, where the next client's clashes with it. The
-registry and TenantData, which make their own engines, do not do that yet:
-two strict xfail tests show it (they pass once both set
+registry's engine does the same (``dispatcher.database``); TenantData's does
+not yet: a strict xfail test shows it (it passes once it sets
 ``prepare_threshold=None``). Skipped on SQLite and where PgBouncer is not
 installed.
 """
@@ -158,14 +158,6 @@ def test_the_read_timeout_holds_through_pgbouncer_and_stays_in_its_transaction(
         engine.dispose()
 
 
-@pytest.mark.xfail(
-    reason="TenantRegistry(url) makes its engine with psycopg's default "
-    "prepare_threshold: a read run five times on a connection is prepared, and "
-    "in transaction mode that prepared statement lives on a server connection "
-    'other clients get ("prepared statement _pg3_1 already exists"). Fix in '
-    "dispatcher/database.py: connect_args prepare_threshold=None for psycopg.",
-    raises=RegistryUnavailable,
-)
 def test_a_registry_made_from_a_url_reads_through_pgbouncer(
     registry: TenantRegistry, pgbouncer_url: str
 ) -> None:
