@@ -224,7 +224,8 @@ class TenantData:
         """Forget a SQLite tenant's engine, or with no tenant every engine.
 
         A tenant's call never touches the shared PostgreSQL pool; ``dispose()``
-        closes it too (for process shutdown or after a fork).
+        closes it too, for process shutdown. The pool is made on first use:
+        make none before a server forks its workers.
         """
         if tenant is not None:
             if self._files is not None:
