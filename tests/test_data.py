@@ -478,3 +478,33 @@ def test_the_session_lives_for_one_app_context(data: TenantData) -> None:
     with app.app_context():
         assert data.session is not session
         assert data.session.scalars(select(Item)).all() == []
+
+
+def test_an_evicted_apps_sqlite_engine_is_disposed_by_the_dispatcher(
+    data: TenantData, registry: TenantRegistry
+) -> None:
+    if data.directory is None:
+        pytest.skip("the shared PostgreSQL engine is never disposed per app")
+    provisioner = Provisioner(registry, on_create=[data.create])
+    acme, _ = (
+        provisioner.create(slug, owner_email=f"o@{slug}.test", subdomain=slug)
+        for slug in ("acme", "bravo")
+    )
+    dispatcher = TenantDispatcher(
+        registry,
+        create_app_for(data),
+        base_domain=BASE,
+        policy=CachePolicy(max_apps=1, poll_interval=None),
+    )
+    client = Client(dispatcher)
+    try:
+        host = {"HTTP_HOST": f"acme.{BASE}"}
+        assert client.get("/items", environ_overrides=host, buffered=True).json == []
+        served = data.engine_for(acme)
+        assert data.engine_for(acme) is served
+        host = {"HTTP_HOST": f"bravo.{BASE}"}
+        assert client.get("/items", environ_overrides=host, buffered=True).json == []
+        # acme's app was evicted for bravo's: its engine went with it.
+        assert data.engine_for(acme) is not served
+    finally:
+        dispatcher.close()
