@@ -63,6 +63,7 @@ from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.schema import CreateSchema
 
 from dispatcher.data_sqlite import SqliteFiles
+from dispatcher.database import pooler_safe_args
 from dispatcher.exceptions import TenantDataError
 from dispatcher.tenant import Tenant, aware, utcnow
 
@@ -351,5 +352,6 @@ class TenantData:
                     max_overflow=self.max_overflow,
                     pool_timeout=self.pool_timeout,
                     pool_pre_ping=True,
+                    connect_args=pooler_safe_args(self.url),
                 )
             return self._engine

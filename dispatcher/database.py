@@ -327,21 +327,23 @@ def _create_engine(url: str | URL, timeout: float) -> Engine:
 
 
 def postgres_connect_args(url: URL, timeout: float) -> dict[str, Any]:
-    """psycopg's arguments for an engine that may sit behind a pooler.
-
-    ``prepare_threshold=None``: psycopg prepares a statement it has run five
-    times, and the prepared statement lives on the server connection; behind
-    PgBouncer in transaction mode (before 1.21) that connection passes to other
-    clients, whose own prepares then clash with it. The cost on a direct
-    connection is a parse per statement, which the registry's short lookups
-    barely notice.
-    """
-    args: dict[str, Any] = {}
-    if url.get_driver_name() == "psycopg":  # psycopg2 never prepares
-        args["prepare_threshold"] = None
+    """The registry's psycopg arguments: safe behind a pooler, bounded connect."""
+    args = pooler_safe_args(url)
     if "connect_timeout" not in url.query:
         args["connect_timeout"] = connect_timeout(timeout)
     return args
+
+
+def pooler_safe_args(url: URL) -> dict[str, Any]:
+    """Driver arguments for an engine that may sit behind a transaction pooler.
+
+    psycopg prepares a statement it has run five times, and the prepared
+    statement lives on the server connection; behind PgBouncer in transaction
+    mode (before 1.21) that connection passes to other clients, whose own
+    prepares then clash with it. The cost on a direct connection is a parse
+    per statement. psycopg2 never prepares.
+    """
+    return {"prepare_threshold": None} if url.get_driver_name() == "psycopg" else {}
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -17,10 +17,8 @@ search path when it opens a server connection instead (``connect_query``).
 Engines through it are made with ``connect_args=NO_PREPARE``: psycopg 3
 prepares a query it has run five times, and a prepared statement stays on
 the server connection, where the next client's clashes with it. The
-registry's engine does the same (``dispatcher.database``); TenantData's does
-not yet: a strict xfail test shows it (it passes once it sets
-``prepare_threshold=None``). Skipped on SQLite and where PgBouncer is not
-installed.
+registry's engine (``dispatcher.database``) and TenantData's do the same.
+Skipped on SQLite and where PgBouncer is not installed.
 """
 
 from __future__ import annotations
@@ -47,7 +45,6 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from dispatcher import Tenant, TenantRegistry
@@ -391,14 +388,6 @@ def test_many_threads_of_several_tenants_never_cross_through_pgbouncer(
         data.dispose()
 
 
-@pytest.mark.xfail(
-    reason="TenantData's engine keeps psycopg's prepare_threshold (5): a "
-    "statement run a sixth time in one transaction is prepared as _pg3_N on the "
-    "server connection, where it outlives the transaction, and the next client "
-    "to prepare _pg3_N there fails. Fix in dispatcher/data.py: connect_args "
-    "prepare_threshold=None for psycopg.",
-    raises=ProgrammingError,
-)
 def test_tenant_data_repeating_a_statement_in_a_transaction_through_pgbouncer(
     registry: TenantRegistry,
     tenant_data_location: dict[str, Any],  # drops the tenants' schemas afterwards
