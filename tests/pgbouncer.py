@@ -40,7 +40,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import STOP_TIMEOUT, free_port
+from servers import free_port, stop, wait_until_ready
 from sqlalchemy import URL, make_url
 
 PGBOUNCER = Path("/usr/sbin/pgbouncer")  # Debian's pgbouncer package
@@ -147,10 +146,18 @@ def running_pgbouncer(
             port, url.render_as_string(hide_password=False), process, directory
         )
         try:
-            _wait_until_ready(bouncer, start_timeout)
+            wait_until_ready(
+                process,
+                lambda left: socket.create_connection(
+                    ("127.0.0.1", port), timeout=min(1.0, left)
+                ).close(),
+                f"PgBouncer on 127.0.0.1:{port}",
+                bouncer.log,
+                start_timeout,
+            )
             yield bouncer
         finally:
-            _stop(process)
+            stop(process)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -220,37 +227,3 @@ def _settings(options: Any) -> list[tuple[str, str]]:
             raise ValueError(f"options {options!r}: {word!r} is not a plain setting")
         settings.append((name, value))
     return settings
-
-
-def _wait_until_ready(bouncer: PgBouncer, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if bouncer.process.poll() is not None:
-            pytest.fail(
-                f"PgBouncer exited with {bouncer.process.returncode} before it "
-                f"accepted a connection; its log:\n{bouncer.log()}"
-            )
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            pytest.fail(
-                f"PgBouncer did not accept a connection on 127.0.0.1:{bouncer.port} "
-                f"within {timeout:g} s; its log:\n{bouncer.log()}"
-            )
-        try:
-            with socket.create_connection(
-                ("127.0.0.1", bouncer.port), timeout=min(1.0, remaining)
-            ):
-                return
-        except OSError:
-            time.sleep(0.05)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()  # SIGTERM: PgBouncer's immediate shutdown
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-            return
-        except subprocess.TimeoutExpired:
-            process.kill()
-    process.wait(timeout=STOP_TIMEOUT)

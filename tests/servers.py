@@ -26,7 +26,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import Message
@@ -135,35 +135,49 @@ def running(
         )
     try:
         server = Server(command, process, port, log_path)
-        _wait_until_ready(server, ready_host or f"localhost:{port}", start_timeout)
+        host = ready_host or f"localhost:{port}"
+        wait_until_ready(
+            process,
+            lambda left: request(port, "/", host=host, timeout=min(2.0, left)),
+            f"{' '.join(command)} on 127.0.0.1:{port}",
+            server.log,
+            start_timeout,
+        )
         yield server
     finally:
-        _stop(process)
+        stop(process)
 
 
-def _wait_until_ready(server: Server, host: str, timeout: float) -> None:
-    command = " ".join(server.command)
+def wait_until_ready(
+    process: subprocess.Popen[bytes],
+    ready: Callable[[float], object],
+    what: str,
+    log: Callable[[], str],
+    timeout: float,
+) -> None:
+    """Call ``ready(seconds left)`` until it stops raising OSError or an HTTP
+    error; fail the test if ``process`` exits first or ``timeout`` runs out."""
     deadline = time.monotonic() + timeout
     while True:
-        if server.process.poll() is not None:
+        if process.poll() is not None:
             pytest.fail(
-                f"{command} exited with {server.process.returncode} before it "
-                f"answered HTTP; its output:\n{server.log()}"
+                f"{what} exited with {process.returncode} before it was ready;"
+                f" its output:\n{log()}"
             )
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             pytest.fail(
-                f"{command} did not answer HTTP on 127.0.0.1:{server.port} within "
-                f"{timeout:g} s; its output:\n{server.log()}"
+                f"{what} was not ready within {timeout:g} s; its output:\n{log()}"
             )
         try:
-            request(server.port, "/", host=host, timeout=min(2.0, remaining))
+            ready(remaining)
             return
         except (OSError, http.client.HTTPException):
             time.sleep(0.05)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL to its whole group, each wait bounded."""
     if process.poll() is None:
         process.terminate()
         try:
