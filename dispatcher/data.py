@@ -62,6 +62,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.schema import CreateSchema
 
+from dispatcher import forks
 from dispatcher.data_sqlite import SqliteFiles
 from dispatcher.database import pooler_safe_args
 from dispatcher.exceptions import TenantDataError
@@ -200,6 +201,19 @@ class TenantData:
         self._files = (
             None if self.directory is None else SqliteFiles(self.url, self.directory)
         )
+        # One hook per process for every TenantData: see _forked.
+        forks.on_fork_in_child(self, TenantData._forked)
+
+    def _forked(self) -> None:
+        """In a forked child: new lock, and none of the parent's pooled connections.
+
+        Another thread of the parent may have held the lock at the fork, and a
+        pooled socket used by two processes would interleave their messages.
+        """
+        self._lock = threading.Lock()
+        if self._engine is not None:
+            # close=False: the parent still owns those sockets.
+            self._engine.dispose(close=False)
 
     @property
     def bound(self) -> int:
@@ -225,8 +239,8 @@ class TenantData:
         """Forget a SQLite tenant's engine, or with no tenant every engine.
 
         A tenant's call never touches the shared PostgreSQL pool; ``dispose()``
-        closes it too, for process shutdown. The pool is made on first use:
-        make none before a server forks its workers.
+        closes it too, for process shutdown. A forked worker starts with a
+        pool of its own (the parent's connections stay the parent's).
         """
         if tenant is not None:
             if self._files is not None:

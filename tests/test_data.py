@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from flask import Flask, request
+from forking import run_in_child
 from sqlalchemy import (
     CheckConstraint,
     Column,
@@ -508,3 +509,27 @@ def test_an_evicted_apps_sqlite_engine_is_disposed_by_the_dispatcher(
         assert data.engine_for(acme) is not served
     finally:
         dispatcher.close()
+
+
+@pytest.mark.filterwarnings(
+    # Python 3.12+ warns on any fork of a threaded process: forking one is the test.
+    "ignore:This process .* is multi-threaded:DeprecationWarning"
+)
+def test_a_forked_child_never_uses_the_parents_pooled_connections(
+    data: TenantData,
+) -> None:
+    """A server forking workers after the pool was made (``--preload``): two
+    processes on one socket would interleave their protocol messages."""
+    if data.directory is not None:
+        pytest.skip("SQLite engines hold no connection between sessions")
+    acme = make_tenant("acme")
+    data.create(acme)
+    backend_pid = text("SELECT pg_backend_pid()")
+    with data.sessionmaker_for(acme)() as session:
+        parents = session.scalar(backend_pid)  # its connection goes back to the pool
+
+    def child() -> bool:
+        with data.sessionmaker_for(acme)() as session:
+            return bool(session.scalar(backend_pid) != parents)
+
+    assert run_in_child(child) == 0
