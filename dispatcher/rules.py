@@ -82,9 +82,7 @@ class TenantRules:
         domains = fields.get("domains", ())
         if isinstance(domains, str):
             raise TypeError("domains must be a collection of host names, not a string")
-        hosts = tuple(dict.fromkeys(normalise_domain(host) for host in domains))
-        for host in hosts:
-            self.check_outside_base(host)
+        hosts = tuple(dict.fromkeys(self.domain(host) for host in domains))
         slug = normalise_label(slug, what="slug")
         self.check_domain_count(slug, len(hosts))
         return NewTenant(
