@@ -519,3 +519,9 @@ def _escape(text: str) -> str:
 def main() -> None:
     """Entry point of the ``tenantctl`` script and ``python -m dispatcher``."""
     cli(prog_name="tenantctl")
+
+
+# Registered last: its commands use this module's helpers.
+from dispatcher.cli_data import data as _data_group  # noqa: E402
+
+cli.add_command(_data_group)

@@ -62,7 +62,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.schema import CreateSchema
 
-from dispatcher import forks
+from dispatcher import data_flask, forks
 from dispatcher.data_sqlite import SqliteFiles
 from dispatcher.database import pooler_safe_args
 from dispatcher.exceptions import TenantDataError
@@ -148,6 +148,7 @@ class TenantData:
         under load; the process never holds more than their sum.
     :param pool_timeout: seconds a session waits for a free connection
         before :class:`sqlalchemy.exc.TimeoutError`.
+    :param retry_after: the ``Retry-After`` of a 503 for an unreachable server.
     """
 
     def __init__(
@@ -159,6 +160,7 @@ class TenantData:
         pool_size: int = 5,
         max_overflow: int = 5,
         pool_timeout: float = 30.0,
+        retry_after: int = 5,
     ) -> None:
         self.url = make_url(url)
         self.backend = self.url.get_backend_name()
@@ -196,6 +198,8 @@ class TenantData:
         self.pool_size = pool_size
         self.max_overflow = max_overflow
         self.pool_timeout = float(pool_timeout)
+        #: Seconds a 503 for an unreachable data server asks clients to wait.
+        self.retry_after = retry_after
         self._lock = threading.Lock()
         self._engine: Engine | None = None
         self._files = (
@@ -317,18 +321,23 @@ class TenantData:
         with self._shared().connect() as connection:
             return connection.scalar(_NAMESPACE, {"name": name}) is not None
 
-    def init_app(self, app: Flask, tenant: Tenant) -> None:
+    def init_app(self, app: Flask, tenant: Tenant, *, db: Any = None) -> None:
         """Bind ``app`` to the tenant's data: :attr:`session` inside it is the tenant's.
 
         The session lives for one app context (a request) and is closed at its
         teardown. On SQLite the tenant's engine is disposed when the dispatcher
-        tears the app down.
+        tears the app down. With ``db`` (a Flask-SQLAlchemy ``SQLAlchemy``),
+        ``db.session`` in ``app`` is the tenant's too, on the same shared pool.
+        A request that cannot reach the tenant's data server gets 503 with
+        ``Retry-After``.
         """
         if EXTENSION in app.extensions:
             raise RuntimeError(f"app {app.name!r} is already bound to a tenant's data")
-        scoped = scoped_session(
-            self.sessionmaker_for(tenant), scopefunc=_app_context_id
-        )
+        engine = self.engine_for(tenant)
+        scoped = scoped_session(sessionmaker(bind=engine), scopefunc=_app_context_id)
+        if db is not None:
+            data_flask.bind_flask_sqlalchemy(db, app, engine)
+        data_flask.answer_unavailable(app, self.retry_after)
         app.extensions[EXTENSION] = _Binding(self, tenant, scoped)
 
         def remove_session(_error: BaseException | None) -> None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dispatcher.data import TenantData
 
 DATABASE_URL_VARIABLE = "DISPATCHER_DATABASE_URL"
 BASE_DOMAIN_VARIABLE = "DISPATCHER_BASE_DOMAIN"
@@ -29,3 +33,33 @@ def base_domain(environ: Mapping[str, str] = os.environ) -> str | None:
 def parse_base_domain(value: str) -> str | None:
     """A base domain as the settings spell it: trimmed, lower-case, no final dot."""
     return value.strip().lower().rstrip(".") or None
+
+
+TENANT_DATA_VARIABLE = "DISPATCHER_TENANT_DATA"
+
+
+def tenant_data(environ: Mapping[str, str] = os.environ) -> TenantData | None:
+    """The deployment's :class:`~dispatcher.data.TenantData`, named by
+    ``DISPATCHER_TENANT_DATA=module:attribute``; None when it is unset.
+
+    :raises ValueError: the name cannot be imported or is not a TenantData.
+    """
+    target = environ.get(TENANT_DATA_VARIABLE, "").strip()
+    if not target:
+        return None
+    from werkzeug.utils import import_string
+
+    from dispatcher.data import TenantData
+
+    try:
+        loaded = import_string(target)
+    except ImportError as e:
+        raise ValueError(
+            f"{TENANT_DATA_VARIABLE}={target!r} cannot be imported: {e}"
+        ) from e
+    if not isinstance(loaded, TenantData):
+        raise ValueError(
+            f"{TENANT_DATA_VARIABLE}={target!r} is a {type(loaded).__name__},"
+            " not a dispatcher.data.TenantData"
+        )
+    return loaded
