@@ -35,7 +35,10 @@ __all__ = ["ProvisioningFailed", "Provisioner", "ProvisioningHook"]
 
 log = logging.getLogger(__name__)
 
-ProvisioningHook = Callable[[Tenant], None]
+#: A hook may return a newer snapshot of the tenant (one it wrote to the
+#: registry, as ``TenantData.create`` records the tenant's server): later hooks,
+#: and the undo hooks if one fails, get that snapshot.
+ProvisioningHook = Callable[[Tenant], "Tenant | None"]
 
 #: The disabled reason a tenant carries while its hooks run.
 PROVISIONING = "provisioning"
@@ -49,7 +52,8 @@ class ProvisioningFailed(DispatcherError):
 class Provisioner:
     """Creates and deletes tenants together with the user's hooks.
 
-    :param on_create: called in order with the new tenant, before it is served.
+    :param on_create: called in order with the new tenant, before it is served;
+        a hook may return a newer snapshot, which later hooks get.
     :param on_delete: called in reverse order before a tenant is deleted, and
         to undo ``on_create`` when a later hook fails.
     """
@@ -102,13 +106,15 @@ class Provisioner:
             return tenant
         for hook in self.on_create:
             try:
-                hook(tenant)
+                newer = hook(tenant)
             except Exception as e:
                 log.exception("provisioning hook %r failed for %r", hook, tenant.slug)
                 self._undo(tenant)
                 raise ProvisioningFailed(
                     f"preparing tenant {tenant.slug!r} failed ({e}); it was not created"
                 ) from e
+            if isinstance(newer, Tenant) and newer.slug == tenant.slug:
+                tenant = newer
         return self.registry.enable_tenant(tenant.slug)
 
     def delete(self, slug: str) -> None:

@@ -580,3 +580,39 @@ def test_create_attaches_an_existing_owner_by_default(
     tenant = Provisioner(registry).create("second", owner_email=OWNER.upper())
 
     assert tenant.owner_email == OWNER
+
+
+def test_a_hook_that_returns_a_newer_snapshot_hands_it_to_later_hooks(
+    registry: TenantRegistry,
+) -> None:
+    """TenantData.create records where the data went; hooks after it must know."""
+    calls: list[tuple[str, Tenant]] = []
+
+    def configure(tenant: Tenant) -> Tenant:
+        return registry.update_config(tenant.slug, {"placed": True})
+
+    def failing(tenant: Tenant) -> None:
+        calls.append(("failing", tenant))
+        raise RuntimeError("later hook fails")
+
+    provisioner = Provisioner(
+        registry,
+        on_create=[configure, recorder(calls, "after")],
+        on_delete=[recorder(calls, "undo")],
+    )
+    tenant = create_acme(provisioner)
+    assert calls[0][1].config["placed"] is True
+    assert tenant.config["placed"] is True
+
+    registry.delete_tenant("acme")
+    calls.clear()
+    provisioner = Provisioner(
+        registry, on_create=[configure, failing], on_delete=[recorder(calls, "undo")]
+    )
+    with pytest.raises(ProvisioningFailed):
+        create_acme(provisioner)
+    # The undo hooks see the newest snapshot too: it says where the data is.
+    assert [(name, t.config.get("placed")) for name, t in calls] == [
+        ("failing", True),
+        ("undo", True),
+    ]
