@@ -20,9 +20,10 @@ Usage::
         registry, on_create=[data.create], on_delete=[data.archive]
     )
 
-On PostgreSQL every tenant app of the process shares ONE engine, so one pool
-holds at most ``pool_size + max_overflow`` connections (:attr:`TenantData.bound`)
-whatever the number of tenants. A tenant's engine is a view on it
+On PostgreSQL every tenant app of the process shares ONE engine per data
+server, so each server's pool holds at most ``pool_size + max_overflow``
+connections (:attr:`TenantData.bound`) whatever the number of tenants. A
+tenant's engine is a view on it
 (``execution_options(schema_translate_map={None: schema})``): statements name
 the tenant's schema in every table name, and nothing sets ``search_path``, so
 no pooled connection carries one tenant's state into another's request, even
@@ -44,6 +45,17 @@ PostgreSQL: not the tenant's schema). Qualify each tenant table with
 connection::
 
     data.session.execute(text(f"SELECT title FROM {TENANT_SCHEMA}.items"))
+
+Several servers: ``TenantData({"main": url1, "eu": url2}, metadata=...,
+registry=registry)``. The registry records each tenant's server
+(``Tenant.data_server``; none recorded means the first). :meth:`create` places
+a new tenant on the server it names, else on the one with the fewest tenants,
+and records it; the snapshot it returns says where.
+
+Tenant migrations: with ``migrations="path/to/tenant_migrations"`` (an Alembic
+environment of the tenant models, see :mod:`dispatcher.data_migrations`),
+:meth:`create` stamps the new schema at the head instead of replaying every
+revision, and :meth:`upgrade` brings one tenant's schema up to date.
 """
 
 from __future__ import annotations
@@ -51,28 +63,33 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-import threading
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, MetaData, Table, create_engine, make_url, text
+from sqlalchemy import Connection, Engine, MetaData, Table, make_url, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.schema import CreateSchema
 
 from dispatcher import data_flask, forks
+from dispatcher.data_archives import Archive, archived_name, list_schemas
+from dispatcher.data_servers import DEFAULT_SERVER, Servers
 from dispatcher.data_sqlite import SqliteFiles
-from dispatcher.database import pooler_safe_args
 from dispatcher.exceptions import TenantDataError
 from dispatcher.tenant import Tenant, aware, utcnow
 
 if TYPE_CHECKING:
     from flask import Flask
 
+    from dispatcher.data_migrations import TenantMigrations
+    from dispatcher.registry import TenantRegistry
+
 __all__ = [
     "TENANT_SCHEMA",
+    "Archive",
     "TenantData",
     "archived_name",
     "schema_name",
@@ -113,11 +130,6 @@ def tenant_tables(metadata: MetaData) -> list[Table]:
     return [table for table in metadata.sorted_tables if table.schema is None]
 
 
-def archived_name(name: str, when: dt.datetime) -> str:
-    """The name ``name`` is archived under at ``when`` (UTC, to the second)."""
-    return f"{name}_archived_{aware(when).astimezone(dt.UTC):%Y%m%d%H%M%S}"
-
-
 def _app_context_id() -> int:
     from flask.globals import app_ctx
 
@@ -138,35 +150,52 @@ class _Binding:
 
 
 class TenantData:
-    """Where every tenant's data lives, on one bounded pool per database.
+    """Where every tenant's data lives, on one bounded pool per database server.
 
-    :param url: a PostgreSQL URL, or ``sqlite://`` with ``directory``.
+    :param url: a PostgreSQL URL; or several, by server name
+        (``{"main": url, "eu": url}``, the first is the default); or
+        ``sqlite://`` with ``directory``.
     :param metadata: the tenant apps' tables (defined without a schema).
     :param directory: SQLite only: the folder of the tenants' files.
-    :param pool_size: PostgreSQL connections kept open.
+    :param pool_size: PostgreSQL connections kept open, per server.
     :param max_overflow: PostgreSQL connections opened beyond ``pool_size``
-        under load; the process never holds more than their sum.
+        under load; the process never holds more than their sum per server.
     :param pool_timeout: seconds a session waits for a free connection
         before :class:`sqlalchemy.exc.TimeoutError`.
+    :param connect_timeout: seconds a new connection may take before the
+        server counts as unreachable.
     :param retry_after: the ``Retry-After`` of a 503 for an unreachable server.
+    :param migrations: the tenant models' Alembic environment (a directory).
+    :param registry: where each tenant's server is recorded; needed with
+        several servers.
     """
 
     def __init__(
         self,
-        url: str | URL,
+        url: str | URL | Mapping[str, str | URL],
         *,
         metadata: MetaData,
         directory: str | Path | None = None,
         pool_size: int = 5,
         max_overflow: int = 5,
         pool_timeout: float = 30.0,
+        connect_timeout: float = 5.0,
         retry_after: int = 5,
+        migrations: str | Path | None = None,
+        registry: TenantRegistry | None = None,
     ) -> None:
-        self.url = make_url(url)
-        self.backend = self.url.get_backend_name()
+        urls = (
+            dict(url) if isinstance(url, Mapping) else {DEFAULT_SERVER: make_url(url)}
+        )
+        if not urls:
+            raise ValueError("url names no data server; give a URL or a mapping")
+        first = make_url(next(iter(urls.values())))
+        #: The default server's URL.
+        self.url = first
+        self.backend = first.get_backend_name()
         if self.backend not in ("postgresql", "sqlite"):
             raise ValueError(
-                f"url {self.url.render_as_string()!r} names backend {self.backend!r};"
+                f"url {first.render_as_string()!r} names backend {self.backend!r};"
                 " tenant data lives on 'postgresql' or 'sqlite'"
             )
         if not isinstance(metadata, MetaData):
@@ -174,11 +203,16 @@ class TenantData:
                 f"metadata must be a MetaData, not {type(metadata).__name__}"
             )
         if self.backend == "sqlite":
+            if len(urls) > 1:
+                raise ValueError(
+                    "several data servers must all be 'postgresql';"
+                    " SQLite tenants share one directory"
+                )
             if directory is None:
                 raise ValueError("a SQLite TenantData needs directory= for its files")
-            if self.url.database:
+            if first.database:
                 raise ValueError(
-                    f"url {self.url.render_as_string()!r} names a database;"
+                    f"url {first.render_as_string()!r} names a database;"
                     " SQLite tenants get one file each in directory=, so pass 'sqlite://'"
                 )
         elif directory is not None:
@@ -186,13 +220,18 @@ class TenantData:
         for name, value, least in (
             ("pool_size", pool_size, 1),
             ("max_overflow", max_overflow, 0),
+            ("retry_after", retry_after, 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{name} must be an integer >= {least}, not {value!r}")
-        if isinstance(pool_timeout, bool) or not isinstance(pool_timeout, int | float):
-            raise TypeError(f"pool_timeout must be a number, not {pool_timeout!r}")
-        if not pool_timeout > 0:
-            raise ValueError(f"pool_timeout must be > 0, not {pool_timeout!r}")
+        for name, seconds in (
+            ("pool_timeout", pool_timeout),
+            ("connect_timeout", connect_timeout),
+        ):
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+                raise TypeError(f"{name} must be a number, not {seconds!r}")
+            if not seconds > 0:
+                raise ValueError(f"{name} must be > 0, not {seconds!r}")
         self.metadata = metadata
         self.directory = None if directory is None else Path(directory)
         self.pool_size = pool_size
@@ -200,40 +239,68 @@ class TenantData:
         self.pool_timeout = float(pool_timeout)
         #: Seconds a 503 for an unreachable data server asks clients to wait.
         self.retry_after = retry_after
-        self._lock = threading.Lock()
-        self._engine: Engine | None = None
-        self._files = (
-            None if self.directory is None else SqliteFiles(self.url, self.directory)
-        )
+        self.registry = registry
+        self.migrations: TenantMigrations | None = None
+        if migrations is not None:
+            # Imported here: Alembic stays out of deployments without migrations.
+            from dispatcher.data_migrations import TenantMigrations
+
+            self.migrations = TenantMigrations(migrations)
+        self.servers: Servers | None = None
+        self._files: SqliteFiles | None = None
+        if self.directory is not None:
+            self._files = SqliteFiles(first, self.directory)
+        else:
+            self.servers = Servers(
+                urls,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_timeout=self.pool_timeout,
+                connect_timeout=connect_timeout,
+            )
+            if len(self.servers.names) > 1 and registry is None:
+                raise ValueError(
+                    "several data servers need registry=:"
+                    " it records each tenant's server"
+                )
         # One hook per process for every TenantData: see _forked.
         forks.on_fork_in_child(self, TenantData._forked)
 
     def _forked(self) -> None:
-        """In a forked child: new lock, and none of the parent's pooled connections.
+        """In a forked child: none of the parent's pooled connections.
 
-        Another thread of the parent may have held the lock at the fork, and a
-        pooled socket used by two processes would interleave their messages.
+        A pooled socket used by two processes would interleave their messages.
         """
-        self._lock = threading.Lock()
-        if self._engine is not None:
-            # close=False: the parent still owns those sockets.
-            self._engine.dispose(close=False)
+        if self.servers is not None:
+            self.servers.forked()
 
     @property
     def bound(self) -> int:
-        """The most connections the shared PostgreSQL pool ever holds."""
+        """The most connections one server's shared PostgreSQL pool ever holds."""
         return self.pool_size + self.max_overflow
 
     def schema_name(self, tenant: Tenant) -> str:
         """The tenant's schema (PostgreSQL) or file stem (SQLite)."""
         return schema_name(tenant)
 
+    def server_of(self, tenant: Tenant) -> str:
+        """The data server the tenant's snapshot records (None: the default).
+
+        :raises TenantDataError: that server is not configured here.
+        """
+        if self.servers is None:
+            return DEFAULT_SERVER
+        recorded = tenant.data_server
+        if recorded is None:
+            return self.servers.default
+        return self.servers.check(recorded, tenant.slug)
+
     def engine_for(self, tenant: Tenant) -> Engine:
-        """An engine for the tenant's data: on PostgreSQL, a view on the shared pool."""
+        """An engine for the tenant's data (PostgreSQL: a view on its server's pool)."""
         name = schema_name(tenant)
         if self._files is not None:
             return self._files.engine(name)
-        return self._shared().execution_options(schema_translate_map={None: name})
+        return self._engine(self.server_of(tenant), name)
 
     def sessionmaker_for(self, tenant: Tenant) -> sessionmaker[Session]:
         """A session factory bound to the tenant's data."""
@@ -242,33 +309,58 @@ class TenantData:
     def dispose(self, tenant: Tenant | None = None) -> None:
         """Forget a SQLite tenant's engine, or with no tenant every engine.
 
-        A tenant's call never touches the shared PostgreSQL pool; ``dispose()``
-        closes it too, for process shutdown. A forked worker starts with a
-        pool of its own (the parent's connections stay the parent's).
+        A tenant's call never touches the shared PostgreSQL pools; ``dispose()``
+        closes them too, for process shutdown. A forked worker starts with
+        pools of its own (the parent's connections stay the parent's).
         """
-        if tenant is not None:
-            if self._files is not None:
-                self._files.dispose(schema_name(tenant))
-            return
         if self._files is not None:
-            self._files.dispose_all()
-        with self._lock:
-            engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.dispose()
+            if tenant is None:
+                self._files.dispose_all()
+            else:
+                self._files.dispose(schema_name(tenant))
+        elif tenant is None and self.servers is not None:
+            self.servers.dispose()
 
-    def create(self, tenant: Tenant) -> None:
-        """Create the tenant's schema (or file) and its tables, all or nothing.
+    def place(self, tenant: Tenant) -> Tenant:
+        """Choose the new tenant's server and record it; the snapshot that says so.
 
-        :raises TenantDataError: the name exists already, or the database
-            refused; nothing is left behind.
+        The server the tenant names (``data_server=`` at creation) if it is
+        configured, else the one with the fewest tenants, ties to the first.
+        With one server nothing is recorded: no recorded server means the first.
         """
+        if self.servers is None or tenant.data_server is not None:
+            self.server_of(tenant)  # refuse a server that is not configured
+            return tenant
+        if len(self.servers.names) == 1 or self.registry is None:
+            return tenant
+        counts = self.registry.count_by_data_server()
+        # The tenant itself is counted, unplaced; it is not on any server yet.
+        counts[None] = counts.get(None, 1) - 1
+        server = self.servers.least_used(counts)
+        return self.registry.set_data_server(tenant.slug, server)
+
+    def create(self, tenant: Tenant) -> Tenant:
+        """Place the tenant, create its schema (or file) and tables, all or nothing.
+
+        The tables come from the metadata and, with ``migrations=``, are
+        stamped at the migrations' head in the same transaction: a signup costs
+        one ``CREATE TABLE`` per table, not a replay of every revision. Returns
+        the tenant's snapshot after placement (a Provisioner hands it to later
+        hooks).
+
+        :raises TenantDataError: the name exists already, the tenant's server
+            is not configured, or the database refused; nothing is left behind.
+        """
+        tenant = self.place(tenant)
         name = schema_name(tenant)
         if self._files is not None:
-            self._files.create(name, tenant.slug, tenant_tables(self.metadata))
-            return
+            self._files.create(
+                name, tenant.slug, tenant_tables(self.metadata), self._stamper(None)
+            )
+            return tenant
+        server = self.server_of(tenant)
         try:
-            with self._shared().begin() as connection:
+            with self._shared(server).begin() as connection:
                 # DDL is transactional on PostgreSQL: a failure drops the schema too.
                 connection.execute(CreateSchema(name))
                 tenant_connection = connection.execution_options(
@@ -280,16 +372,27 @@ class TenantData:
                     tables=tenant_tables(self.metadata),
                     checkfirst=False,
                 )
+                self._stamper(name)(tenant_connection)
         except DBAPIError as error:
             if getattr(error.orig, "sqlstate", None) == _DUPLICATE_SCHEMA:
                 raise TenantDataError(
-                    f"schema {name!r} of tenant {tenant.slug!r} exists already;"
-                    " a tenant's data is created once"
+                    f"schema {name!r} of tenant {tenant.slug!r} exists already"
+                    f" on data server {server!r}; a tenant's data is created once"
                 ) from error
             raise TenantDataError(
-                f"the database refused to create schema {name!r} of tenant"
-                f" {tenant.slug!r}: {error.orig}"
+                f"data server {server!r} refused to create schema {name!r} of"
+                f" tenant {tenant.slug!r}: {error.orig}"
             ) from error
+        return tenant
+
+    def _stamper(self, schema: str | None) -> Any:
+        migrations = self.migrations
+
+        def stamp(connection: Connection) -> None:
+            if migrations is not None:
+                migrations.stamp(connection, schema)
+
+        return stamp
 
     def archive(self, tenant: Tenant) -> str | None:
         """Move the tenant's data aside under a timestamped name; never drop it.
@@ -301,7 +404,8 @@ class TenantData:
         target = archived_name(name, utcnow())
         if self._files is not None:
             return self._files.archive(name, target, tenant.slug)
-        with self._shared().begin() as connection:
+        server = self.server_of(tenant)
+        with self._shared(server).begin() as connection:
             if connection.scalar(_NAMESPACE, {"name": name}) is None:
                 return None
             try:
@@ -309,7 +413,7 @@ class TenantData:
             except DBAPIError as error:
                 raise TenantDataError(
                     f"could not archive schema {name!r} of tenant {tenant.slug!r}"
-                    f" as {target!r}: {error.orig}"
+                    f" as {target!r} on data server {server!r}: {error.orig}"
                 ) from error
         return target
 
@@ -318,8 +422,111 @@ class TenantData:
         name = schema_name(tenant)
         if self._files is not None:
             return self._files.path(name).exists()
-        with self._shared().connect() as connection:
+        with self._shared(self.server_of(tenant)).connect() as connection:
             return connection.scalar(_NAMESPACE, {"name": name}) is not None
+
+    def archives(self) -> list[Archive]:
+        """Every archive, on every server, oldest first."""
+        if self._files is not None:
+            found = self._files.archives(DEFAULT_SERVER)
+        else:
+            found = []
+            for server in self._server_names():
+                with self._shared(server).connect() as connection:
+                    found += list_schemas(connection, server)
+        return sorted(found, key=lambda archive: (archive.archived_at, archive.name))
+
+    def restore(self, archive: str, tenant: Tenant) -> Tenant:
+        """Make the archive called ``archive`` the data of ``tenant`` again.
+
+        The tenant (re-created in the registry, say) must have no data of its
+        own: archive that first. An archive on another server than the
+        tenant's becomes its data there, and the registry records the move.
+        The archive keeps its migration revision: run :meth:`upgrade` after.
+        Returns the tenant's snapshot.
+
+        :raises TenantDataError: no such archive, or the tenant has data.
+        """
+        found = [each for each in self.archives() if each.name == archive]
+        if not found:
+            raise TenantDataError(
+                f"there is no archive {archive!r}; 'tenantctl data archives' lists them"
+            )
+        if self.exists(tenant):
+            raise TenantDataError(
+                f"tenant {tenant.slug!r} has data already ({schema_name(tenant)!r});"
+                " archive it before restoring another copy"
+            )
+        source = found[0]
+        name = schema_name(tenant)
+        if self._files is not None:
+            self._files.restore(archive, name, tenant.slug)
+            return tenant
+        if source.server != self.server_of(tenant) and self.registry is None:
+            raise TenantDataError(
+                f"archive {archive!r} is on data server {source.server!r}, not on"
+                f" tenant {tenant.slug!r}'s; restoring it there needs registry="
+            )
+        with self._shared(source.server).begin() as connection:
+            connection.execute(text(f'ALTER SCHEMA "{archive}" RENAME TO "{name}"'))
+        if source.server != self.server_of(tenant) and self.registry is not None:
+            tenant = self.registry.set_data_server(tenant.slug, source.server)
+        return tenant
+
+    def purge(
+        self, older_than: dt.timedelta, *, now: dt.datetime | None = None
+    ) -> list[Archive]:
+        """Delete for good the archives made more than ``older_than`` ago.
+
+        Returns what was deleted. The one call that drops tenant data, and only
+        archived data.
+        """
+        if not isinstance(older_than, dt.timedelta) or older_than < dt.timedelta(0):
+            raise ValueError(
+                f"older_than must be a timedelta of zero or more, not {older_than!r}"
+            )
+        cutoff = aware(now or utcnow()) - older_than
+        purged = [each for each in self.archives() if each.archived_at <= cutoff]
+        for archive in purged:
+            if self._files is not None:
+                self._files.purge(archive.name)
+                continue
+            with self._shared(archive.server).begin() as connection:
+                connection.execute(text(f'DROP SCHEMA "{archive.name}" CASCADE'))
+        return purged
+
+    def upgrade(self, tenant: Tenant, revision: str = "heads") -> tuple[str, ...]:
+        """Run the tenant migrations in the tenant's schema (or file), in one
+        transaction; returns its revisions after."""
+        migrations = self._migrations()
+        name = schema_name(tenant)
+        if not self.exists(tenant):
+            raise TenantDataError(
+                f"tenant {tenant.slug!r} has no data ({name!r}) to upgrade"
+            )
+        if self._files is not None:
+            with self._files.engine(name).begin() as connection:
+                return migrations.upgrade(connection, None, revision)
+        with self._shared(self.server_of(tenant)).begin() as connection:
+            return migrations.upgrade(connection, name, revision)
+
+    def revision(self, tenant: Tenant) -> tuple[str, ...]:
+        """The tenant migration revisions the tenant's schema (or file) is at."""
+        migrations = self._migrations()
+        name = schema_name(tenant)
+        if self._files is not None:
+            with self._files.engine(name).connect() as connection:
+                return migrations.current(connection, None)
+        with self._shared(self.server_of(tenant)).connect() as connection:
+            return migrations.current(connection, name)
+
+    def _migrations(self) -> TenantMigrations:
+        if self.migrations is None:
+            raise TenantDataError(
+                "this TenantData has no tenant migrations; pass migrations="
+                "'path/to/tenant_migrations'"
+            )
+        return self.migrations
 
     def init_app(self, app: Flask, tenant: Tenant, *, db: Any = None) -> None:
         """Bind ``app`` to the tenant's data: :attr:`session` inside it is the tenant's.
@@ -366,15 +573,15 @@ class TenantData:
             )
         return binding.scoped()
 
-    def _shared(self) -> Engine:
-        with self._lock:
-            if self._engine is None:
-                self._engine = create_engine(
-                    self.url,
-                    pool_size=self.pool_size,
-                    max_overflow=self.max_overflow,
-                    pool_timeout=self.pool_timeout,
-                    pool_pre_ping=True,
-                    connect_args=pooler_safe_args(self.url),
-                )
-            return self._engine
+    def _server_names(self) -> tuple[str, ...]:
+        return (DEFAULT_SERVER,) if self.servers is None else self.servers.names
+
+    def _shared(self, server: str) -> Engine:
+        """The server's shared engine (PostgreSQL only)."""
+        assert self.servers is not None
+        return self.servers.engine(server)
+
+    def _engine(self, server: str, schema: str) -> Engine:
+        return self._shared(server).execution_options(
+            schema_translate_map={None: schema}
+        )

@@ -15,13 +15,15 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Engine, Table, create_engine
+from sqlalchemy import Connection, Engine, Table, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from dispatcher.data_archives import Archive, parse_archive
 from dispatcher.exceptions import TenantDataError
 
 __all__ = ["SqliteFiles"]
@@ -64,8 +66,15 @@ class SqliteFiles:
         for engine in engines:
             engine.dispose()
 
-    def create(self, name: str, slug: str, tables: list[Table]) -> None:
-        """Create the tenant's file and tables; on failure remove the file."""
+    def create(
+        self,
+        name: str,
+        slug: str,
+        tables: list[Table],
+        then: Callable[[Connection], None],
+    ) -> None:
+        """Create the tenant's file and tables, then run ``then`` in the same
+        transaction; on failure remove the file."""
         path = self.path(name)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -85,6 +94,7 @@ class SqliteFiles:
             with engine.begin() as connection:
                 for table in tables:
                     table.create(connection)
+                then(connection)
         except SQLAlchemyError as error:
             engine.dispose()
             self.dispose(name)
@@ -96,7 +106,7 @@ class SqliteFiles:
         engine.dispose()
 
     def archive(self, name: str, target: str, slug: str) -> str | None:
-        """Rename the tenant's file to ``target``; None if it has none."""
+        """Rename the tenant's file to ``target``; its name, or None if it has none."""
         self.dispose(name)
         path, archived = self.path(name), self.path(target)
         try:
@@ -110,7 +120,38 @@ class SqliteFiles:
                 f" as {str(archived)!r}: {error}"
             ) from error
         path.unlink()
-        return archived.name
+        return target
+
+    def archives(self, server: str) -> list[Archive]:
+        """The archived files in the directory."""
+        if not self.directory.is_dir():
+            return []
+        found = (
+            parse_archive(path.name.removesuffix(SUFFIX), server)
+            for path in self.directory.glob(f"t_*_archived_*{SUFFIX}")
+        )
+        return [archive for archive in found if archive is not None]
+
+    def restore(self, archive: str, name: str, slug: str) -> None:
+        """Make the archived file ``archive`` the file of the tenant called ``name``."""
+        source, target = self.path(archive), self.path(name)
+        try:
+            # link then unlink: never replaces a file the tenant has meanwhile.
+            os.link(source, target)
+        except FileExistsError:
+            raise TenantDataError(
+                f"tenant {slug!r} has data already ({str(target)!r});"
+                " archive it before restoring another copy"
+            ) from None
+        except OSError as error:
+            raise TenantDataError(
+                f"could not restore {str(source)!r} for tenant {slug!r}: {error}"
+            ) from error
+        source.unlink()
+
+    def purge(self, archive: str) -> None:
+        """Delete an archived file for good."""
+        _remove(self.path(archive))
 
     def _open(self, name: str, mode: str) -> Engine:
         uri = f"{self.path(name).resolve().as_uri()}?mode={mode}"
