@@ -49,6 +49,9 @@ class Operation(StrEnum):
     PATH_PREFIX = "path_prefix"
     DOMAIN_ADDED = "domain_added"
     DOMAIN_REMOVED = "domain_removed"
+    #: The tenant's data moved to another server: its apps, whose engines
+    #: point at the old one, must go. Its names route as before.
+    DATA_SERVER = "data_server"
     #: Not a write: a follower that starts (or resumes) without knowing what
     #: happened before publishes it, and anything may have changed.
     RESYNC = "resync"

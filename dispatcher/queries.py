@@ -36,6 +36,7 @@ __all__ = [
     "BY_SLUG",
     "BY_SUBDOMAIN",
     "CHANGES_SINCE",
+    "COUNT_BY_DATA_SERVER",
     "LATEST_GENERATION",
     "SNAPSHOTS",
     "changes",
@@ -55,6 +56,7 @@ _COLUMNS = (
     TenantRow.version,
     TenantRow.created_at,
     TenantRow.updated_at,
+    TenantRow.data_server,
     DomainRow.host,
 )
 #: Every tenant, one row per domain, ordered by slug then primary domain first.
@@ -84,6 +86,12 @@ BY_HOST_OR_SUBDOMAIN = SNAPSHOTS.where(
         TenantRow.subdomain == bindparam("label", type_=String()),
     )
 )
+
+#: ``(data_server, tenants)`` for each server, NULL for tenants with none
+#: recorded: one pass over the index on ``data_server``.
+COUNT_BY_DATA_SERVER: Select[str | None, int] = select(
+    TenantRow.data_server, func.count().label("tenants")
+).group_by(TenantRow.data_server)
 
 #: Changes after ``generation``, oldest first, at most ``limit``.
 CHANGES_SINCE: Select[Any] = (
@@ -118,6 +126,7 @@ def snapshots(rows: Iterable[Row[Any]]) -> list[Tenant]:
                 version=first.version,
                 created_at=aware(first.created_at),
                 updated_at=aware(first.updated_at),
+                data_server=first.data_server,
             )
         )
     return tenants

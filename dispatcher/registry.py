@@ -47,12 +47,13 @@ from dispatcher.queries import (
     BY_SLUG,
     BY_SUBDOMAIN,
     CHANGES_SINCE,
+    COUNT_BY_DATA_SERVER,
     LATEST_GENERATION,
     SNAPSHOTS,
     changes,
     snapshots,
 )
-from dispatcher.rules import DEFAULT_MAX_DOMAINS, TenantRules
+from dispatcher.rules import DEFAULT_MAX_DOMAINS, TenantRules, check_data_server
 from dispatcher.tenant import NewTenant, Tenant, TenantFields, TenantStatus, thaw
 from dispatcher.validation import (
     DEFAULT_RESERVED,
@@ -231,6 +232,14 @@ class TenantRegistry:
             statement = statement.where(TenantRow.status == TenantStatus(status))
         return snapshots(self.database.read(statement))
 
+    def count_by_data_server(self) -> dict[str | None, int]:
+        """How many tenants each data server holds, in one query; the key
+        None counts the tenants with no server recorded. Servers that hold
+        no tenant are absent: the registry does not know the configured ones.
+        """
+        rows = self.database.read(COUNT_BY_DATA_SERVER)
+        return {row.data_server: int(row.tenants) for row in rows}
+
     def _find(self, statement: Select[Any], key: str) -> Tenant | None:
         found = snapshots(self.database.read(statement, {"key": key}))
         return found[0] if found else None
@@ -275,6 +284,7 @@ class TenantRegistry:
                 subdomain=spec.subdomain,
                 path_prefix=spec.path_prefix,
                 config=thaw(spec.config),
+                data_server=spec.data_server,
                 status=(
                     TenantStatus.ACTIVE
                     if disabled_reason is None
@@ -327,6 +337,22 @@ class TenantRegistry:
                 row.status = status
                 row.disabled_reason = reason
                 tx.record(row, _STATUS_CHANGES[status])
+            return tx.snapshot(row)
+
+    def set_data_server(self, slug: str, server: str | None) -> Tenant:
+        """Record that the server named ``server`` (or none) holds the tenant's data.
+
+        Only the record: moving the data is the caller's (``TenantData``'s)
+        work, which checks that the server is configured. The change makes
+        every process evict the tenant's app, whose engine points at the old
+        server. Recording the same server again writes nothing.
+        """
+        server = check_data_server(server)
+        with self._transaction() as tx:
+            row = tx.tenant(slug)
+            if row.data_server != server:
+                row.data_server = server
+                tx.record(row, Operation.DATA_SERVER)
             return tx.snapshot(row)
 
     def delete_tenant(self, slug: str) -> None:

@@ -6,6 +6,7 @@ Usage::
     spec = rules.new_tenant("ACME", owner_email="Ada@Acme.test", subdomain="Acme")
     spec.subdomain  # 'acme'
     rules.domain("shop.example.com")  # InvalidName: under the base domain
+    check_data_server("eu-west")  # 'eu-west'; "EU" raises InvalidName
 
 Pure, like :mod:`dispatcher.validation`, whose functions it applies with one
 deployment's settings: which labels are reserved, which base domain custom
@@ -16,8 +17,9 @@ it writes with it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dispatcher.exceptions import InvalidName, TooManyDomains
 from dispatcher.resolve import normalise_base_domain
@@ -29,15 +31,25 @@ from dispatcher.validation import (
     normalise_email,
     normalise_label,
     normalise_owner_name,
+    shown,
 )
 
 if TYPE_CHECKING:
     from typing import Unpack
 
-__all__ = ["DEFAULT_MAX_DOMAINS", "TenantRules"]
+__all__ = [
+    "DATA_SERVER_PATTERN",
+    "DEFAULT_MAX_DOMAINS",
+    "TenantRules",
+    "check_data_server",
+]
 
 #: Custom domains one tenant may have: every lookup returns them all.
 DEFAULT_MAX_DOMAINS = 100
+#: A data server's name: a configuration key, shown in logs and in
+#: ``tenantctl`` output, that fits ``tenants.data_server`` (63 characters).
+DATA_SERVER_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+_DATA_SERVER = re.compile(DATA_SERVER_PATTERN)
 
 _FIELDS = TenantFields.__required_keys__ | TenantFields.__optional_keys__
 
@@ -93,6 +105,7 @@ class TenantRules:
             path_prefix=self.label(fields.get("path_prefix"), "path prefix"),
             domains=hosts,
             config=freeze(check_config(fields.get("config") or {})),
+            data_server=check_data_server(fields.get("data_server")),
         )
 
     def label(self, value: str | None, what: str) -> str | None:
@@ -130,6 +143,27 @@ class TenantRules:
                 f"tenant {slug!r} would have {count} custom domains; the limit "
                 f"is {self.max_domains} (TenantRegistry's max_domains)"
             )
+
+
+def check_data_server(value: Any) -> str | None:
+    """A data server's name, as given, if it matches :data:`DATA_SERVER_PATTERN`;
+    None stays None. Raises ``InvalidName``.
+
+    Not normalised: it names a key of the deployment's configuration, which
+    is spelt one way. Whether that server is configured is for ``TenantData``
+    to check; the registry does not know the configuration.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidName(f"data server must be a string, not {type(value).__name__}")
+    # fullmatch: re.match's "$" would also accept a trailing line break.
+    if not _DATA_SERVER.fullmatch(value):
+        raise InvalidName(
+            f"data server {shown(value)} must match {DATA_SERVER_PATTERN}: a"
+            " lower-case letter, then up to 62 of a-z, 0-9, '_' and '-'"
+        )
+    return value
 
 
 def _check_fields(fields: TenantFields) -> None:

@@ -90,6 +90,9 @@ class Tenant(Base):
         default=TenantStatus.ACTIVE,
     )
     disabled_reason: Mapped[str | None] = mapped_column(Text)
+    # The named server (of TenantData's configuration) that holds the tenant's
+    # data; NULL: none recorded. Indexed: placement counts tenants per server.
+    data_server: Mapped[str | None] = mapped_column(String(63), index=True)
     # The generation of the tenant's latest change: it only grows, and a tenant
     # re-created under an old slug never repeats a version a cache may hold.
     version: Mapped[int] = mapped_column(BigInteger)

@@ -1,11 +1,15 @@
-"""The change feed's values: operations, names, and rows read back."""
+"""The change feed's values: operations, names, rows read back, and what they evict."""
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import insert
+from typing import Any
 
-from dispatcher import TenantRegistry
+import pytest
+from flask import Flask
+from sqlalchemy import insert
+from werkzeug.test import Client
+
+from dispatcher import CachePolicy, Tenant, TenantDispatcher, TenantRegistry
 from dispatcher.changes import NO_NAMES, Names, Operation, TenantChange
 from dispatcher.models import Change as ChangeRow
 from dispatcher.tenant import NewTenant
@@ -109,3 +113,73 @@ def test_a_row_of_an_operation_this_version_does_not_know_is_a_resync(
         ("acme", Operation.DISABLED),
     ]
     assert changes[1].added is None
+
+
+# -- a tenant's data moves to another server (issue 11) -------------------------
+
+
+def test_a_data_server_change_reads_back_as_written() -> None:
+    change = TenantChange(6, "acme", Operation.DATA_SERVER, NO_NAMES)
+
+    assert Operation("data_server") is Operation.DATA_SERVER
+    assert TenantChange.from_row(6, "acme", "data_server", change.names_to_json()) == (
+        change
+    )
+
+
+def _data_app(tenant: Tenant) -> Flask:
+    """A tenant app that says which data server it was built for."""
+    app = Flask(__name__)
+
+    @app.get("/")
+    def index() -> dict[str, Any]:
+        return {"tenant": tenant.slug, "data_server": tenant.data_server}
+
+    return app
+
+
+@pytest.mark.parametrize("process", ["same", "another"])
+def test_a_data_server_change_evicts_the_app_built_for_the_old_server(
+    registry: TenantRegistry, database_url: str, process: str
+) -> None:
+    """An app's engine points at the server its snapshot named: once the
+    tenant moves, the app must go, in this process and in every other."""
+    registry.create_tenant("acme", owner_email="o@x.test", subdomain="acme")
+    registry.create_tenant("beta", owner_email="o@x.test", subdomain="beta")
+    registry.set_data_server("acme", "eu")
+    registry.set_data_server("beta", "eu")
+    serving = registry if process == "same" else TenantRegistry(database_url)
+    built: list[tuple[str, str | None]] = []
+    torn: list[tuple[str, str | None]] = []
+
+    def create_app(tenant: Tenant) -> Flask:
+        built.append((tenant.slug, tenant.data_server))
+        return _data_app(tenant)
+
+    dispatcher = TenantDispatcher(
+        serving,
+        create_app,
+        base_domain="example.com",
+        policy=CachePolicy(poll_interval=60),
+        teardown=lambda app, tenant: torn.append((tenant.slug, tenant.data_server)),
+    )
+    try:
+        client = Client(dispatcher)
+        for host in ("acme.example.com", "beta.example.com"):
+            assert client.get("/", headers={"Host": host}).json["data_server"] == "eu"
+        follower = serving.feed.follow()
+
+        registry.set_data_server("acme", "us")
+        follower.poll()
+        moved = client.get("/", headers={"Host": "acme.example.com"}).json
+        stayed = client.get("/", headers={"Host": "beta.example.com"}).json
+    finally:
+        dispatcher.close()
+        if serving is not registry:
+            serving.close()
+
+    assert moved == {"tenant": "acme", "data_server": "us"}
+    assert stayed == {"tenant": "beta", "data_server": "eu"}
+    # The other tenant's app, on the server that did not change, was kept.
+    assert built == [("acme", "eu"), ("beta", "eu"), ("acme", "us")]
+    assert torn[0] == ("acme", "eu")

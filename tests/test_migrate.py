@@ -282,3 +282,74 @@ def test_migrating_imports_alembic(database_url: str) -> None:
     )
 
     assert result.returncode == 0, result.stderr
+
+
+# -- 0003: where each tenant's data lives ----------------------------------------
+
+
+def _tenants_columns(connection: Connection) -> set[str]:
+    return {column["name"] for column in inspect(connection).get_columns("tenants")}
+
+
+def _tenants_indexes(connection: Connection) -> set[str | None]:
+    return {index["name"] for index in inspect(connection).get_indexes("tenants")}
+
+
+def test_upgrade_from_0002_leaves_data_servers_unrecorded(
+    database_url: str, engine: Engine
+) -> None:
+    upgrade(engine, "0002")
+    # Written as release 0002 would: with none of 0003's columns.
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO users (email, created_at) "
+            "VALUES ('o@acme.test', CURRENT_TIMESTAMP)"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO tenants (slug, owner_id, subdomain, config, status,"
+            " version, created_at, updated_at) SELECT 'acme', id, 'acme', '{}',"
+            " 'active', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM users"
+        )
+
+    upgrade(engine)
+
+    with TenantRegistry(database_url) as registry:
+        tenant = registry.get_tenant("acme")
+        assert (tenant.subdomain, tenant.data_server) == ("acme", None)
+        assert registry.count_by_data_server() == {None: 1}
+    with engine.connect() as connection:
+        assert "ix_tenants_data_server" in _tenants_indexes(connection)
+
+
+def test_downgrade_to_0002_drops_data_server_and_keeps_tenants(
+    database_url: str, engine: Engine
+) -> None:
+    with TenantRegistry(database_url) as registry:
+        registry.migrate()
+        registry.create_tenant(
+            "acme", owner_email="o@acme.test", domains=["acme.test"], data_server="eu"
+        )
+        registry.create_tenant("beta", owner_email="o@beta.test")
+        # Through the registry's own connection: on SQLite it enforces foreign
+        # keys, so a downgrade that copied and dropped the tenants table would
+        # cascade to every domain.
+        with registry.database.write_connection(statement_timeout=0) as connection:
+            command.downgrade(alembic_config(connection), "0002")
+
+    with engine.connect() as connection:
+        assert revision(connection) == "0002"
+        assert "data_server" not in _tenants_columns(connection)
+        assert "ix_tenants_data_server" not in _tenants_indexes(connection)
+        assert connection.exec_driver_sql("SELECT host FROM domains").all() == [
+            ("acme.test",)
+        ]
+        slugs = connection.exec_driver_sql("SELECT slug FROM tenants ORDER BY slug")
+        assert slugs.all() == [("acme",), ("beta",)]
+
+    upgrade(engine)
+
+    with engine.connect() as connection:
+        command.check(alembic_config(connection))
+    with TenantRegistry(database_url) as registry:
+        acme = registry.get_tenant("acme")
+        assert (acme.domains, acme.data_server) == (("acme.test",), None)

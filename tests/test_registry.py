@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from registry_helpers import Write, state, unchanged_after
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
 from dispatcher import (
     Conflict,
@@ -96,6 +96,7 @@ def test_create_tenant_defaults(registry: TenantRegistry) -> None:
     assert tenant.domains == ()
     assert tenant.primary_domain is None
     assert tenant.config == {}
+    assert tenant.data_server is None
     assert registry.get_tenant("acme") == tenant
 
 
@@ -107,6 +108,7 @@ def test_to_dict_is_json(registry: TenantRegistry, acme: Tenant) -> None:
     assert data["config"] == {"a": 1, "b": 2, "nested": {"list": [1, 2], "flag": True}}
     assert data["status"] == "active"
     assert data["version"] == acme.version
+    assert data["data_server"] is None
     assert dt.datetime.fromisoformat(data["created_at"]) == acme.created_at
 
 
@@ -324,6 +326,8 @@ def test_remove_domain_of_other_tenant(registry: TenantRegistry, acme: Tenant) -
         ),
         pytest.param({"config": {"a": math.nan}}, InvalidConfig, id="config-nan"),
         pytest.param({"domains": "shop.acme.com"}, TypeError, id="domains-string"),
+        pytest.param({"data_server": "EU"}, InvalidName, id="data-server-upper"),
+        pytest.param({"data_server": ""}, InvalidName, id="data-server-empty"),
     ],
 )
 def test_create_tenant_invalid(
@@ -369,6 +373,11 @@ def test_create_tenant_invalid(
             InvalidConfig,
             id="config-too-big",
         ),
+        pytest.param(
+            lambda r: r.set_data_server("acme", "eu.west"),
+            InvalidName,
+            id="data-server",
+        ),
     ],
 )
 def test_update_invalid(
@@ -404,6 +413,7 @@ def test_update_config_merged_too_big(registry: TenantRegistry, acme: Tenant) ->
         pytest.param(
             lambda r: r.remove_domain("nobody", "shop.acme.com"), id="remove-domain"
         ),
+        pytest.param(lambda r: r.set_data_server("nobody", "eu"), id="data-server"),
     ],
 )
 def test_unknown_tenant(registry: TenantRegistry, acme: Tenant, write: Write) -> None:
@@ -574,6 +584,17 @@ CHANGES = [
     pytest.param(_noop, lambda r: r.set_subdomain("acme", None), id="subdomain-none"),
     pytest.param(_noop, lambda r: r.set_path_prefix("acme", "acme2"), id="path"),
     pytest.param(_noop, lambda r: r.set_path_prefix("acme", None), id="path-none"),
+    pytest.param(_noop, lambda r: r.set_data_server("acme", "eu"), id="data-server"),
+    pytest.param(
+        lambda r: r.set_data_server("acme", "eu"),
+        lambda r: r.set_data_server("acme", "us"),
+        id="data-server-moved",
+    ),
+    pytest.param(
+        lambda r: r.set_data_server("acme", "eu"),
+        lambda r: r.set_data_server("acme", None),
+        id="data-server-none",
+    ),
 ]
 
 
@@ -617,6 +638,14 @@ NO_OPS = [
         _noop,
         lambda r: r.add_domain("acme", "shop.acme.com", primary=True),
         id="domain-already-primary",
+    ),
+    pytest.param(
+        lambda r: r.set_data_server("acme", "eu"),
+        lambda r: r.set_data_server("acme", "eu"),
+        id="data-server-same",
+    ),
+    pytest.param(
+        _noop, lambda r: r.set_data_server("acme", None), id="data-server-none"
     ),
 ]
 
@@ -707,6 +736,9 @@ def test_latest_generation_empty(registry: TenantRegistry) -> None:
             lambda r: r.remove_domain("acme", "www.acme.com"),
             "domain_removed",
             id="remove",
+        ),
+        pytest.param(
+            lambda r: r.set_data_server("acme", "eu"), "data_server", id="data-server"
         ),
     ],
 )
@@ -1141,6 +1173,10 @@ ACME_NAMES = Names("acme", "acme", ("shop.acme.com", "www.acme.com"))
         pytest.param(lambda r: r.unset_config("acme", "a"), Names(), id="unset"),
         pytest.param(lambda r: r.disable_tenant("acme"), Names(), id="disable"),
         pytest.param(lambda r: r.delete_tenant("acme"), Names(), id="delete"),
+        # The tenant's names route as before: no route or unknown answer goes.
+        pytest.param(
+            lambda r: r.set_data_server("acme", "eu"), Names(), id="data-server"
+        ),
     ],
 )
 def test_change_carries_new_names(
@@ -1196,3 +1232,84 @@ def test_changes_without_names_read_back_as_unknown(
 
     assert first.added == Names("acme", None, ())
     assert (old.slug, old.added) == ("old", None)
+
+
+# -- where each tenant's data lives (issue 11, several servers) -------------------
+
+
+def test_create_tenant_on_a_data_server(registry: TenantRegistry) -> None:
+    tenant = registry.create_tenant("acme", owner_email="o@acme.test", data_server="eu")
+
+    assert tenant.data_server == "eu"
+    assert tenant.to_dict()["data_server"] == "eu"
+    assert registry.get_tenant("acme") == tenant
+    assert registry.list_tenants() == [tenant]
+
+
+def test_set_data_server(registry: TenantRegistry, acme: Tenant) -> None:
+    generation = registry.latest_generation()
+
+    tenant = registry.set_data_server("ACME", "eu")
+
+    assert tenant.data_server == "eu"
+    assert tenant.version > acme.version
+    assert (
+        dataclasses.replace(
+            tenant, data_server=None, version=acme.version, updated_at=acme.updated_at
+        )
+        == acme
+    )
+    assert registry.get_tenant("acme") == tenant
+    assert registry.changes_since(generation) == [
+        TenantChange(tenant.version, "acme", "data_server", Names())
+    ]
+
+
+def test_set_data_server_back_to_none(registry: TenantRegistry) -> None:
+    registry.create_tenant("acme", owner_email="o@acme.test", data_server="eu")
+
+    tenant = registry.set_data_server("acme", None)
+
+    assert tenant.data_server is None
+    assert registry.get_tenant("acme").data_server is None
+
+
+def test_set_data_server_touches_only_that_tenant(
+    registry: TenantRegistry, acme: Tenant
+) -> None:
+    beta = registry.create_tenant("beta", owner_email="o@beta.test", data_server="us")
+
+    registry.set_data_server("acme", "eu")
+
+    assert registry.get_tenant("beta") == beta
+
+
+def test_count_by_data_server(registry: TenantRegistry) -> None:
+    for slug, server in [("a", "eu"), ("b", "us"), ("c", "eu"), ("d", None)]:
+        registry.create_tenant(slug, owner_email="o@x.test", data_server=server)
+    registry.create_tenant("e", owner_email="o@x.test", domains=["e1.test", "e2.test"])
+    registry.set_data_server("c", "us")
+    registry.disable_tenant("b")
+
+    assert registry.count_by_data_server() == {"eu": 1, "us": 2, None: 2}
+
+
+def test_count_by_data_server_empty(registry: TenantRegistry) -> None:
+    assert registry.count_by_data_server() == {}
+
+
+def test_count_by_data_server_is_one_statement(registry: TenantRegistry) -> None:
+    registry.create_tenant("a", owner_email="o@x.test", data_server="eu")
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        seen.append(args[2])
+
+    event.listen(registry.engine, "before_cursor_execute", record)
+    try:
+        registry.count_by_data_server()
+    finally:
+        event.remove(registry.engine, "before_cursor_execute", record)
+
+    [statement] = [s for s in seen if s.lstrip().upper().startswith("SELECT")]
+    assert "GROUP BY" in statement.upper()

@@ -3,6 +3,7 @@ registry applies them."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,7 +16,8 @@ from dispatcher import (
     TenantRegistry,
     TooManyDomains,
 )
-from dispatcher.rules import TenantRules
+from dispatcher.rules import TenantRules, check_data_server
+from dispatcher.validation import shown
 
 
 def test_custom_reserved(database_url: str, registry: TenantRegistry) -> None:
@@ -287,3 +289,62 @@ def test_rules_on_their_own() -> None:
     with pytest.raises(TooManyDomains):
         rules.new_tenant("acme", owner_email="o@a.test", domains=["a.test", "b.test"])
     assert "example.com" in repr(rules)
+
+
+# -- where a tenant's data lives (issue 11, several servers) ------------------------
+# The rules check a server name's form; which servers exist is TenantData's
+# configuration, which the registry does not know.
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("eu", id="plain"),
+        pytest.param("a", id="one-letter"),
+        pytest.param("eu-west_2", id="digits-hyphen-underscore"),
+        pytest.param("s" + "x" * 62, id="63-characters"),
+        pytest.param("eu-", id="trailing-hyphen"),
+    ],
+)
+def test_data_server_name_accepted(name: str) -> None:
+    spec = TenantRules().new_tenant("acme", owner_email="o@a.test", data_server=name)
+
+    assert spec.data_server == name
+    assert check_data_server(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("EU", id="upper-case"),
+        pytest.param(" eu", id="space"),
+        pytest.param("2eu", id="starts-with-digit"),
+        pytest.param("-eu", id="starts-with-hyphen"),
+        pytest.param("_eu", id="starts-with-underscore"),
+        pytest.param("eu.west", id="dot"),
+        pytest.param("eu\n", id="newline"),
+        pytest.param("s" + "x" * 63, id="64-characters"),
+        pytest.param("\u212aelvin", id="kelvin-sign"),
+    ],
+)
+def test_data_server_name_refused(name: str) -> None:
+    rule = re.escape("^[a-z][a-z0-9_-]{0,62}$")
+
+    with pytest.raises(InvalidName, match=f"data server .*{rule}") as exc_info:
+        TenantRules().new_tenant("acme", owner_email="o@a.test", data_server=name)
+
+    assert shown(name) in str(exc_info.value)
+
+
+@pytest.mark.parametrize("value", [pytest.param(b"eu", id="bytes"), 5])
+def test_data_server_name_must_be_text(value: Any) -> None:
+    with pytest.raises(InvalidName, match="data server must be a string"):
+        check_data_server(value)
+
+
+def test_no_data_server_is_none() -> None:
+    spec = TenantRules().new_tenant("acme", owner_email="o@a.test")
+
+    assert spec.data_server is None
+    assert check_data_server(None) is None
