@@ -10,7 +10,9 @@ Usage::
 The file is UTF-8 (a byte-order mark is allowed) with a header row naming
 its columns, from :data:`COLUMNS`; ``slug`` and ``owner_email`` are required.
 ``domains`` holds host names separated by spaces, the first primary;
-``config`` a JSON object. A row without values is skipped, like a blank line.
+``config`` a JSON object; ``data_server`` the named server to hold the
+tenant's data (empty: none named, placement decides). A row without values
+is skipped, like a blank line.
 
 Pure: it reads the file and checks each row by the registry's rules, but
 writes nothing and prints nothing. A file that cannot be read as a list of
@@ -45,6 +47,7 @@ COLUMNS = (
     "path_prefix",
     "domains",
     "config",
+    "data_server",
 )
 _REQUIRED = frozenset({"slug", "owner_email"})
 
@@ -159,4 +162,5 @@ def _tenant(row: dict[str, Any], rules: TenantRules) -> NewTenant:
         path_prefix=row.get("path_prefix") or None,
         domains=(row.get("domains") or "").split(),
         config=parse_config(row.get("config") or ""),
+        data_server=row.get("data_server") or None,
     )

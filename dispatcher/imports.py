@@ -111,6 +111,9 @@ def _same(tenant: Tenant, spec: NewTenant) -> bool:
         and tenant.domains[:1] == spec.domains[:1]
         and sorted(tenant.domains) == sorted(spec.domains)
         and json_equal(tenant.config, spec.config)
+        # No server named says nothing about placement: a file re-run after
+        # its tenants were placed or moved is still unchanged.
+        and spec.data_server in (None, tenant.data_server)
     )
 
 
@@ -163,6 +166,7 @@ def _create(tx: Transaction, specs: Sequence[NewTenant]) -> None:
                 "subdomain": spec.subdomain,
                 "path_prefix": spec.path_prefix,
                 "config": thaw(spec.config),
+                "data_server": spec.data_server,
                 "status": TenantStatus.ACTIVE,
                 "version": generation,
             }

@@ -222,7 +222,7 @@ def test_the_rules_are_the_callers(tmp_path: Path) -> None:
         pytest.param(
             b"slug,owner_email,colour\nacme,o@acme.test,red\n",
             "{file}: unknown column(s) 'colour'; use slug, owner_email, "
-            "owner_name, subdomain, path_prefix, domains, config",
+            "owner_name, subdomain, path_prefix, domains, config, data_server",
             id="unknown-column",
         ),
         pytest.param(
@@ -303,3 +303,32 @@ def test_too_many_domains_is_a_bad_row(tmp_path: Path) -> None:
         "(TenantRegistry's max_domains)"
     }
     assert [row.spec.slug for row in listed.rows] == ["good"]
+
+
+# -- data_server: where a tenant's data lives (issue 11) --------------------------
+
+
+def test_data_server_column(tmp_path: Path) -> None:
+    listed = read(
+        tmp_path,
+        "slug,owner_email,data_server\nacme,o@acme.test,eu\nbeta,o@beta.test,\n",
+    )
+
+    assert listed.errors == ()
+    assert [(row.spec.slug, row.spec.data_server) for row in listed.rows] == [
+        ("acme", "eu"),
+        ("beta", None),
+    ]
+
+
+def test_a_bad_data_server_names_its_line_and_rule(tmp_path: Path) -> None:
+    listed = read(
+        tmp_path,
+        "slug,owner_email,data_server\nacme,o@acme.test,EU West\nbeta,o@b.test,us\n",
+    )
+
+    [error] = listed.errors
+    assert error.line == 2
+    assert "'EU West'" in error.message
+    assert "^[a-z][a-z0-9_-]{0,62}$" in error.message
+    assert [row.spec.slug for row in listed.rows] == ["beta"]

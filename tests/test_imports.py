@@ -48,6 +48,7 @@ def _matches(tenant: Tenant, spec: NewTenant) -> bool:
         and tenant.domains[:1] == spec.domains[:1]
         and sorted(tenant.domains) == sorted(spec.domains)
         and tenant.config == spec.config
+        and tenant.data_server == spec.data_server
     )
 
 
@@ -66,6 +67,7 @@ def test_import_creates(registry: TenantRegistry, batch_size: int) -> None:
         _spec(registry, "delta", path_prefix="delta", owner_email="o@shared.test"),
         _spec(registry, "charlie", owner_email="o@shared.test", owner_name="Cy"),
         _spec(registry, "bravo", subdomain="bravo", path_prefix="bravo"),
+        _spec(registry, "foxtrot", data_server="eu"),
     ]
 
     results = _import(registry, specs, batch_size=batch_size)
@@ -221,6 +223,7 @@ def test_import_name_taken_in_import(
             {"config": {"a": True, "b": 2, "nested": {"list": [1, 2], "flag": 1}}},
             id="config-bool",
         ),
+        pytest.param({"data_server": "eu"}, id="data-server"),
     ],
 )
 def test_import_slug_exists_differently(
@@ -327,3 +330,48 @@ def test_domain_limit_at_import(database_url: str, registry: TenantRegistry) -> 
     assert isinstance(big.error, TooManyDomains)
     assert small.status is ImportStatus.CREATED
     assert [t.slug for t in registry.list_tenants()] == ["small"]
+
+
+# -- where the tenants' data lives (issue 11) --------------------------------------
+
+
+def test_import_on_the_same_data_server_is_unchanged(registry: TenantRegistry) -> None:
+    spec = _spec(registry, "acme", data_server="eu")
+    _import(registry, [spec])
+    before = state(registry)
+
+    [result] = _import(registry, [spec])
+
+    assert result.status is ImportStatus.UNCHANGED
+    assert state(registry) == before
+
+
+def test_import_without_a_data_server_keeps_the_placement(
+    registry: TenantRegistry,
+) -> None:
+    """A file that names no server says nothing about placement: re-running
+    it after the tenants were placed (or moved) changes and refuses nothing."""
+    spec = _spec(registry, "acme", subdomain="acme")
+    _import(registry, [spec])
+    registry.set_data_server("acme", "eu")
+    before = state(registry)
+
+    [result] = _import(registry, [spec])
+
+    assert result.status is ImportStatus.UNCHANGED
+    assert state(registry) == before
+    assert registry.get_tenant("acme").data_server == "eu"
+
+
+def test_import_on_another_data_server_is_a_conflict(
+    registry: TenantRegistry,
+) -> None:
+    _import(registry, [_spec(registry, "acme", data_server="eu")])
+    before = state(registry)
+
+    [result] = _import(registry, [_spec(registry, "acme", data_server="us")])
+
+    assert result.status is ImportStatus.CONFLICT
+    assert isinstance(result.error, TenantExists)
+    assert state(registry) == before
+    assert registry.count_by_data_server() == {"eu": 1}
