@@ -543,6 +543,12 @@ class TenantData:
         engine = self.engine_for(tenant)
         scoped = scoped_session(sessionmaker(bind=engine), scopefunc=_app_context_id)
         if db is not None:
+            if getattr(db, "metadata", self.metadata) is not self.metadata:
+                # create() would make other tables than the ones db's models use.
+                raise ValueError(
+                    "db.metadata is not this TenantData's metadata; build it as"
+                    " TenantData(url, metadata=db.metadata)"
+                )
             data_flask.bind_flask_sqlalchemy(db, app, engine)
         data_flask.answer_unavailable(app, self.retry_after)
         app.extensions[EXTENSION] = _Binding(self, tenant, scoped)

@@ -342,6 +342,19 @@ def test_an_app_with_an_engine_of_its_own_is_refused(data: TenantData) -> None:
         own.engine.dispose()
 
 
+def test_a_db_with_other_models_than_the_data_is_refused(data: TenantData) -> None:
+    """data.create makes data.metadata's tables: db's models must be those."""
+
+    class Other(DeclarativeBase):
+        metadata = MetaData()
+
+    app = Flask("acme")
+    with pytest.raises(ValueError, match="db.metadata is not this TenantData's"):
+        data.init_app(app, make_tenant("acme"), db=SQLAlchemy(model_class=Other))
+    assert "sqlalchemy" not in app.extensions
+    assert "dispatcher.data" not in app.extensions
+
+
 def test_models_with_a_bind_key_are_refused(data: TenantData) -> None:
     class Other(DeclarativeBase):
         metadata = MetaData()
