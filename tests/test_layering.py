@@ -7,6 +7,8 @@ cycle is caught even where Python's import order happens to hide it.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,13 +103,36 @@ def test_plain_modules_stay_plain(module: str, never: set[str]) -> None:
     assert _reachable(module) & never == set()
 
 
-def test_only_migrate_imports_alembic() -> None:
+#: The registry's migrations and the tenants' own: the only modules that import
+#: Alembic, and ``import dispatcher`` loads neither.
+MIGRATING = {"migrate", "data_migrations"}
+
+
+def test_only_the_migrating_modules_import_alembic() -> None:
     importers = {
         path.stem
         for path in PACKAGE.glob("*.py")
         if any(name.split(".")[0] == "alembic" for name in _all_imports(path))
     }
-    assert importers == {"migrate"}
+    assert importers == MIGRATING
+
+
+def test_import_dispatcher_loads_no_alembic() -> None:
+    """A serving process that never migrates never loads Alembic: checked in a
+    fresh interpreter, so every import the package runs counts."""
+    script = """
+import sys
+import dispatcher
+print(",".join(sorted(
+    name for name in sys.modules
+    if name.split(".")[0] == "alembic"
+    or name in ("dispatcher.migrate", "dispatcher.data_migrations")
+)))
+"""
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == ""
 
 
 def _all_imports(path: Path) -> set[str]:
