@@ -609,3 +609,87 @@ def test_an_upgrade_through_pgbouncer_leaves_no_search_path_behind(
             other.dispose()
     assert tenants.rows(acme) == [(1, "Anvil", "anvil")]
     assert tenants.rows(globex) == [(1, "Hammock", "hammock")]
+
+
+# -- through TenantData ------------------------------------------------------------
+
+
+def make_tenant(slug: str) -> Any:
+    import datetime as dt
+
+    from dispatcher import Tenant
+    from dispatcher.tenant import TenantStatus
+
+    when = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    return Tenant(
+        slug=slug,
+        owner_email=f"o@{slug}.test",
+        owner_name=None,
+        subdomain=slug,
+        path_prefix=None,
+        domains=(),
+        config={},
+        status=TenantStatus.ACTIVE,
+        disabled_reason=None,
+        version=1,
+        created_at=when,
+        updated_at=when,
+    )
+
+
+@pytest.fixture
+def data(tenant_data_location: dict[str, Any]) -> Iterator[Any]:
+    from dispatcher.data import TenantData
+
+    data = TenantData(
+        metadata=Base.metadata, migrations=EXAMPLE, **tenant_data_location
+    )
+    yield data
+    data.dispose()
+
+
+def test_tenant_data_creates_at_the_head_and_upgrades_one_tenant(
+    data: Any, tmp_path: Path
+) -> None:
+    """create() stamps the head; upgrade() moves one tenant and no other."""
+    from dispatcher.data import TenantData
+
+    acme, bravo = make_tenant("acme"), make_tenant("bravo")
+    data.create(acme)
+    data.create(bravo)
+    assert data.revision(acme) == data.revision(bravo) == HEADS
+    assert data.upgrade(acme) == HEADS  # at the head: nothing to do
+
+    directory = copy_of_example(tmp_path)
+    (directory / "versions" / "0003_price.py").write_text(NEXT_REVISION)
+    newer = TenantData(
+        metadata=Base.metadata,
+        migrations=directory,
+        url=data.url,
+        directory=data.directory,
+    )
+    try:
+        assert newer.upgrade(acme) == ("0003",)
+        assert newer.revision(acme) == ("0003",)
+        assert newer.revision(bravo) == HEADS
+        with newer.engine_for(acme).connect() as connection:
+            columns = {c["name"] for c in inspect(connection).get_columns("items")}
+        assert "price" in columns
+    finally:
+        newer.dispose()
+
+
+def test_tenant_data_without_migrations_or_data_says_so(
+    data: Any, tenant_data_location: dict[str, Any]
+) -> None:
+    from dispatcher.data import TenantData
+
+    acme = make_tenant("acme")
+    with pytest.raises(TenantDataError, match="'acme' has no data"):
+        data.upgrade(acme)
+    plain = TenantData(metadata=Base.metadata, **tenant_data_location)
+    try:
+        with pytest.raises(TenantDataError, match="no tenant migrations"):
+            plain.upgrade(acme)
+    finally:
+        plain.dispose()
