@@ -36,15 +36,46 @@ def parse_base_domain(value: str) -> str | None:
 
 
 TENANT_DATA_VARIABLE = "DISPATCHER_TENANT_DATA"
+APP_FACTORY_VARIABLE = "DISPATCHER_APP_FACTORY"
+#: The demo's tenant app, served when ``DISPATCHER_APP_FACTORY`` is unset.
+DEFAULT_APP_FACTORY = "dispatcher.demo:create_app"
+
+
+def serves_the_demo(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether ``DISPATCHER_APP_FACTORY`` names the demo's app (unset: it does)."""
+    return (environ.get(APP_FACTORY_VARIABLE) or DEFAULT_APP_FACTORY).strip() == (
+        DEFAULT_APP_FACTORY
+    )
 
 
 def tenant_data(environ: Mapping[str, str] = os.environ) -> TenantData | None:
     """The deployment's :class:`~dispatcher.data.TenantData`, named by
-    ``DISPATCHER_TENANT_DATA=module:attribute``; None when it is unset.
+    ``DISPATCHER_TENANT_DATA=module:attribute``.
 
-    :raises ValueError: the name cannot be imported or is not a TenantData.
+    Unset, it defaults to the demo's notes (:mod:`dispatcher.demo.data`, beside
+    the registry at ``DISPATCHER_DATABASE_URL``) while the demo's app is served,
+    and to None otherwise; set empty (or blank), it is None: tenants have no
+    data of their own. A new demo TenantData per call; none opens a connection.
+
+    :raises ValueError: the name cannot be imported or is not a TenantData, or
+        the demo's data cannot live beside the registry (an in-memory SQLite).
     """
-    target = environ.get(TENANT_DATA_VARIABLE, "").strip()
+    target = environ.get(TENANT_DATA_VARIABLE)
+    if target is None:
+        if not serves_the_demo(environ):
+            return None
+        from dispatcher.demo.data import make_tenant_data
+
+        url = database_url(environ)
+        try:
+            return make_tenant_data(url)
+        except ValueError as e:
+            raise ValueError(
+                f"{TENANT_DATA_VARIABLE} is unset, so the demo keeps its tenants'"
+                f" data beside the registry, but {e}; set {TENANT_DATA_VARIABLE}"
+                " (empty: no tenant data)"
+            ) from e
+    target = target.strip()
     if not target:
         return None
     from werkzeug.utils import import_string
@@ -56,6 +87,12 @@ def tenant_data(environ: Mapping[str, str] = os.environ) -> TenantData | None:
     except ImportError as e:
         raise ValueError(
             f"{TENANT_DATA_VARIABLE}={target!r} cannot be imported: {e}"
+        ) from e
+    except Exception as e:
+        # The module's own code failed (a TenantData refusing its arguments,
+        # say): still a setting to fix, named as such; the cause is chained.
+        raise ValueError(
+            f"{TENANT_DATA_VARIABLE}={target!r} failed to load: {type(e).__name__}: {e}"
         ) from e
     if not isinstance(loaded, TenantData):
         raise ValueError(
