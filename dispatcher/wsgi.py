@@ -9,7 +9,18 @@
                                 (default: the demo, ``dispatcher.demo:create_app``)
 ``DISPATCHER_DEFAULT_APP``      ``module:function(registry, base_domain)``
                                 returning the app for requests that name no
-                                tenant (default: the demo's signup site)
+                                tenant (default: the demo's signup site); with
+                                tenant data it is also passed ``provisioner=``,
+                                a :class:`~dispatcher.provisioning.Provisioner`
+                                that creates a new tenant's data
+``DISPATCHER_TENANT_DATA``      ``module:attribute`` naming the deployment's
+                                :class:`~dispatcher.data.TenantData`: a signup
+                                creates the tenant's data, ``tenantctl remove``
+                                archives it, an evicted app's SQLite engine is
+                                disposed (default: with the demo's app, the
+                                demo's notes beside the registry, a schema per
+                                tenant or files in ``dispatcher-tenants/``;
+                                else none; set empty: none)
 ``DISPATCHER_BASE_DOMAIN``      subdomain routing base (default ``localhost``;
                                 empty: no subdomain routing)
 ``DISPATCHER_PATH_ROUTING``     ``1``/``0``: route ``/<prefix>/`` (default 1)
@@ -48,9 +59,11 @@ python:dispatcher.gunicorn_conf ...``) and in ``tenantctl serve``; deploys run
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from werkzeug.utils import import_string
@@ -60,6 +73,7 @@ from dispatcher.database import DEFAULT_TIMEOUT
 from dispatcher.exceptions import RegistryUnavailable
 from dispatcher.middleware import TenantDispatcher
 from dispatcher.policy import CachePolicy
+from dispatcher.provisioning import Provisioner
 from dispatcher.registry import TenantRegistry
 from dispatcher.routes import HeaderResolver, standard_resolvers
 from dispatcher.sessions import MIN_SECRET_BYTES
@@ -67,13 +81,15 @@ from dispatcher.sessions import MIN_SECRET_BYTES
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
+    from dispatcher.data import TenantData
+
 __all__ = ["make_application", "migrate_at_start"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T", int, float)
 
-DEFAULT_APP_FACTORY = "dispatcher.demo:create_app"
+DEFAULT_APP_FACTORY = settings.DEFAULT_APP_FACTORY
 DEFAULT_DEFAULT_APP = "dispatcher.demo.signup:create_signup_app"
 
 
@@ -81,9 +97,12 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
     """Build the dispatcher the ``DISPATCHER_*`` variables describe.
 
     Every setting is checked, and no database connection is opened: a worker
-    must boot whether or not the database is up.
+    must boot whether or not the database is up. With tenant data
+    (``DISPATCHER_TENANT_DATA``, or the demo's), the signup app's provisioner
+    creates each new tenant's data, and the demo's app keeps its notes there.
     """
     create_app = _load(environ, "DISPATCHER_APP_FACTORY", DEFAULT_APP_FACTORY)
+    default_name = environ.get("DISPATCHER_DEFAULT_APP") or DEFAULT_DEFAULT_APP
     default_factory = _load(environ, "DISPATCHER_DEFAULT_APP", DEFAULT_DEFAULT_APP)
     # The dispatcher checks it; the registry and the signup app need the same.
     base_domain = settings.base_domain(environ)
@@ -123,7 +142,14 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
     except ValueError as e:
         raise ValueError(f"{_variable_in(str(e))}: {e}") from e
     try:
-        default_app: WSGIApplication = default_factory(registry, base_domain)
+        # After the registry: a bad URL is its error, named as such.
+        data = settings.tenant_data(environ)
+        if data is not None and settings.serves_the_demo(environ):
+            # The demo's app keeps its notes in the deployment's tenant data.
+            create_app = partial(create_app, data=data)
+        default_app: WSGIApplication = _default_app(
+            default_factory, default_name, registry, base_domain, data
+        )
         try:
             dispatcher = TenantDispatcher(
                 registry, create_app, default_app=default_app, **options
@@ -134,6 +160,32 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
         registry.close()
         raise
     return dispatcher
+
+
+def _default_app(
+    factory: Callable[..., Any],
+    name: str,
+    registry: TenantRegistry,
+    base_domain: str | None,
+    data: TenantData | None,
+) -> Any:
+    """The default app; with tenant data, given the provisioner that creates it."""
+    if data is None:
+        return factory(registry, base_domain)
+    # create leaves nothing behind when it fails; no archive as its undo, which
+    # after a name clash would move the clashing data aside.
+    provisioner = Provisioner(registry, on_create=[data.create])
+    try:
+        inspect.signature(factory).bind(registry, base_domain, provisioner=provisioner)
+    except TypeError:
+        raise ValueError(
+            f"DISPATCHER_DEFAULT_APP={name!r} must accept provisioner= (the"
+            " Provisioner that creates each new tenant's data) while"
+            " DISPATCHER_TENANT_DATA names tenant data"
+        ) from None
+    except ValueError:
+        pass  # no signature to check (a builtin, say): let the call decide
+    return factory(registry, base_domain, provisioner=provisioner)
 
 
 def migrate_at_start(environ: Mapping[str, str] = os.environ) -> bool:

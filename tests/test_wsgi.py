@@ -7,6 +7,7 @@ on the backend under test.
 
 from __future__ import annotations
 
+import functools
 import html
 import importlib
 import os
@@ -15,16 +16,20 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
 from sqlalchemy import make_url
+from tenant_data_probe import DIRECTORY_VARIABLE
 from werkzeug.test import Client, TestResponse
 
 import dispatcher.wsgi as wsgi
 from dispatcher import TenantDispatcher, TenantRegistry
+from dispatcher.data import TenantData
 from dispatcher.demo import create_app as demo_create_app
+from dispatcher.demo.data import TENANTS_DIRECTORY
 from dispatcher.exceptions import InvalidName, SchemaMissing
 from dispatcher.wsgi import make_application, migrate_at_start
 
@@ -66,19 +71,34 @@ def build(cwd: Path) -> Iterator[Build]:
 def close(application: TenantDispatcher) -> None:
     application.close()
     application.registry.close()
+    data = data_of(application)
+    if data is not None:
+        data.dispose()
+
+
+def data_of(application: TenantDispatcher) -> TenantData | None:
+    """The tenant data the demo's app was given, if any."""
+    create_app = application.create_app
+    if not isinstance(create_app, functools.partial):
+        return None
+    assert create_app.func is demo_create_app
+    data: TenantData = create_app.keywords["data"]
+    return data
 
 
 def get(client: Client, host: str = "localhost:8000", path: str = "/") -> TestResponse:
     return client.get(path, base_url=f"http://{host}", buffered=True)
 
 
-def sign_up(client: Client, host: str = "localhost:8000") -> TestResponse:
+def sign_up(
+    client: Client, host: str = "localhost:8000", form: dict[str, str] = FORM
+) -> TestResponse:
     """Load the signup form, then send it as a browser would."""
     page = get(client, host)
     assert page.status_code == 200, page.text
     found = re.search(r'name="csrf_token" value="([^"]*)"', page.text)
     assert found is not None
-    data = {**FORM, "csrf_token": html.unescape(found.group(1))}
+    data = {**form, "csrf_token": html.unescape(found.group(1))}
     return client.post("/", base_url=f"http://{host}", data=data, buffered=True)
 
 
@@ -109,9 +129,13 @@ def test_defaults(build: Build, cwd: Path) -> None:
     assert application.registry.url == f"sqlite:///{DEFAULT_FILE}"
     assert application.base_domain == "localhost"
     assert application.path_routing is True
-    assert application.create_app is demo_create_app
+    # The demo's app, with the demo's notes in files beside the registry's.
+    data = data_of(application)
+    assert data is not None
+    assert data.directory == Path(TENANTS_DIRECTORY)
     assert isinstance(application.default_app, Flask)
     assert application.default_app.import_name == "dispatcher.demo.signup"
+    assert not (cwd / TENANTS_DIRECTORY).exists()  # nothing made before a signup
 
     client = Client(application)
     response = sign_up(client)
@@ -120,8 +144,13 @@ def test_defaults(build: Build, cwd: Path) -> None:
     home = follow(client, response)
     assert home.status_code == 200
     assert "Welcome to Acme Corp!" in home.text
+    assert 'id="no-notes-yet"' in home.text
     assert get(client, path="/acme/about").status_code == 200
     assert get(client, "nobody.localhost:8000").status_code == 404
+    # The signup created the tenant's data.
+    acme = application.registry.get_tenant("acme")
+    files = [p.name for p in (cwd / TENANTS_DIRECTORY).iterdir()]
+    assert files == [f"{data.schema_name(acme)}.sqlite3"]
 
 
 def test_without_arguments_it_reads_os_environ(
@@ -140,7 +169,10 @@ def test_without_arguments_it_reads_os_environ(
 
 
 def test_the_database_url_is_honoured(
-    build: Build, cwd: Path, database_url: str
+    build: Build,
+    cwd: Path,
+    database_url: str,
+    tenant_data_location: dict[str, Any],  # drops the tenants' schemas afterwards
 ) -> None:
     # An empty database: the schema is migrated at start.
     application = build(DISPATCHER_DATABASE_URL=database_url)
@@ -153,7 +185,19 @@ def test_the_database_url_is_honoured(
     assert response.status_code == 303
     assert "Welcome to Acme Corp!" in follow(client, response).text
     with TenantRegistry(database_url) as other:
-        assert [t.slug for t in other.list_tenants()] == ["acme"]
+        [acme] = other.list_tenants()
+    assert acme.slug == "acme"
+    # The tenant's data lies beside the registry: its database, or its folder.
+    data = data_of(application)
+    assert data is not None
+    assert data.exists(acme)
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        assert url.database is not None
+        assert data.directory == Path(url.database).parent / TENANTS_DIRECTORY
+    else:
+        assert data.url == url
+    assert not (cwd / TENANTS_DIRECTORY).exists()
 
 
 # -- routing settings -----------------------------------------------------------
@@ -264,12 +308,113 @@ def test_timeouts_and_waiters_reach_the_dispatcher_and_registry(build: Build) ->
     assert application.policy.max_waiters == 0
 
 
-def test_a_custom_app_factory(build: Build) -> None:
+def test_a_custom_app_factory(build: Build, cwd: Path) -> None:
     application = build(
         DISPATCHER_APP_FACTORY="dispatcher.demo.tenant_app:create_app",
         DISPATCHER_DEFAULT_APP="dispatcher.demo.signup:create_signup_app",
     )
     assert application.create_app is demo_create_app
+    # Not the default factory: no tenant data unless DISPATCHER_TENANT_DATA says.
+    client = Client(application)
+    assert sign_up(client).status_code == 303
+    assert 'id="no-notes"' in get(client, "acme.localhost:8000").text
+    assert not (cwd / TENANTS_DIRECTORY).exists()
+
+
+# -- tenant data ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["", " "])
+def test_an_empty_tenant_data_setting_means_none(
+    build: Build, cwd: Path, value: str
+) -> None:
+    application = build(DISPATCHER_TENANT_DATA=value)
+    assert application.create_app is demo_create_app
+    client = Client(application)
+    assert sign_up(client).status_code == 303
+    home = get(client, "acme.localhost:8000")
+    assert home.status_code == 200
+    assert 'id="no-notes"' in home.text
+    assert not (cwd / TENANTS_DIRECTORY).exists()
+
+
+def test_a_named_tenant_data_is_the_demos_and_the_signups(
+    build: Build, cwd: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "elsewhere"
+    monkeypatch.setenv(DIRECTORY_VARIABLE, str(directory))
+    application = build(DISPATCHER_TENANT_DATA="tenant_data_probe:data")
+    data = data_of(application)
+    assert data is not None
+    assert data.directory == directory
+    client = Client(application)
+    assert sign_up(client).status_code == 303
+    assert data.exists(application.registry.get_tenant("acme"))
+    assert 'id="no-notes-yet"' in get(client, "acme.localhost:8000").text
+    assert not (cwd / TENANTS_DIRECTORY).exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [
+        pytest.param("nonexistent.module:data", "cannot be imported", id="module"),
+        pytest.param("dispatcher.demo.data:nope", "cannot be imported", id="attr"),
+        pytest.param("os:sep", "is a str, not a dispatcher.data.TenantData", id="type"),
+        pytest.param("no colon", "cannot be imported", id="garbage"),
+    ],
+)
+def test_a_bad_tenant_data_setting_stops_the_boot(
+    build: Build, cwd: Path, value: str, rule: str
+) -> None:
+    with pytest.raises(ValueError, match="DISPATCHER_TENANT_DATA=") as raised:
+        build(DISPATCHER_TENANT_DATA=value)
+    assert repr(value.strip()) in str(raised.value)
+    assert rule in str(raised.value)
+    assert list(cwd.iterdir()) == []
+
+
+def test_the_demos_data_needs_a_registry_file(build: Build, cwd: Path) -> None:
+    with pytest.raises(ValueError, match="DISPATCHER_TENANT_DATA is unset.*in-memory"):
+        build(DISPATCHER_DATABASE_URL="sqlite://", DISPATCHER_MIGRATE="0")
+    # Said how to run without: no tenant data.
+    application = build(
+        DISPATCHER_DATABASE_URL="sqlite://",
+        DISPATCHER_MIGRATE="0",
+        DISPATCHER_TENANT_DATA="",
+    )
+    assert data_of(application) is None
+
+
+def test_a_default_app_without_a_provisioner_is_refused_with_tenant_data(
+    build: Build, cwd: Path
+) -> None:
+    with pytest.raises(ValueError, match="DISPATCHER_DEFAULT_APP=.*provisioner="):
+        build(DISPATCHER_DEFAULT_APP="tenant_data_probe:landing")
+    # Without tenant data it is called as before.
+    application = build(
+        DISPATCHER_DEFAULT_APP="tenant_data_probe:landing", DISPATCHER_TENANT_DATA=""
+    )
+    assert get(Client(application)).text == "a landing page"
+
+
+def test_an_evicted_tenants_sqlite_engine_is_disposed(build: Build) -> None:
+    application = build(DISPATCHER_MAX_APPS="1")
+    data = data_of(application)
+    assert data is not None
+    client = Client(application)
+    for name in ("acme", "beta"):
+        response = sign_up(
+            client, form={**FORM, "subdomain": name, "email": f"o@{name}.test"}
+        )
+        assert response.status_code == 303
+    acme = application.registry.get_tenant("acme")
+    assert 'id="no-notes-yet"' in get(client, "acme.localhost:8000").text
+    served = data.engine_for(acme)
+    assert data.engine_for(acme) is served
+    assert 'id="no-notes-yet"' in get(client, "beta.localhost:8000").text
+    assert application.stats().apps == 1
+    # acme's app was evicted for beta's, and its engine with it.
+    assert data.engine_for(acme) is not served
 
 
 # -- bad settings ---------------------------------------------------------------
