@@ -14,7 +14,6 @@ than sending them to another server.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -24,13 +23,12 @@ from sqlalchemy.engine import URL
 
 from dispatcher.database import postgres_connect_args
 from dispatcher.exceptions import TenantDataError
+from dispatcher.rules import check_data_server
 
-__all__ = ["DEFAULT_SERVER", "SERVER_NAME", "Servers"]
+__all__ = ["DEFAULT_SERVER", "Servers"]
 
 #: The name of the one server a single URL configures.
 DEFAULT_SERVER = "default"
-#: What a server name may be: it is stored in the registry and shown by tenantctl.
-SERVER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 
 #: A server that vanishes without closing its sockets (a host gone, a network
 #: cut) is noticed in about a minute, not after the kernel's 15 minutes of
@@ -60,11 +58,8 @@ class Servers:
             raise ValueError("no data server is configured; name at least one")
         self.urls: dict[str, URL] = {}
         for name, url in urls.items():
-            if not isinstance(name, str) or not SERVER_NAME.fullmatch(name):
-                raise ValueError(
-                    f"data server name {name!r} must be a lower-case letter followed"
-                    " by up to 62 lower-case letters, digits, '_' or '-'"
-                )
+            # The registry's rule: the name is stored in tenants.data_server.
+            check_data_server(name)
             parsed = make_url(url)
             if parsed.get_backend_name() != "postgresql":
                 raise ValueError(

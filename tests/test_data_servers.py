@@ -59,8 +59,8 @@ def test_least_used_counts_unrecorded_tenants_on_the_first_server() -> None:
     ("urls", "message"),
     [
         ({}, "no data server"),
-        ({"Main": "postgresql://a/x"}, "data server name 'Main'"),
-        ({"9": "postgresql://a/x"}, "data server name '9'"),
+        ({"Main": "postgresql://a/x"}, "data server 'Main' must match"),
+        ({"9": "postgresql://a/x"}, "data server '9' must match"),
         ({"a": "postgresql://a/x", "b": "sqlite://"}, "must all be 'postgresql'"),
     ],
 )
