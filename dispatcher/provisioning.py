@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 
 #: A hook may return a newer snapshot of the tenant (one it wrote to the
 #: registry, as ``TenantData.create`` records the tenant's server): later hooks,
-#: and the undo hooks if one fails, get that snapshot.
-ProvisioningHook = Callable[[Tenant], "Tenant | None"]
+#: and the undo hooks if one fails, get that snapshot. Anything else it returns
+#: (``TenantData.archive`` returns the archive's name) is ignored.
+ProvisioningHook = Callable[[Tenant], object]
 
 #: The disabled reason a tenant carries while its hooks run.
 PROVISIONING = "provisioning"

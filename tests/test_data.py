@@ -533,3 +533,57 @@ def test_a_forked_child_never_uses_the_parents_pooled_connections(
             return bool(session.scalar(backend_pid) != parents)
 
     assert run_in_child(child) == 0
+
+
+def test_create_makes_what_create_all_makes_in_the_tenants_schema(
+    tenant_data_location: dict[str, Any],
+) -> None:
+    """The one-batch creation script: enum types, sequences, indexes, keys."""
+    import enum
+
+    from sqlalchemy import Enum, Index, Sequence, inspect
+
+    class Mood(enum.Enum):
+        happy = "happy"
+        sad = "sad"
+
+    metadata = MetaData()
+    Table(
+        "people",
+        metadata,
+        Column("id", Integer, Sequence("people_id_seq"), primary_key=True),
+        Column("mood", Enum(Mood, name="mood")),
+        Column("name", String(50)),
+        Index("ix_people_name_mood", "name", "mood", unique=True),
+    )
+    Table(
+        "pets",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("owner_id", ForeignKey("people.id", ondelete="CASCADE")),
+    )
+    data = TenantData(metadata=metadata, **tenant_data_location)
+    acme, bravo = make_tenant("acme"), make_tenant("bravo")
+    try:
+        data.create(acme)
+        data.create(bravo)
+        schema = None if data.directory is not None else schema_name(acme)
+        with data.engine_for(acme).begin() as connection:
+            found = inspect(connection)
+            assert set(found.get_table_names(schema=schema)) == {"people", "pets"}
+            indexes = found.get_indexes("people", schema=schema)
+            assert [(i["name"], i["unique"]) for i in indexes] == [
+                ("ix_people_name_mood", True)
+            ]
+            (key,) = found.get_foreign_keys("pets", schema=schema)
+            assert key["referred_table"] == "people"
+            assert key["referred_schema"] in (None, schema)
+            people = metadata.tables["people"]
+            connection.execute(insert(people), {"mood": Mood.sad, "name": "Ada"})
+            assert connection.scalar(select(people.c.mood)) is Mood.sad
+            if schema is not None:
+                enums = found.get_enums(schema=schema)  # type: ignore[attr-defined]
+                assert [e["name"] for e in enums] == ["mood"]
+                assert "people_id_seq" in found.get_sequence_names(schema=schema)
+    finally:
+        data.dispose()
