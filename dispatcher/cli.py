@@ -26,12 +26,15 @@ from dispatcher.exceptions import (
     InvalidName,
 )
 from dispatcher.imports import ImportStatus
+from dispatcher.provisioning import Provisioner
 from dispatcher.registry import TenantRegistry
 from dispatcher.settings import (
     BASE_DOMAIN_VARIABLE,
     DATABASE_URL_VARIABLE,
     DEFAULT_BASE_DOMAIN,
+    TENANT_DATA_VARIABLE,
     parse_base_domain,
+    tenant_data,
 )
 from dispatcher.settings import base_domain as default_base_domain
 from dispatcher.settings import database_url as default_database_url
@@ -40,6 +43,8 @@ from dispatcher.validation import normalise_reason
 
 if TYPE_CHECKING:
     from typing import Unpack
+
+    from dispatcher.data import TenantData
 
 __all__ = ["cli", "main"]
 
@@ -96,6 +101,26 @@ def _registry(ctx: click.Context) -> TenantRegistry:
         ctx.call_on_close(obj["registry"].close)
     registry: TenantRegistry = obj["registry"]
     return registry
+
+
+def _tenant_data(ctx: click.Context) -> TenantData | None:
+    """The deployment's tenant data (``DISPATCHER_TENANT_DATA``), or None.
+
+    Found as the server finds it, with this invocation's database URL, so the
+    demo's default lies beside the registry this command writes to.
+    """
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    if "tenant_data" not in obj:
+        environ = {**os.environ, DATABASE_URL_VARIABLE: obj["database_url"]}
+        try:
+            data = tenant_data(environ)
+        except ValueError as e:
+            raise BadInput(str(e)) from e
+        if data is not None:
+            ctx.call_on_close(data.dispose)
+        obj["tenant_data"] = data
+    found: TenantData | None = obj["tenant_data"]
+    return found
 
 
 def _json_option(function: F) -> F:
@@ -171,6 +196,12 @@ def db_upgrade(ctx: click.Context, revision: str) -> None:
     metavar="KEY=VALUE",
     help="Config entry; VALUE is JSON if it parses, else a string. Repeatable.",
 )
+@click.option(
+    "--data-server",
+    metavar="NAME",
+    help="The configured data server to hold its data; default: the one with "
+    "the fewest tenants.",
+)
 @_json_option
 @click.pass_context
 def add(
@@ -180,10 +211,42 @@ def add(
     as_json: bool,
     **fields: Unpack[TenantFields],
 ) -> None:
-    """Create tenant SLUG."""
+    """Create tenant SLUG, and its data when the deployment has tenant data."""
     fields["config"] = dict(_config_item(item) for item in config_items)
-    tenant = _registry(ctx).create_tenant(slug, **fields)
-    _print_tenant(tenant, as_json, f"created tenant {tenant.slug!r}")
+    registry = _registry(ctx)
+    data = _tenant_data(ctx)
+    server = fields.get("data_server")
+    if server is not None:
+        _check_data_server(data, server)
+    if data is None:
+        tenant = registry.create_tenant(slug, **fields)
+        _print_tenant(tenant, as_json, f"created tenant {tenant.slug!r}")
+        return
+    # Served only once its data exists; a failed creation leaves no tenant. No
+    # archive as its undo: the one thing that can fail is create, which leaves
+    # nothing, and archiving after a name clash would move the clashing data.
+    tenant = Provisioner(registry, on_create=[data.create]).create(slug, **fields)
+    name = data.schema_name(tenant)
+    headline = f"created tenant {tenant.slug!r}; its data is in {name!r}"
+    _print_tenant(tenant, as_json, headline)
+
+
+def _check_data_server(data: TenantData | None, server: str) -> None:
+    """Refuse a placement nothing would honour, before anything is written."""
+    if data is None:
+        raise BadInput(
+            f"--data-server {server!r} places a tenant's data, but"
+            f" ${TENANT_DATA_VARIABLE} names no tenant data"
+        )
+    if data.servers is None:
+        raise BadInput(
+            f"--data-server {server!r}: this deployment's tenant data is SQLite"
+            " files, on no named server"
+        )
+    try:
+        data.servers.check(server)
+    except DispatcherError as e:
+        raise BadInput(f"--data-server: {e}") from e
 
 
 def _config_item(item: str) -> tuple[str, Any]:
@@ -260,13 +323,35 @@ def enable(ctx: click.Context, slug: str, as_json: bool) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def remove(ctx: click.Context, slug: str, yes: bool) -> None:
-    """Delete tenant SLUG and its domains."""
+    """Delete tenant SLUG and its domains; archive its data, never drop it."""
     registry = _registry(ctx)
+    data = _tenant_data(ctx)
     tenant = registry.get_tenant(slug)
-    if not yes and not _confirm(f"Delete tenant {tenant.slug!r} and its domains?"):
+    question = f"Delete tenant {tenant.slug!r} and its domains?"
+    if data is not None:
+        question += " (Its data is archived, not deleted.)"
+    if not yes and not _confirm(question):
         raise Failed(f"tenant {tenant.slug!r} not removed; pass --yes to skip asking")
-    registry.delete_tenant(tenant.slug)
-    click.echo(f"removed tenant {tenant.slug!r}")
+    if data is None:
+        registry.delete_tenant(tenant.slug)
+        click.echo(f"removed tenant {tenant.slug!r}")
+        return
+    archives: list[str | None] = []
+
+    def archive(removed: Tenant) -> None:
+        archives.append(data.archive(removed))
+
+    # Disabled first, so nothing writes while its data is moved aside; a failed
+    # archive leaves it disabled, not deleted.
+    Provisioner(registry, on_delete=[archive]).delete(tenant.slug)
+    archived = archives[0] if archives else None
+    click.echo(
+        _escape(
+            f"removed tenant {tenant.slug!r}; its data is archived as {archived!r}"
+            if archived is not None
+            else f"removed tenant {tenant.slug!r}; it had no data to archive"
+        )
+    )
 
 
 def _confirm(question: str) -> bool:
@@ -367,8 +452,13 @@ def import_(ctx: click.Context, file: Path, batch_size: int) -> None:
     domains (space-separated, first is primary), config (a JSON object).
     Re-running the same file changes nothing. Bad rows are reported by line
     number and skipped; the others are written. Exits 1 if any row failed.
+
+    With tenant data, each new tenant's data is created once its batch is
+    written (it may be served a moment before); a tenant whose data cannot be
+    created is removed again and reported on its line.
     """
     registry = _registry(ctx)
+    data = _tenant_data(ctx)
     try:
         listed = read_tenants(file, registry.rules)
     except BadFile as e:
@@ -381,10 +471,13 @@ def import_(ctx: click.Context, file: Path, batch_size: int) -> None:
     )
     with _progress(len(listed.rows), f"importing {file.name}") as bar:
         for result in results:
-            counts[result.status] += 1
-            if result.error is not None:
-                line = lines[result.spec.slug]
-                errors.append(RowError(file, line, str(result.error)))
+            problem = None if result.error is None else str(result.error)
+            if result.status is ImportStatus.CREATED and data is not None:
+                problem = _create_data(registry, data, result.spec.slug)
+            if problem is None:
+                counts[result.status] += 1
+            else:
+                errors.append(RowError(file, lines[result.spec.slug], problem))
             bar.update(1)
     for error in sorted(errors, key=lambda error: error.line):
         click.echo(_escape(str(error)), err=True)
@@ -394,6 +487,18 @@ def import_(ctx: click.Context, file: Path, batch_size: int) -> None:
     )
     if errors:
         ctx.exit(1)
+
+
+def _create_data(registry: TenantRegistry, data: TenantData, slug: str) -> str | None:
+    """Create an imported tenant's data, or remove the tenant: why it failed."""
+    tenant = registry.get_tenant(slug)
+    try:
+        data.create(tenant)
+    except DispatcherError as e:
+        # create leaves nothing behind; neither may the tenant stay without it.
+        registry.delete_tenant(slug)
+        return f"tenant {slug!r} was not created: {e}"
+    return None
 
 
 def _progress(length: int, label: str) -> Any:

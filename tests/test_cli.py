@@ -16,23 +16,37 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from demo_data_helpers import data_names, refusing_tenant_data
 from servers import free_port, request, running
 from sqlalchemy import create_engine, inspect, text
+from tenant_data_probe import DIRECTORY_VARIABLE, SERVER_URL_VARIABLE, forget_servers
 
 from dispatcher import TenantNotFound, TenantRegistry
 from dispatcher.cli import cli
+from dispatcher.data import TenantData
+from dispatcher.demo.data import Note, make_tenant_data
 
 Tenantctl = Callable[..., Result]
 State = tuple[list[dict[str, Any]], int]
 
 TENANTCTL_SCRIPT = Path(sys.executable).with_name("tenantctl")
 UNREACHABLE_SQLITE = "sqlite:////nonexistent-dir/x.db"
+#: The first line ``add`` prints when it created the tenant's data too.
+CREATED_WITH_DATA = (
+    r"created tenant '{slug}'; its data is in 't_{slug}_[0-9a-f]{{8}}'\n"
+)
+
+
+@pytest.fixture(autouse=True)
+def _drops_tenant_schemas(tenant_data_location: dict[str, Any]) -> None:
+    """On PostgreSQL, the schemas the demo's tenant data (the default) makes
+    in the run's database are dropped after each test."""
 
 
 @pytest.fixture
@@ -204,7 +218,8 @@ def test_acceptance_flow(tenantctl: Tenantctl, database_url: str) -> None:
     result = succeeded(
         tenantctl("add", "acme", "--owner", "owner@acme.test", "--subdomain", "acme")
     )
-    assert result.stdout.startswith("created tenant 'acme'\n")
+    # The demo's tenant data (the default) is created with the tenant.
+    assert re.match(CREATED_WITH_DATA.format(slug="acme"), result.stdout)
     succeeded(tenantctl("disable", "acme", "--reason", "unpaid"))
 
     shown = json.loads(succeeded(tenantctl("show", "acme", "--json")).stdout)
@@ -276,6 +291,7 @@ def test_add_with_every_option(registry: TenantRegistry, tenantctl: Tenantctl) -
         },
         "status": "active",
         "disabled_reason": None,
+        "data_server": None,
         "version": registry.latest_generation(),
     }
     # The JSON printed is the tenant as stored, and as `show --json` prints it.
@@ -286,7 +302,7 @@ def test_add_with_every_option(registry: TenantRegistry, tenantctl: Tenantctl) -
 def test_add_prints_the_tenant(registry: TenantRegistry, tenantctl: Tenantctl) -> None:
     result = succeeded(tenantctl("add", "acme", "--owner", "owner@acme.test"))
     lines = result.stdout.splitlines()
-    assert lines[0] == "created tenant 'acme'"
+    assert re.fullmatch(CREATED_WITH_DATA.format(slug="acme"), lines[0] + "\n")
     fields = dict(line.split(maxsplit=1) for line in lines[1:])
     assert fields["slug:"] == "acme"
     assert fields["owner_email:"] == "owner@acme.test"
@@ -567,7 +583,8 @@ def test_disable_and_enable(tenants: TenantRegistry, tenantctl: Tenantctl) -> No
 
 def test_remove_yes(tenants: TenantRegistry, tenantctl: Tenantctl) -> None:
     result = succeeded(tenantctl("remove", "acme", "--yes"))
-    assert result.stdout == "removed tenant 'acme'\n"
+    # Made by the registry alone, acme has no data (see "tenant data" below).
+    assert result.stdout == "removed tenant 'acme'; it had no data to archive\n"
     assert result.stderr == ""
     assert slugs(tenants) == ["beta"]
     # Its names are free again.
@@ -605,7 +622,7 @@ def test_remove_asks_first(
     assert "Delete tenant 'acme' and its domains?" in result.stderr
     if removed:
         assert result.exit_code == 0
-        assert result.stdout == "removed tenant 'acme'\n"
+        assert result.stdout == "removed tenant 'acme'; it had no data to archive\n"
         assert slugs(tenants) == ["beta"]
     else:
         assert result.exit_code != 0
@@ -1008,6 +1025,267 @@ def test_import_refuses_a_bad_file(
     assert named in line
     assert result.stdout == ""
     assert state(registry) == before
+
+
+# -- tenant data ------------------------------------------------------------------
+#
+# DISPATCHER_APP_FACTORY is unset here, so the demo's tenant data is the default:
+# files beside a SQLite registry, schemas in a PostgreSQL registry's database.
+
+ARCHIVED = r"removed tenant '{slug}'; its data is archived as '(?P<archive>[^']+)'\n"
+
+
+@pytest.fixture
+def demo_data(database_url: str) -> Iterator[TenantData]:
+    """The demo's tenant data beside this test's registry, as tenantctl finds it."""
+    data = make_tenant_data(database_url)
+    yield data
+    data.dispose()
+
+
+def test_add_creates_the_data_and_remove_archives_it(
+    registry: TenantRegistry,
+    tenantctl: Tenantctl,
+    database_url: str,
+    demo_data: TenantData,
+) -> None:
+    before = data_names(database_url)
+    result = succeeded(
+        tenantctl("add", "acme", "--owner", "o@acme.test", "--subdomain", "acme")
+    )
+    acme = registry.get_tenant("acme")
+    name = demo_data.schema_name(acme)
+    assert result.stdout.startswith(f"created tenant 'acme'; its data is in {name!r}\n")
+    assert acme.is_active  # enabled once its data exists
+    assert demo_data.exists(acme)
+    with demo_data.sessionmaker_for(acme).begin() as session:
+        session.add(Note(body="kept"))
+
+    result = tenantctl("remove", "acme", stdin="y\n")
+    assert "Its data is archived, not deleted." in result.stderr
+    found = re.fullmatch(ARCHIVED.format(slug="acme"), succeeded(result).stdout)
+    assert found is not None, result.stdout
+    archive = found["archive"]
+    assert archive.startswith(f"{name}_archived_")
+    assert slugs(registry) == []
+    assert not demo_data.exists(acme)
+    # Moved aside, never dropped: the archive is all that is new.
+    assert data_names(database_url) - before == {archive}
+
+
+def test_add_whose_data_cannot_be_created_leaves_nothing(
+    registry: TenantRegistry, tenantctl: Tenantctl, database_url: str
+) -> None:
+    before = data_names(database_url)
+    with refusing_tenant_data(database_url):
+        result = tenantctl("add", "acme", "--owner", "o@acme.test")
+        line = error_line(result, 1)
+        assert "preparing tenant 'acme' failed" in line
+        assert "it was not created" in line
+        assert data_names(database_url) == before
+    assert slugs(registry) == []
+    # The name is free: with the cause gone, the same command works.
+    succeeded(tenantctl("add", "acme", "--owner", "o@acme.test"))
+
+
+def test_without_tenant_data_add_and_remove_are_as_before(
+    registry: TenantRegistry,
+    tenantctl: Tenantctl,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DISPATCHER_TENANT_DATA", "")
+    before = data_names(database_url)
+    result = succeeded(tenantctl("add", "acme", "--owner", "o@acme.test"))
+    assert result.stdout.startswith("created tenant 'acme'\n")
+    result = succeeded(tenantctl("remove", "acme", "--yes"))
+    assert result.stdout == "removed tenant 'acme'\n"
+    assert data_names(database_url) == before
+
+
+def test_another_app_factory_has_no_tenant_data_unless_named(
+    registry: TenantRegistry,
+    tenantctl: Tenantctl,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DISPATCHER_APP_FACTORY", "gunicorn_probe_app:create_app")
+    before = data_names(database_url)
+    result = succeeded(tenantctl("add", "acme", "--owner", "o@acme.test"))
+    assert result.stdout.startswith("created tenant 'acme'\n")
+    assert data_names(database_url) == before
+
+
+def test_the_named_tenant_data_is_used(
+    registry: TenantRegistry,
+    tenantctl: Tenantctl,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    directory = tmp_path / "named"
+    monkeypatch.setenv("DISPATCHER_TENANT_DATA", " tenant_data_probe:data ")
+    monkeypatch.setenv(DIRECTORY_VARIABLE, str(directory))
+    succeeded(tenantctl("add", "acme", "--owner", "o@acme.test"))
+    [created] = directory.iterdir()
+    result = succeeded(tenantctl("remove", "acme", "--yes"))
+    found = re.fullmatch(ARCHIVED.format(slug="acme"), result.stdout)
+    assert found is not None, result.stdout
+    assert [p.stem for p in directory.iterdir()] == [found["archive"]]
+    assert found["archive"].startswith(created.stem + "_archived_")
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        pytest.param("nonexistent.module:data", "cannot be imported", id="module"),
+        pytest.param("os:sep", "is a str, not a dispatcher.data.TenantData", id="type"),
+        # Its module raises as the attribute is read: no directory configured.
+        pytest.param("tenant_data_probe:data", "failed to load: KeyError", id="raises"),
+    ],
+)
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["add", "new", "--owner", "o@new.test"], id="add"),
+        pytest.param(["remove", "acme", "--yes"], id="remove"),
+        pytest.param(["import", "{csv}"], id="import"),
+    ],
+)
+def test_a_bad_tenant_data_setting_is_bad_input(
+    tenants: TenantRegistry,
+    tenantctl: Tenantctl,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    value: str,
+    says: str,
+    args: list[str],
+) -> None:
+    monkeypatch.setenv("DISPATCHER_TENANT_DATA", value)
+    csv_file = write_csv(tmp_path / "t.csv", "slug,owner_email\nnew,o@new.test\n")
+    before = state(tenants)
+    result = tenantctl(*(arg.format(csv=csv_file) for arg in args))
+    line = error_line(result, 2)
+    assert line.startswith(f"Error: DISPATCHER_TENANT_DATA={value!r}")
+    assert says in line
+    assert state(tenants) == before
+    # Commands that touch no tenant data do not need it.
+    assert slugs(tenants) == ["acme", "beta"]
+    succeeded(tenantctl("list"))
+    succeeded(tenantctl("disable", "acme"))
+
+
+def test_the_demos_data_needs_a_registry_file(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        cli, ["--database-url", "sqlite://", "add", "a", "--owner", "o@a.test"]
+    )
+    line = error_line(result, 2)
+    assert "DISPATCHER_TENANT_DATA is unset" in line
+    assert "in-memory" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def probe_servers() -> Iterator[None]:
+    """``tenant_data_probe:servers`` is closed after the test that made it."""
+    yield
+    forget_servers()
+
+
+def test_add_places_the_data_on_the_named_server(
+    probe_servers: None,
+    registry: TenantRegistry,
+    tenantctl: Tenantctl,
+    database_url: str,
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("data servers are PostgreSQL's")
+    monkeypatch.setenv("DISPATCHER_TENANT_DATA", "tenant_data_probe:servers")
+    monkeypatch.setenv(SERVER_URL_VARIABLE, database_url)
+    before = data_names(database_url)
+    result = succeeded(
+        tenantctl("add", "acme", "--owner", "o@acme.test", "--data-server", "eu")
+    )
+    assert "data_server:      eu" in result.stdout
+    acme = registry.get_tenant("acme")
+    assert acme.data_server == "eu"
+    assert len(data_names(database_url) - before) == 1
+
+    refused = tenantctl("add", "beta", "--owner", "o@beta.test", "--data-server", "us")
+    line = error_line(refused, 2)
+    assert "'us'" in line
+    assert "'main', 'eu'" in line
+    assert slugs(registry) == ["acme"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        pytest.param(None, "", id="the-demos"),
+        pytest.param("", "names no tenant data", id="none"),
+    ],
+)
+def test_a_data_server_nothing_would_honour_is_bad_input(
+    registry: TenantRegistry,
+    tenantctl: Tenantctl,
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str | None,
+    says: str,
+) -> None:
+    if setting is not None:
+        monkeypatch.setenv("DISPATCHER_TENANT_DATA", setting)
+    elif backend == "sqlite":
+        says = "SQLite files, on no named server"
+    else:
+        says = "the configured servers are 'default'"
+    before = state(registry)
+    result = tenantctl("add", "acme", "--owner", "o@acme.test", "--data-server", "eu")
+    line = error_line(result, 2)
+    assert line.startswith("Error: --data-server")
+    assert "'eu'" in line
+    assert says in line
+    assert state(registry) == before
+
+
+def test_import_creates_each_new_tenants_data(
+    registry: TenantRegistry,
+    tenantctl: Tenantctl,
+    tmp_path: Path,
+    database_url: str,
+    demo_data: TenantData,
+) -> None:
+    file = write_csv(tmp_path / "tenants.csv", GOOD_CSV)
+    before = data_names(database_url)
+    succeeded(tenantctl("import", str(file)))
+    tenants = registry.list_tenants()
+    assert [t.slug for t in tenants] == ["acme", "beta", "gamma"]
+    assert all(demo_data.exists(tenant) for tenant in tenants)
+    made = data_names(database_url) - before
+    assert len(made) == 3
+    # Again: unchanged, and no data made twice.
+    result = succeeded(tenantctl("import", str(file)))
+    assert result.stdout == "0 created, 3 unchanged, 0 failed\n"
+    assert data_names(database_url) - before == made
+
+
+def test_import_removes_a_tenant_whose_data_cannot_be_created(
+    registry: TenantRegistry, tenantctl: Tenantctl, tmp_path: Path, database_url: str
+) -> None:
+    file = write_csv(tmp_path / "t.csv", "slug,owner_email\nacme,o@acme.test\n")
+    before = data_names(database_url)
+    with refusing_tenant_data(database_url):
+        result = tenantctl("import", str(file))
+        assert data_names(database_url) == before
+    assert result.exit_code == 1, result.output
+    assert result.stdout == "0 created, 0 unchanged, 1 failed\n"
+    [message] = row_errors(result, file).values()
+    assert message.startswith("tenant 'acme' was not created: ")
+    assert slugs(registry) == []
 
 
 # -- hostile input ----------------------------------------------------------------
