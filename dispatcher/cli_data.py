@@ -1,16 +1,382 @@
 """``tenantctl data``: the tenants' own data (see :mod:`dispatcher.data`).
 
 The deployment's :class:`~dispatcher.data.TenantData` is named by
-``DISPATCHER_TENANT_DATA=module:attribute``.
+``DISPATCHER_TENANT_DATA=module:attribute``. Tenants are looked up in its
+registry (``registry=``), else in tenantctl's (``--database-url``).
+
+``tenantctl`` imports this module to register the group, so the helpers it
+shares with it are imported when a command runs: the import graph stays
+acyclic (``tests/test_layering.py``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
 import click
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from dispatcher.data_move import move_data
+from dispatcher.data_servers import DEFAULT_SERVER
+from dispatcher.database import first_line
+from dispatcher.exceptions import DispatcherError, TenantDataError
+from dispatcher.settings import TENANT_DATA_VARIABLE
+from dispatcher.tenant import Tenant, utcnow
+
+if TYPE_CHECKING:
+    from dispatcher.data import TenantData
+    from dispatcher.data_archives import Archive
+    from dispatcher.registry import TenantRegistry
 
 __all__ = ["data"]
 
+_DAYS = re.compile(r"[0-9]+")
 
-@click.group()
+
+class _DataGroup(click.Group):
+    """A data server's database errors as one line and exit 1.
+
+    The registry turns its own into :class:`DispatcherError`, which
+    ``tenantctl``'s group already shows that way.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SQLAlchemyError as e:
+            from dispatcher.cli import Failed
+
+            raise Failed(f"a data server failed: {_cause(e)}") from e
+
+
+def _cause(error: SQLAlchemyError) -> str:
+    if isinstance(error, DBAPIError):
+        return first_line(error)
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@click.group(cls=_DataGroup)
 def data() -> None:
     """Each tenant's own data: migrations, archives, servers."""
+
+
+def _data(ctx: click.Context) -> TenantData:
+    """The deployment's TenantData; bad input when there is none."""
+    from dispatcher.cli import BadInput, _tenant_data
+
+    found = _tenant_data(ctx)
+    if found is None:
+        raise BadInput(
+            f"set {TENANT_DATA_VARIABLE}=module:attribute to the deployment's"
+            " TenantData: 'tenantctl data' works on it"
+        )
+    return found
+
+
+def _tenants(ctx: click.Context, tenant_data: TenantData) -> TenantRegistry:
+    """Where tenants are looked up: the data's own registry, else tenantctl's."""
+    if tenant_data.registry is not None:
+        return tenant_data.registry
+    from dispatcher.cli import _registry
+
+    return _registry(ctx)
+
+
+def _echo(line: str) -> None:
+    from dispatcher.cli import _escape
+
+    click.echo(_escape(line))
+
+
+def _table(header: Sequence[str] | None, rows: Iterable[Sequence[str]]) -> str:
+    from dispatcher.cli import _table as table
+
+    return table(header, rows)
+
+
+def _revisions(revisions: tuple[str, ...]) -> str:
+    return ", ".join(revisions) or "base"
+
+
+# -- upgrade ----------------------------------------------------------------------
+
+
+@data.command("upgrade")
+@click.option("--only", "slug", metavar="SLUG", help="Upgrade this tenant only.")
+@click.option(
+    "--revision",
+    default="heads",
+    show_default=True,
+    help="The tenant migration revision to upgrade to.",
+)
+@click.pass_context
+def upgrade(ctx: click.Context, slug: str | None, revision: str) -> None:
+    """Run the tenant migrations in each tenant's data in turn, or in SLUG's.
+
+    One transaction per tenant, one line each; stops at the first failure
+    (exit 1), leaving the tenants before it upgraded and the rest untouched.
+    """
+    from dispatcher.cli import BadInput, Failed
+
+    tenant_data = _data(ctx)
+    if tenant_data.migrations is None:
+        raise Failed(
+            f"the TenantData that {TENANT_DATA_VARIABLE} names has no tenant"
+            " migrations; give it migrations='path/to/tenant_migrations'"
+        )
+    if not revision.strip():
+        raise BadInput(f"--revision {revision!r} must name a revision, or 'heads'")
+    registry = _tenants(ctx, tenant_data)
+    tenants = (
+        [registry.get_tenant(slug)] if slug is not None else registry.list_tenants()
+    )
+    if not tenants:
+        click.echo("no tenants")
+        return
+    for done, tenant in enumerate(tenants):
+        try:
+            before = tenant_data.revision(tenant)
+            after = tenant_data.upgrade(tenant, revision)
+        except (DispatcherError, SQLAlchemyError) as e:
+            cause = _cause(e) if isinstance(e, SQLAlchemyError) else str(e)
+            left = len(tenants) - done - 1
+            progress = (
+                f"; {done} tenant(s) upgraded before it, {left} not tried"
+                if slug is None
+                else ""
+            )
+            raise Failed(
+                f"upgrading tenant {tenant.slug!r} failed: {cause}{progress}"
+            ) from e
+        if before == after:
+            _echo(f"tenant {tenant.slug!r}: at {_revisions(after)} already")
+        else:
+            _echo(
+                f"tenant {tenant.slug!r}: upgraded from {_revisions(before)}"
+                f" to {_revisions(after)}"
+            )
+
+
+# -- archives ---------------------------------------------------------------------
+
+
+@data.command("archives")
+@_json_option
+@click.pass_context
+def archives(ctx: click.Context, as_json: bool) -> None:
+    """List the archived tenant data, oldest first."""
+    found = _data(ctx).archives()
+    if as_json:
+        click.echo(json.dumps([archive.to_dict() for archive in found], indent=2))
+        return
+    if not found:
+        click.echo("no archives")
+        return
+    click.echo(_table(("ARCHIVE", "SERVER", "ORIGINAL", "ARCHIVED AT"), _rows(found)))
+
+
+def _rows(archives: list[Archive]) -> list[tuple[str, ...]]:
+    return [
+        (archive.name, archive.server, archive.original, _when(archive.archived_at))
+        for archive in archives
+    ]
+
+
+def _when(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@data.command("restore")
+@click.argument("archive")
+@click.argument("slug")
+@click.pass_context
+def restore(ctx: click.Context, archive: str, slug: str) -> None:
+    """Make ARCHIVE the data of tenant SLUG again; SLUG must have no data."""
+    tenant_data = _data(ctx)
+    tenant = _tenants(ctx, tenant_data).get_tenant(slug)
+    restored = tenant_data.restore(archive, tenant)
+    _echo(
+        f"restored archive {archive!r} as the data of tenant {restored.slug!r}"
+        f" on data server {tenant_data.server_of(restored)!r}"
+    )
+    if tenant_data.migrations is not None:
+        _echo(
+            f"it is at revision {_revisions(tenant_data.revision(restored))} as"
+            f" archived; 'tenantctl data upgrade --only {restored.slug}' upgrades it"
+        )
+
+
+@data.command("purge")
+@click.option(
+    "--older-than",
+    "days",
+    required=True,
+    metavar="DAYS",
+    help="Purge the archives made more than DAYS days ago (0: every archive).",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def purge(ctx: click.Context, days: str, yes: bool) -> None:
+    """Delete for good the archives older than DAYS days."""
+    from dispatcher.cli import BadInput, Failed, _confirm
+
+    if not _DAYS.fullmatch(days.strip()):
+        raise BadInput(
+            f"--older-than {days!r} must be a whole number of days, 0 or more"
+        )
+    count = int(days)
+    tenant_data = _data(ctx)
+    now = utcnow()
+    try:
+        age = dt.timedelta(days=count)
+        cutoff = now - age
+    except OverflowError:  # before year 1: no archive is that old
+        click.echo(f"no archive is older than {count} days")
+        return
+    due = [each for each in tenant_data.archives() if each.archived_at <= cutoff]
+    if not due:
+        click.echo(f"no archive is older than {count} days")
+        return
+    if not yes:
+        click.echo(_table(("ARCHIVE", "SERVER", "ORIGINAL", "ARCHIVED AT"), _rows(due)))
+        if not _confirm(f"Delete these {len(due)} archive(s) for good?"):
+            raise Failed("nothing purged; pass --yes to skip asking")
+    for archive in tenant_data.purge(age, now=now):
+        _echo(f"purged archive {archive.name!r} on data server {archive.server!r}")
+
+
+# -- servers and moves ------------------------------------------------------------
+
+
+@data.command("move")
+@click.argument("slug")
+@click.argument("server")
+@click.pass_context
+def move(ctx: click.Context, slug: str, server: str) -> None:
+    """Move tenant SLUG's data to data server SERVER.
+
+    The tenant is disabled while its data is copied, then served from SERVER;
+    the old copy stays behind as an archive.
+    """
+    tenant_data = _data(ctx)
+    tenant = _tenants(ctx, tenant_data).get_tenant(slug)
+    moved = move_data(tenant_data, tenant, server)
+    _echo(
+        f"moved tenant {moved.tenant.slug!r} from data server {moved.source!r} to"
+        f" {moved.target!r} ({moved.rows} rows); the old copy is archive"
+        f" {moved.archive!r} on {moved.source!r}"
+    )
+
+
+@data.command("servers")
+@_json_option
+@click.pass_context
+def servers(ctx: click.Context, as_json: bool) -> None:
+    """List the data servers and how many tenants each holds."""
+    tenant_data = _data(ctx)
+    counts = _tenants(ctx, tenant_data).count_by_data_server()
+    listed = _servers(tenant_data, counts)
+    if as_json:
+        click.echo(json.dumps(listed, indent=2))
+        return
+    rows = []
+    for server in listed:
+        notes = [
+            note
+            for note, applies in (
+                ("default", server["default"]),
+                ("not configured", not server["configured"]),
+            )
+            if applies
+        ]
+        name = server["name"] + (f" ({', '.join(notes)})" if notes else "")
+        rows.append((name, str(server["tenants"]), server["location"] or "-"))
+    click.echo(_table(("SERVER", "TENANTS", "LOCATION"), rows))
+
+
+def _servers(
+    tenant_data: TenantData, counts: dict[str | None, int]
+) -> list[dict[str, Any]]:
+    """Each configured server, then each recorded one that is not configured."""
+    if tenant_data.servers is None:
+        locations = {DEFAULT_SERVER: str(tenant_data.directory)}
+        default = DEFAULT_SERVER
+    else:
+        locations = {
+            name: url.render_as_string(hide_password=True)
+            for name, url in tenant_data.servers.urls.items()
+        }
+        default = tenant_data.servers.default
+    listed = [
+        {
+            "name": name,
+            # No server recorded means the default one.
+            "tenants": counts.get(name, 0)
+            + (counts.get(None, 0) if name == default else 0),
+            "default": name == default,
+            "configured": True,
+            "location": location,
+        }
+        for name, location in locations.items()
+    ]
+    for name, count in sorted(counts.items(), key=lambda item: str(item[0])):
+        if name is not None and name not in locations:
+            listed.append(
+                {
+                    "name": name,
+                    "tenants": count,
+                    "default": False,
+                    "configured": False,
+                    "location": None,
+                }
+            )
+    return listed
+
+
+@data.command("show")
+@click.argument("slug")
+@_json_option
+@click.pass_context
+def show(ctx: click.Context, slug: str, as_json: bool) -> None:
+    """Show where tenant SLUG's data lives, and its migration revision."""
+    tenant_data = _data(ctx)
+    tenant = _tenants(ctx, tenant_data).get_tenant(slug)
+    shown = _show(tenant_data, tenant)
+    if as_json:
+        click.echo(json.dumps(shown, indent=2))
+        return
+    rows = []
+    for key, value in shown.items():
+        if isinstance(value, bool):
+            text = "yes" if value else "no"
+        elif isinstance(value, list):
+            text = _revisions(tuple(value))
+        else:
+            text = "-" if value is None else str(value)
+        rows.append((f"{key}:", text))
+    click.echo(_table(None, rows))
+
+
+def _show(tenant_data: TenantData, tenant: Tenant) -> dict[str, Any]:
+    shown: dict[str, Any] = {"slug": tenant.slug}
+    try:
+        shown["server"] = tenant_data.server_of(tenant)
+    except TenantDataError:
+        # What to show when a server was renamed away: where the registry
+        # says the data is, and that it cannot be reached from here.
+        shown.update(server=tenant.data_server, configured=False)
+        shown["schema"] = tenant_data.schema_name(tenant)
+        return shown
+    shown["schema"] = tenant_data.schema_name(tenant)
+    shown["exists"] = exists = tenant_data.exists(tenant)
+    if tenant_data.migrations is not None:
+        shown["revision"] = list(tenant_data.revision(tenant)) if exists else None
+    return shown
