@@ -19,8 +19,10 @@ from sqlalchemy import func, select
 from werkzeug.test import Client, TestResponse
 
 from dispatcher import Provisioner, TenantDispatcher, TenantRegistry
+from dispatcher.context import ENVIRON_KEY
 from dispatcher.data import TenantData
-from dispatcher.demo.data import MAX_NOTE, Note
+from dispatcher.demo import create_app
+from dispatcher.demo.data import MAX_NOTE, Base, Note
 from dispatcher.wsgi import make_application, migrate_at_start
 
 SECRET = "the-demo-deployment-secret-of-the-notes-tests"
@@ -273,3 +275,38 @@ def test_notes_are_counted_per_site_in_the_database(site: TenantDispatcher) -> N
         with data.sessionmaker_for(tenant)() as session:
             counts[slug] = session.scalar(select(func.count()).select_from(Note))
     assert counts == {"acme": 3, "beta": 0}
+
+
+# -- a data server that is down -------------------------------------------------------
+
+UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
+
+
+def test_an_unreachable_data_server_is_503_not_no_notes(
+    registry: TenantRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure the page cannot tell from missing data is not answered as such."""
+    monkeypatch.setenv("DISPATCHER_SECRET_KEY", SECRET)
+    acme = registry.create_tenant("acme", owner_email="o@acme.test")
+    data = TenantData(UNREACHABLE, metadata=Base.metadata, connect_timeout=2)
+    environ = {ENVIRON_KEY: acme}
+    try:
+        client = Client(create_app(acme, data))
+        page = client.get("/", environ_base=environ, buffered=True)
+        assert page.status_code == 503
+        assert page.headers["Retry-After"] == str(data.retry_after)
+        # A form token from the same site without its data (same session key).
+        bare = Client(create_app(acme))
+        token = token_of(bare.get("/", environ_base=environ, buffered=True))
+        cookie = bare.get_cookie("session")
+        assert cookie is not None
+        client.set_cookie("session", cookie.value)
+        posted = client.post(
+            "/notes",
+            data={"body": "lost?", "csrf_token": token},
+            environ_base=environ,
+            buffered=True,
+        )
+        assert posted.status_code == 503
+    finally:
+        data.dispose()
