@@ -351,6 +351,21 @@ def test_a_move_copies_everything_and_archives_the_old_copy(
             connection.execute(insert(Note.__table__).values(id=9, item_id=99))
 
 
+def test_a_move_leaves_other_tenants_alone(
+    data: TenantData, acme: Tenant, registry: TenantRegistry, main: Engine, eu: Engine
+) -> None:
+    bravo = data.create(
+        registry.create_tenant("bravo", owner_email="o@bravo.test", data_server="main")
+    )
+    with data.engine_for(bravo).begin() as connection:
+        connection.execute(insert(ITEMS).values(title="bravo's"))
+    bravo = registry.get_tenant("bravo")
+    move(data, acme, "eu")
+    assert registry.get_tenant("bravo") == bravo
+    assert titles(main, schema_name(bravo)) == ["bravo's"]
+    assert schemas(eu) == {schema_name(acme)}
+
+
 def test_moving_back_and_forth_keeps_the_data(
     data: TenantData, acme: Tenant, main: Engine
 ) -> None:
