@@ -82,7 +82,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.schema import CreateSchema
 
-from dispatcher import data_flask, forks
+from dispatcher import data_flask, data_move, forks
 from dispatcher.data_archives import Archive, archived_name, list_schemas
 from dispatcher.data_servers import DEFAULT_SERVER, Servers
 from dispatcher.data_sqlite import SqliteFiles
@@ -529,6 +529,14 @@ class TenantData:
             with self._shared(archive.server).begin() as connection:
                 connection.execute(text(f'DROP SCHEMA "{archive.name}" CASCADE'))
         return purged
+
+    def move(self, tenant: Tenant, server: str) -> Tenant:
+        """Move the tenant's data to another PostgreSQL server; the new snapshot.
+
+        The tenant is disabled only while its data is copied; the old copy
+        becomes an archive on the old server. See :mod:`dispatcher.data_move`.
+        """
+        return data_move.move(self, tenant, server)
 
     def upgrade(self, tenant: Tenant, revision: str = "heads") -> tuple[str, ...]:
         """Run the tenant migrations in the tenant's schema (or file), in one

@@ -381,7 +381,7 @@ def test_a_disabled_tenant_stays_disabled(
     data: TenantData, acme: Tenant, registry: TenantRegistry
 ) -> None:
     registry.disable_tenant("acme", "unpaid")
-    moved = move(data, acme, "eu")
+    moved = data.move(acme, "eu")
     assert moved.status is TenantStatus.DISABLED
     assert moved.disabled_reason == "unpaid"
     assert moved.data_server == "eu"
