@@ -2,12 +2,17 @@
 
     python scripts/bench.py            # the full run whose table is in the README
     python scripts/bench.py --quick    # smaller counts, a smoke test
+    python scripts/bench.py --only 9 10 11   # just these rows (tenant data)
     DISPATCHER_BENCH_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
-        python scripts/bench.py        # adds the cold path on PostgreSQL
+        python scripts/bench.py        # adds the PostgreSQL rows
 
 The baseline is Flask's documented ``SubdomainDispatcher`` (a dict of apps
-under one lock); werkzeug's ``DispatcherMiddleware`` is shown beside it. Every
-figure is printed with the target it is held to; nothing here is a test.
+under one lock); werkzeug's ``DispatcherMiddleware`` is shown beside it. Rows 9
+to 11 (tenant data) hold ``TenantData`` against the obvious code: an engine per
+tenant app, a plain scoped session, replaying every migration at signup. Row 9
+on PostgreSQL opens connections until the server refuses more: run it on a
+server nothing else needs at that moment. Every figure is printed with the
+target it is held to; nothing here is a test.
 """
 
 from __future__ import annotations
@@ -25,17 +30,38 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from threading import Lock
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import create_engine, event, make_url, text
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    func,
+    make_url,
+    select,
+    text,
+)
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from sqlalchemy.pool import NullPool
+from sqlalchemy.schema import CreateSchema
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import EnvironBuilder
 
 from dispatcher import CachePolicy, TenantDispatcher, TenantRegistry
+from dispatcher.data import TenantData, schema_name
+from dispatcher.provisioning import Provisioner
+from dispatcher.tenant import Tenant
 
 App = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
@@ -729,7 +755,530 @@ def bench_signup_cost(url: str, hosts: int) -> list[tuple[str, str, str]]:
     ]
 
 
+# -- 9-11. tenant data ----------------------------------------------------------
+
+
+def items_metadata() -> tuple[MetaData, Table]:
+    """The one table of rows 9 and 10."""
+    metadata = MetaData()
+    items = Table(
+        "items",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("title", String(100), nullable=False),
+    )
+    return metadata, items
+
+
+def _status(app: App, environ: dict[str, Any]) -> str:
+    """A request as in ``_request``; its status line."""
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+        statuses.append(status)
+
+    body = app(dict(environ), start_response)
+    for _ in body:
+        pass
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
+    return statuses[-1]
+
+
+@contextmanager
+def sampling(measure: Callable[[], int]) -> Iterator[list[int]]:
+    """Samples of ``measure()`` taken back to back in a thread while inside."""
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            samples.append(measure())
+            stop.wait(0.002)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        watcher.join()
+    samples.append(measure())
+
+
+def serve_in_turn(
+    app: App, hosts: list[str], threads: int
+) -> tuple[int, BaseException | None]:
+    """Each host once, in order, from ``threads`` threads; stops at the first
+    failure. Returns how many were served, and the failure."""
+    lock = threading.Lock()
+    queue = iter(hosts)
+    served = 0
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        nonlocal served
+        while not failure:
+            with lock:
+                host = next(queue, None)
+            if host is None:
+                return
+            try:
+                status = _status(app, environ_for(host))
+                if status != "200 OK":
+                    raise RuntimeError(f"{host} answered {status}")
+            except Exception as error:  # noqa: BLE001 - the figure reported
+                failure.append(error)
+                return
+            with lock:
+                served += 1
+
+    workers = [threading.Thread(target=serve) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return served, (failure[0] if failure else None)
+
+
+#: CPython 3.11 before 3.11.8 (and 3.12 before 3.12.2) may raise SystemError
+#: from ast.parse in several threads at once (gh-106905); werkzeug parses to
+#: compile each Flask app's URL rules, so these rows build apps one at a time.
+_building = Lock()
+
+
+def count_app(source: Any, tenant: Any, items: Table) -> Flask:
+    """A tenant app answering how many items its tenant has.
+
+    ``source`` is a :class:`TenantData` (the app uses ``data.session``), or
+    a function giving the tenant's engine: the obvious code, an engine made
+    in ``create_app`` and a plain scoped session on it.
+    """
+    with _building:
+        app = Flask(f"tenant_{tenant.slug}")
+    app.config["PROPAGATE_EXCEPTIONS"] = True  # the failure is the figure
+    if isinstance(source, TenantData):
+        data = source
+        data.init_app(app, tenant)
+
+        def session() -> Session:
+            return data.session
+
+    else:
+        engine = source(tenant)
+        scoped = scoped_session(sessionmaker(bind=engine))
+
+        @app.teardown_appcontext
+        def remove(_error: BaseException | None) -> None:
+            scoped.remove()
+
+        def session() -> Session:
+            return scoped()
+
+    with _building:
+
+        @app.route("/")
+        def index() -> str:
+            return str(session().scalar(select(func.count()).select_from(items)))
+
+    return app
+
+
+def counting_apps(source: Any, items: Table) -> Callable[[Tenant], Flask]:
+    """``create_app`` of :func:`count_app` apps on ``source``."""
+
+    def create_app(tenant: Tenant) -> Flask:
+        return count_app(source, tenant, items)
+
+    return create_app
+
+
+@contextmanager
+def postgres_database(base: str) -> Iterator[str]:
+    """A database of its own on the server; dropped, with its connections, after."""
+    name = f"bench_data_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+def gone(held: Callable[[], int], within: float = 5.0) -> int:
+    """Connections still held once closed ones have left the server (a
+    backend leaves pg_stat_activity shortly after its client hangs up)."""
+    deadline = time.monotonic() + within
+    while (left := held()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def bench_connections(
+    url: str, tenants: int, threads: int = 8
+) -> list[tuple[str, str, str]]:
+    """PostgreSQL connections of one process serving ``tenants`` in turn.
+
+    Ours: one :class:`TenantData` (pool 5 + overflow 5). The baseline: the
+    obvious code, ``create_engine`` in ``create_app``, served until the server
+    refuses (``max_connections``) or every tenant has been served.
+    """
+    registry = registry_with(url, tenants, prefix="conn")
+    listed = registry.list_tenants()
+    hosts = [f"{tenant.subdomain}.example.com" for tenant in listed]
+    metadata, items = items_metadata()
+    # Each contender's connections carry a name of their own, to be counted.
+    tag = f"bench_{uuid.uuid4().hex[:10]}"
+    ours_name, their_name = f"{tag}_ours", f"{tag}_theirs"
+    ours_url = make_url(url).update_query_dict({"application_name": ours_name})
+    their_url = make_url(url).update_query_dict({"application_name": their_name})
+    data = TenantData(ours_url, metadata=metadata, pool_size=5, max_overflow=5)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(data.create, listed))
+    created = time.perf_counter() - start
+    data.dispose()  # its connections would count against the baseline's room
+    monitor = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    count = text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :a")
+    engines: list[Any] = []
+
+    def engine_per_app(tenant: Any) -> Any:
+        engine = create_engine(
+            their_url,
+            execution_options={"schema_translate_map": {None: schema_name(tenant)}},
+        )
+        engines.append(engine)
+        return engine
+
+    policy = CachePolicy(max_apps=tenants, poll_interval=None)
+    results = {}
+    with monitor.connect() as watch:
+        max_connections = int(watch.scalar(text("SHOW max_connections")) or 0)
+        for kind, source, name in (
+            ("theirs", engine_per_app, their_name),
+            ("ours", data, ours_name),
+        ):
+
+            def held(name: str = name) -> int:
+                return int(watch.scalar(count, {"a": name}) or 0)
+
+            dispatcher = TenantDispatcher(
+                registry,
+                counting_apps(source, items),
+                base_domain="example.com",
+                policy=policy,
+            )
+            with sampling(held) as samples:
+                served, failure = serve_in_turn(dispatcher, hosts, threads)
+            dispatcher.close()
+            for engine in engines:
+                engine.dispose()
+            data.dispose()
+            results[kind] = (served, failure, max(samples), gone(held))
+    monitor.dispose()
+    registry.close()
+
+    def failed(failure: BaseException | None) -> str:
+        if failure is None:
+            return "none failed"
+        # psycopg's message: "connection ... failed: FATAL:  sorry, too many ..."
+        reason = str(getattr(failure, "orig", failure)).split("FATAL:")[-1]
+        return f"then failed: {reason.strip().splitlines()[0]}"
+
+    label = (
+        f"9. PostgreSQL connections, one process serving {tenants:,} tenants"
+        f" in turn ({threads} threads)"
+    )
+    their_served, their_failure, their_max, their_left = results["theirs"]
+    served, failure, most, left = results["ours"]
+    return [
+        (
+            f"{label}: an engine per tenant app (baseline)",
+            f"{their_max:,} held; {their_served:,} of {tenants:,} tenants served,"
+            f" {failed(their_failure)}",
+            f"max_connections {max_connections}; {their_left} left after dispose",
+        ),
+        (
+            f"{label}: TenantData, one pool (bound {data.bound})",
+            f"{most:,} held at most; {served:,} of {tenants:,} tenants served,"
+            f" {failed(failure)}",
+            f"{most / max(their_max, 1):.2f}× baseline's connections;"
+            f" {left} left after dispose; {tenants:,} schemas created in"
+            f" {created:.1f} s",
+        ),
+    ]
+
+
+def bench_open_files(
+    directory: Path, registry_url: str, tenants: int, threads: int = 8
+) -> list[tuple[str, str, str]]:
+    """Open files of one process serving ``tenants`` SQLite tenants in turn,
+    every app cached (``max_apps`` = tenants)."""
+    registry = registry_with(registry_url, tenants, prefix="files")
+    listed = registry.list_tenants()
+    hosts = [f"{tenant.subdomain}.example.com" for tenant in listed]
+    metadata, items = items_metadata()
+    data = TenantData("sqlite://", metadata=metadata, directory=directory)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(data.create, listed))
+    prefix = str(directory.resolve()) + os.sep
+    engines: list[Any] = []
+
+    def engine_per_app(tenant: Any) -> Any:
+        path = directory / f"{schema_name(tenant)}.sqlite3"
+        engine = create_engine(f"sqlite:///{path}")
+        engines.append(engine)
+        return engine
+
+    def held() -> int:
+        found = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                found += os.readlink(f"/proc/self/fd/{fd}").startswith(prefix)
+            except FileNotFoundError:
+                pass
+        return found
+
+    policy = CachePolicy(max_apps=tenants, poll_interval=None)
+    results = {}
+    for kind, source in (("theirs", engine_per_app), ("ours", data)):
+        dispatcher = TenantDispatcher(
+            registry,
+            counting_apps(source, items),
+            base_domain="example.com",
+            policy=policy,
+        )
+        with sampling(held) as samples:
+            served, failure = serve_in_turn(dispatcher, hosts, threads)
+        if failure is not None:
+            raise failure
+        results[kind] = (max(samples), samples[-1])
+        dispatcher.close()
+        for engine in engines:
+            engine.dispose()
+        data.dispose()
+    registry.close()
+    label = (
+        f"9. SQLite open tenant files, one process serving {tenants:,} tenants"
+        f" in turn ({threads} threads, every app cached)"
+    )
+    return [
+        (
+            f"{label}: an engine per tenant app (baseline)",
+            f"{results['theirs'][1]:,} held after, at most {results['theirs'][0]:,}",
+            "one pooled connection per cached app",
+        ),
+        (
+            f"{label}: TenantData",
+            f"{results['ours'][1]:,} held after, at most {results['ours'][0]:,}",
+            "files open only while a request uses them",
+        ),
+    ]
+
+
+def bench_session_overhead(
+    registry_url: str, location: dict[str, Any], label: str, n: int, rounds: int
+) -> list[tuple[str, str, str]]:
+    """One query per request: through ``data.session`` (the tenant's schema by
+    ``schema_translate_map``) against a plain Flask app with a plain scoped
+    session on the same table. Each app is called directly."""
+    registry = registry_with(registry_url, 1, prefix="overhead")
+    tenant = registry.list_tenants()[0]
+    registry.close()
+    metadata, items = items_metadata()
+    data = TenantData(metadata=metadata, **location)
+    data.create(tenant)
+    with data.engine_for(tenant).begin() as connection:
+        connection.execute(items.insert(), [{"title": f"item {i}"} for i in range(10)])
+    name = schema_name(tenant)
+    if data.directory is None:
+        # search_path: the same table as data.session's, named without a schema.
+        plain_url = data.url.update_query_dict({"options": f"-csearch_path={name}"})
+        engine = create_engine(plain_url)
+        ours_label = "data.session, the tenant's schema by translate map"
+        why = "; its pool pings each checkout and psycopg prepares nothing"
+    else:
+        engine = create_engine(f"sqlite:///{data.directory / name}.sqlite3")
+        ours_label = "data.session, the tenant's file"
+        why = "; a new SQLite connection per session (NullPool)"
+    ours = count_app(data, tenant, items)
+    plain = count_app(lambda _tenant: engine, tenant, items)
+    environ = environ_for("overhead0.example.com")
+    for app in (ours, plain):
+        if _status(app, environ) != "200 OK":
+            raise RuntimeError(f"{label}: the app did not answer 200")
+    times: dict[str, list[float]] = {"plain": [], "ours": []}
+    for _ in range(rounds):  # interleaved, as for the hit overhead
+        times["plain"].append(_per_call(plain, environ, n, 1))
+        times["ours"].append(_per_call(ours, environ, n, 1))
+    best = {kind: min(values) for kind, values in times.items()}
+    engine.dispose()
+    data.dispose()
+    what = f"10. one query per request on {label}"
+    return [
+        (
+            f"{what}: plain Flask app, plain scoped session (baseline)",
+            f"{us(best['plain'])} µs/request",
+            "",
+        ),
+        (
+            f"{what}: {ours_label}",
+            f"{us(best['ours'])} µs/request",
+            f"{best['ours'] / best['plain']:.2f}× baseline"
+            f" (+{us(best['ours'] - best['plain'])} µs{why})",
+        ),
+    ]
+
+
+#: Row 11's tenant schema: 20 tables, each created by a revision of its own.
+PROVISIONING_TABLES = 20
+
+_ENV_PY = """from dispatcher.data_migrations import run_migrations
+
+run_migrations()
+"""
+
+_REVISION = '''"""Table {table}."""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{revision}"
+down_revision = {down!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "{table}",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=True),
+    )
+    op.create_index("ix_{table}_name", "{table}", ["name"])
+'''
+
+
+def provisioning_schema(directory: Path) -> tuple[MetaData, Table]:
+    """The 20-table metadata, and its migrations (a revision per table) written
+    to ``directory``; also the first table, which the first page reads."""
+    (directory / "versions").mkdir(parents=True)
+    (directory / "env.py").write_text(_ENV_PY)
+    metadata = MetaData()
+    down = None
+    for number in range(1, PROVISIONING_TABLES + 1):
+        table, revision = f"table_{number:02}", f"{number:04}"
+        Table(
+            table,
+            metadata,
+            Column("id", Integer, primary_key=True),
+            Column("name", String(100), nullable=False),
+            Column("created_at", DateTime, nullable=True),
+            Index(f"ix_{table}_name", "name"),
+        )
+        source = _REVISION.format(table=table, revision=revision, down=down)
+        (directory / "versions" / f"{revision}_{table}.py").write_text(source)
+        down = revision
+    return metadata, metadata.tables["table_01"]
+
+
+def bench_provisioning(
+    registry_url: str,
+    location: dict[str, Any],
+    label: str,
+    samples: int,
+    workdir: Path,
+) -> list[tuple[str, str, str]]:
+    """Signup (:class:`Provisioner`) to the first page served by the dispatcher.
+
+    Ours: ``data.create`` creates the 20 tables from the metadata and stamps
+    the migration head. The baseline replays the 20 migrations one by one
+    into the new schema (or file). Alternated, after one of each to warm up.
+    """
+    from dispatcher.data_migrations import TenantMigrations  # Alembic: only here
+
+    migrations_dir = workdir / "tenant_migrations"
+    metadata, first = provisioning_schema(migrations_dir)
+    migrations = TenantMigrations(migrations_dir)
+    registry = TenantRegistry(registry_url)
+    registry.migrate()
+    stamped = TenantData(metadata=metadata, migrations=migrations_dir, **location)
+    replayed = TenantData(metadata=metadata, **location)
+
+    def replay(tenant: Tenant) -> None:
+        name = schema_name(tenant)
+        if replayed.directory is not None:
+            replayed.directory.mkdir(parents=True, exist_ok=True)
+            (replayed.directory / f"{name}.sqlite3").touch(exist_ok=False)
+            with replayed.engine_for(tenant).begin() as connection:
+                migrations.upgrade(connection, None)
+            return
+        with replayed.engine_for(tenant).begin() as connection:
+            connection.execute(CreateSchema(name))
+            migrations.upgrade(connection, name)
+
+    contenders = {
+        kind: (
+            Provisioner(registry, on_create=[hook]),
+            TenantDispatcher(
+                registry,
+                counting_apps(data, first),
+                base_domain="example.com",
+                policy=CachePolicy(poll_interval=None),
+            ),
+        )
+        for kind, hook, data in (
+            ("replay", replay, replayed),
+            ("ours", stamped.create, stamped),
+        )
+    }
+    times: dict[str, list[float]] = {kind: [] for kind in contenders}
+    for i in range(samples + 1):
+        for kind, (provisioner, dispatcher) in contenders.items():
+            slug = f"{kind}{i}"
+            start = time.perf_counter()
+            provisioner.create(slug, owner_email=f"o@{slug}.test", subdomain=slug)
+            status = _status(dispatcher, environ_for(f"{slug}.example.com"))
+            elapsed = time.perf_counter() - start
+            if status != "200 OK":
+                raise RuntimeError(f"{label}: {slug}'s first page answered {status}")
+            if i:  # the first of each warms up
+                times[kind].append(elapsed)
+    for _provisioner, dispatcher in contenders.values():
+        dispatcher.close()
+    stamped.dispose()
+    replayed.dispose()
+    registry.close()
+
+    def figures(kind: str) -> str:
+        p50 = statistics.median(times[kind]) * 1e3
+        return f"p50 {p50:.1f} ms, p99 {percentile(times[kind], 0.99) * 1e3:.1f} ms"
+
+    ratio = statistics.median(times["ours"]) / statistics.median(times["replay"])
+    target = " (target p50 < 150 ms)" if location.get("directory") is None else ""
+    what = f"11. signup to first page, {PROVISIONING_TABLES}-table schema, {label}"
+    return [
+        (
+            f"{what}: replaying {PROVISIONING_TABLES} migrations (baseline)",
+            figures("replay"),
+            f"{samples} signups each",
+        ),
+        (
+            f"{what}: data.create (tables from the models, head stamped)",
+            figures("ours"),
+            f"p50 {ratio:.2f}× baseline{target}",
+        ),
+    ]
+
+
 # -- driver --------------------------------------------------------------------
+
+#: Rows are numbered 1 to ROWS in the printed table; ``--only`` picks some.
+ROWS = 11
 
 
 def postgres_schema_url(base: str) -> tuple[str, Callable[[], None]]:
@@ -750,6 +1299,14 @@ def postgres_schema_url(base: str) -> tuple[str, Callable[[], None]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Dispatcher benchmarks.")
     parser.add_argument("--quick", action="store_true", help="smaller counts")
+    parser.add_argument(
+        "--only",
+        type=int,
+        nargs="+",
+        metavar="ROW",
+        choices=range(1, ROWS + 1),
+        help=f"run only these numbered rows (1-{ROWS}), e.g. --only 9 10 11",
+    )
     parser.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -757,39 +1314,79 @@ def main() -> None:
         print(memory_child(kind, url, int(tenants), int(max_apps)))
         return
     scale = 10 if args.quick else 1
+    wanted = set(args.only or range(1, ROWS + 1))
     rows: list[tuple[str, str, str]] = []
+    pg = os.environ.get("DISPATCHER_BENCH_POSTGRES_URL")
     with tempfile.TemporaryDirectory() as tmp:
 
         def sqlite(name: str) -> str:
             return f"sqlite:///{Path(tmp) / name}.sqlite3"
 
-        rows += bench_hit_overhead(sqlite("hit"), 100_000 // scale, 7)
-        rows += bench_hit_against_before(100_000 // scale, 7)
-        rows += bench_flask_ratio(sqlite("flask"), 20_000 // scale, 7)
-        rows += bench_cold(sqlite("cold"), "SQLite", 1000 // scale)
-        pg = os.environ.get("DISPATCHER_BENCH_POSTGRES_URL")
-        if pg:
-            url, drop = postgres_schema_url(pg)
-            try:
-                rows += bench_cold(url, "PostgreSQL", 1000 // scale)
-            finally:
-                drop()
-        rows += bench_memory(sqlite("memory"), 10_000 // scale, 100 // scale)
-        rows += bench_flood(sqlite("flood"), 100_000 // scale)
-        rows += bench_invalidation(sqlite("inv"), "SQLite, poll every 1 s", 30 // scale)
-        rows += bench_poll_cost(sqlite("poll"), "SQLite", 100_000 // scale)
-        if pg:
-            for bench, args in (
-                (bench_invalidation, ("PostgreSQL, NOTIFY", 30 // scale)),
-                (bench_poll_cost, ("PostgreSQL", 100_000 // scale)),
-            ):
+        if 1 in wanted:
+            rows += bench_hit_overhead(sqlite("hit"), 100_000 // scale, 7)
+            rows += bench_hit_against_before(100_000 // scale, 7)
+        if 2 in wanted:
+            rows += bench_flask_ratio(sqlite("flask"), 20_000 // scale, 7)
+        if 3 in wanted:
+            rows += bench_cold(sqlite("cold"), "SQLite", 1000 // scale)
+            if pg:
                 url, drop = postgres_schema_url(pg)
                 try:
-                    rows += bench(url, *args)  # type: ignore[operator]
+                    rows += bench_cold(url, "PostgreSQL", 1000 // scale)
                 finally:
                     drop()
-        rows += bench_hung_tenant(sqlite("hung"), 10.0 / scale)
-        rows += bench_signup_cost(sqlite("signup"), 1000 // scale)
+        if 4 in wanted:
+            rows += bench_memory(sqlite("memory"), 10_000 // scale, 100 // scale)
+        if 5 in wanted:
+            rows += bench_flood(sqlite("flood"), 100_000 // scale)
+        if 6 in wanted:
+            rows += bench_invalidation(
+                sqlite("inv"), "SQLite, poll every 1 s", 30 // scale
+            )
+            rows += bench_poll_cost(sqlite("poll"), "SQLite", 100_000 // scale)
+            if pg:
+                for bench, args in (
+                    (bench_invalidation, ("PostgreSQL, NOTIFY", 30 // scale)),
+                    (bench_poll_cost, ("PostgreSQL", 100_000 // scale)),
+                ):
+                    url, drop = postgres_schema_url(pg)
+                    try:
+                        rows += bench(url, *args)  # type: ignore[operator]
+                    finally:
+                        drop()
+        if 7 in wanted:
+            rows += bench_hung_tenant(sqlite("hung"), 10.0 / scale)
+        if 8 in wanted:
+            rows += bench_signup_cost(sqlite("signup"), 1000 // scale)
+        if 9 in wanted:
+            rows += bench_open_files(
+                Path(tmp) / "files", sqlite("files"), 1000 // scale
+            )
+            if pg:
+                with postgres_database(pg) as url:
+                    rows += bench_connections(url, 1000 // scale)
+        if 10 in wanted:
+            sqlite_data = {"url": "sqlite://", "directory": Path(tmp) / "overhead"}
+            rows += bench_session_overhead(
+                sqlite("overhead"), sqlite_data, "SQLite", 2_000 // scale, 7
+            )
+            if pg:
+                with postgres_database(pg) as url:
+                    rows += bench_session_overhead(
+                        url, {"url": url}, "PostgreSQL", 2_000 // scale, 7
+                    )
+        if 11 in wanted:
+            sqlite_data = {"url": "sqlite://", "directory": Path(tmp) / "signups"}
+            workdir = Path(tmp) / "provisioning-sqlite"
+            rows += bench_provisioning(
+                sqlite("signups"), sqlite_data, "SQLite", 100 // scale, workdir
+            )
+            if pg:
+                with postgres_database(pg) as url:
+                    workdir = Path(tmp) / "provisioning-postgresql"
+                    rows += bench_provisioning(
+                        url, {"url": url}, "PostgreSQL", 100 // scale, workdir
+                    )
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
     print("| measure | figure | against |")
     print("|---|---|---|")
