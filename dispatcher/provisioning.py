@@ -110,7 +110,8 @@ class Provisioner:
                 newer = hook(tenant)
             except Exception as e:
                 log.exception("provisioning hook %r failed for %r", hook, tenant.slug)
-                self._undo(tenant)
+                # A signup that refused existing owners created this account.
+                self._undo(tenant, delete_owner=not allow_existing_owner)
                 raise ProvisioningFailed(
                     f"preparing tenant {tenant.slug!r} failed ({e}); it was not created"
                 ) from e
@@ -136,10 +137,10 @@ class Provisioner:
                 ) from e
         self.registry.delete_tenant(tenant.slug)
 
-    def _undo(self, tenant: Tenant) -> None:
+    def _undo(self, tenant: Tenant, *, delete_owner: bool) -> None:
         for hook in reversed(self.on_delete):
             try:
                 hook(tenant)
             except Exception:
                 log.exception("undo hook %r failed for %r", hook, tenant.slug)
-        self.registry.delete_tenant(tenant.slug)
+        self.registry.delete_tenant(tenant.slug, delete_owner=delete_owner)

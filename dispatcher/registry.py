@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import URL, Engine, Select
+from sqlalchemy import URL, Engine, Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -355,14 +355,25 @@ class TenantRegistry:
                 tx.record(row, Operation.DATA_SERVER)
             return tx.snapshot(row)
 
-    def delete_tenant(self, slug: str) -> None:
-        """Delete the tenant and its domains; its owner's account stays."""
+    def delete_tenant(self, slug: str, *, delete_owner: bool = False) -> None:
+        """Delete the tenant and its domains; its owner's account stays unless
+        ``delete_owner`` is set and the owner has no other tenant.
+
+        ``delete_owner`` undoes a signup that created the account: a retry
+        with the same address must not be refused as an existing owner.
+        """
         with self._transaction() as tx:
             row = tx.tenant(slug)
+            owner = row.owner
             hosts = tuple(domain.host for domain in row.domains)
             removed = Names(row.subdomain, row.path_prefix, hosts)
             tx.record(row, Operation.DELETED, removed=removed)
             tx.session.delete(row)
+            if delete_owner:
+                tx.session.flush()
+                others = select(TenantRow.id).where(TenantRow.owner_id == owner.id)
+                if tx.session.scalars(others.limit(1)).first() is None:
+                    tx.session.delete(owner)
 
     def set_subdomain(self, slug: str, subdomain: str | None) -> Tenant:
         """Route the tenant by this subdomain label, or by none."""

@@ -616,3 +616,22 @@ def test_a_hook_that_returns_a_newer_snapshot_hands_it_to_later_hooks(
         ("failing", True),
         ("undo", True),
     ]
+
+
+def test_an_undone_creation_removes_only_the_account_it_made(
+    registry: TenantRegistry,
+) -> None:
+    def failing(tenant: Tenant) -> None:
+        raise RuntimeError("no data")
+
+    provisioner = Provisioner(registry, on_create=[failing])
+    # A public signup refuses existing owners, so the account is this call's.
+    with pytest.raises(ProvisioningFailed):
+        create_acme(provisioner, allow_existing_owner=False)
+    assert create_acme(Provisioner(registry), allow_existing_owner=False).is_active
+    registry.delete_tenant("acme")
+    # An admin's creation may reuse an account: the undo leaves it alone.
+    with pytest.raises(ProvisioningFailed):
+        create_acme(provisioner, owner_name="Ada")
+    with pytest.raises(OwnerExists):
+        create_acme(Provisioner(registry), allow_existing_owner=False)

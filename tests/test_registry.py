@@ -1071,6 +1071,23 @@ def test_delete_keeps_owner(registry: TenantRegistry, acme: Tenant) -> None:
     assert tenant.owner_name == "Ada"
 
 
+def test_delete_with_its_owner_frees_the_email_only_when_it_owns_nothing_else(
+    registry: TenantRegistry, acme: Tenant
+) -> None:
+    registry.create_tenant("second", owner_email="owner@acme.test")
+    registry.delete_tenant("acme", delete_owner=True)
+    # The owner still owns "second": the account stays.
+    with pytest.raises(OwnerExists):
+        registry.create_tenant(
+            "third", owner_email="owner@acme.test", allow_existing_owner=False
+        )
+    registry.delete_tenant("second", delete_owner=True)
+    tenant = registry.create_tenant(
+        "fourth", owner_email="owner@acme.test", allow_existing_owner=False
+    )
+    assert tenant.owner_name is None  # a new account: the old name went with it
+
+
 def test_delete_only_that_tenant(registry: TenantRegistry, beta: Tenant) -> None:
     registry.delete_tenant("acme")
 

@@ -706,11 +706,6 @@ def test_a_signup_whose_data_cannot_be_created_leaves_no_tenant(
     assert data_names(database_url) != before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Provisioner's undo deletes the tenant but keeps its new owner's"
-    " account, so signing up again with that e-mail is refused as OwnerExists",
-)
 def test_a_failed_signup_can_be_retried_with_the_same_email(
     client: Client, registry: TenantRegistry, database_url: str
 ) -> None:
@@ -719,7 +714,6 @@ def test_a_failed_signup_can_be_retried_with_the_same_email(
     assert sign_up(client).status_code == 303
 
 
-# -- what visitors must not see ---------------------------------------------------
 # -- what visitors must not see ---------------------------------------------------
 
 PRIVATE_CONFIG = {
