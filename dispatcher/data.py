@@ -299,9 +299,14 @@ class TenantData:
 
         :raises TenantDataError: that server is not configured here.
         """
-        if self.servers is None:
-            return DEFAULT_SERVER
         recorded = tenant.data_server
+        if self.servers is None:
+            if recorded not in (None, DEFAULT_SERVER):
+                raise TenantDataError(
+                    f"data server {recorded!r} of tenant {tenant.slug!r} is not"
+                    " configured; SQLite tenant data has one directory"
+                )
+            return DEFAULT_SERVER
         if recorded is None:
             return self.servers.default
         return self.servers.check(recorded, tenant.slug)

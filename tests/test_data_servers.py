@@ -210,3 +210,20 @@ def test_tenants_on_two_servers_are_served_side_by_side(
             }
     finally:
         dispatcher.close()
+
+
+def test_sqlite_data_refuses_a_named_server(tmp_path: Any) -> None:
+    data = TenantData("sqlite://", metadata=Base.metadata, directory=tmp_path)
+    registry = TenantRegistry(f"sqlite:///{tmp_path / 'registry.sqlite3'}")
+    registry.migrate()
+    try:
+        provisioner = Provisioner(registry, on_create=[data.create])
+        with pytest.raises(ProvisioningFailed, match="'eu'"):
+            provisioner.create("acme", owner_email="o@acme.test", data_server="eu")
+        assert registry.find_by_slug("acme") is None
+        assert list(tmp_path.glob("t_*")) == []
+        tenant = provisioner.create("acme", owner_email="o@acme.test")
+        assert data.server_of(tenant) == "default"
+    finally:
+        registry.close()
+        data.dispose()
