@@ -92,6 +92,9 @@ class SqliteFiles:
         engine = self._open(name, "rw")
         try:
             with engine.begin() as connection:
+                # pysqlite begins before DML only: without this, each CREATE
+                # would commit (and sync the file) on its own.
+                connection.exec_driver_sql("BEGIN")
                 for table in tables:
                     table.create(connection)
                 then(connection)
