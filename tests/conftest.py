@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from registry_helpers import ACME_SETTINGS
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from dispatcher import Tenant, TenantRegistry
 
@@ -126,3 +126,34 @@ def tenant_data_location(database_url: str, tmp_path: Path) -> Iterator[dict[str
             for schema in set(connection.scalars(listing)) - before:
                 connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def eu_database(server_database_url: str | None) -> Iterator[str]:
+    """A second database standing for a second data server, dropped after the
+    module; tests of several servers skip on SQLite runs."""
+    if server_database_url is None:
+        pytest.skip("several data servers are PostgreSQL's; this run is SQLite")
+    url = make_url(server_database_url)
+    name = f"dispatcher_eu_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def eu(eu_database: str) -> Iterator[Engine]:
+    """An admin engine on ``eu_database``; every schema a test leaves is dropped."""
+    engine = create_engine(eu_database, isolation_level="AUTOCOMMIT")
+    yield engine
+    with engine.connect() as connection:
+        left = text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'")
+        for schema in list(connection.scalars(left)):
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()

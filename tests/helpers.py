@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-from dispatcher import CachePolicy
+from dispatcher import CachePolicy, Tenant
+from dispatcher.tenant import TenantStatus
+
+#: A creation time with microseconds: schema names depend on all of it.
+T0 = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
+
+
+def make_tenant(slug: str, created_at: dt.datetime = T0) -> Tenant:
+    """An active tenant snapshot routed by subdomain, as the registry returns one."""
+    return Tenant(
+        slug=slug,
+        owner_email=f"owner@{slug}.test",
+        owner_name=None,
+        subdomain=slug,
+        path_prefix=None,
+        domains=(),
+        config={},
+        status=TenantStatus.ACTIVE,
+        disabled_reason=None,
+        version=1,
+        created_at=created_at,
+        updated_at=created_at,
+    )
 
 
 def with_policy(options: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import cli_data_probe
 import pytest
 from cli_data_probe import Base, Item
 from click.testing import CliRunner, Result
-from sqlalchemy import Engine, create_engine, make_url, select, text
+from sqlalchemy import Engine, select
 
 from dispatcher import Tenant, TenantRegistry
 from dispatcher.cli import cli
@@ -381,36 +380,6 @@ def test_upgrade_of_no_tenants(tenantctl: Tenantctl, data: TenantData) -> None:
 
 
 # -- servers and moves (two PostgreSQL databases stand for two servers) -------------
-
-
-@pytest.fixture(scope="module")
-def eu_database(server_database_url: str | None) -> Iterator[str]:
-    """A second database standing for a second server, dropped after the module."""
-    if server_database_url is None:
-        pytest.skip("several data servers are PostgreSQL; this run is SQLite")
-    url = make_url(server_database_url)
-    name = f"dispatcher_eu_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture
-def eu(eu_database: str) -> Iterator[Engine]:
-    """An admin engine on ``eu``; the schemas a test leaves there are dropped."""
-    engine = create_engine(eu_database, isolation_level="AUTOCOMMIT")
-    yield engine
-    with engine.connect() as connection:
-        left = text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'")
-        for schema in list(connection.scalars(left)):
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask, request
 from forking import run_in_child
+from helpers import T0, make_tenant
 from sqlalchemy import (
     CheckConstraint,
     Column,
@@ -40,10 +41,8 @@ from dispatcher.data import (
 )
 from dispatcher.exceptions import TenantDataError
 from dispatcher.provisioning import Provisioner, ProvisioningFailed
-from dispatcher.tenant import TenantStatus
 
 BASE = "example.com"
-T0 = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
@@ -65,23 +64,6 @@ class Note(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
-
-
-def make_tenant(slug: str, created_at: dt.datetime = T0) -> Tenant:
-    return Tenant(
-        slug=slug,
-        owner_email=f"owner@{slug}.test",
-        owner_name=None,
-        subdomain=slug,
-        path_prefix=None,
-        domains=(),
-        config={},
-        status=TenantStatus.ACTIVE,
-        disabled_reason=None,
-        version=1,
-        created_at=created_at,
-        updated_at=created_at,
-    )
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers import T0, make_tenant
 from sqlalchemy import MetaData, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -14,9 +15,6 @@ from dispatcher import Tenant
 from dispatcher.data import TenantData, schema_name
 from dispatcher.data_archives import Archive, archived_name, parse_archive
 from dispatcher.exceptions import TenantDataError
-from dispatcher.tenant import TenantStatus
-
-T0 = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
 
 
 class Base(DeclarativeBase):
@@ -28,23 +26,6 @@ class Item(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(String(100))
-
-
-def make_tenant(slug: str, created_at: dt.datetime = T0) -> Tenant:
-    return Tenant(
-        slug=slug,
-        owner_email=f"owner@{slug}.test",
-        owner_name=None,
-        subdomain=slug,
-        path_prefix=None,
-        domains=(),
-        config={},
-        status=TenantStatus.ACTIVE,
-        disabled_reason=None,
-        version=1,
-        created_at=created_at,
-        updated_at=created_at,
-    )
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ SQLite tenant a file moved away.
 
 from __future__ import annotations
 
-import datetime as dt
 import gc
 import logging
 import sqlite3
@@ -24,6 +23,7 @@ import psycopg.errors
 import pytest
 from flask import Flask, request
 from flask_sqlalchemy import SQLAlchemy
+from helpers import make_tenant
 from sqlalchemy import MetaData, String, create_engine, insert, make_url, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -33,10 +33,8 @@ from werkzeug.test import Client
 from dispatcher import CachePolicy, Tenant, TenantDispatcher, TenantRegistry
 from dispatcher.data import TENANT_SCHEMA, TenantData, schema_name
 from dispatcher.data_flask import bind_flask_sqlalchemy, is_unreachable
-from dispatcher.tenant import TenantStatus
 
 BASE = "example.com"
-T0 = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 #: Unlike the dispatcher's own 503s (5 s): says the tenant app answered.
 RETRY_AFTER = 7
 
@@ -54,23 +52,6 @@ class Item(db.Model):  # type: ignore[name-defined,misc]
 
     id: Mapped[int] = mapped_column(primary_key=True)
     title: Mapped[str] = mapped_column(String(100), unique=True)
-
-
-def make_tenant(slug: str, created_at: dt.datetime = T0) -> Tenant:
-    return Tenant(
-        slug=slug,
-        owner_email=f"owner@{slug}.test",
-        owner_name=None,
-        subdomain=slug,
-        path_prefix=None,
-        domains=(),
-        config={},
-        status=TenantStatus.ACTIVE,
-        disabled_reason=None,
-        version=1,
-        created_at=created_at,
-        updated_at=created_at,
-    )
 
 
 @pytest.fixture

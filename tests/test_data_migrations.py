@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from alembic.util import CommandError
+from helpers import make_tenant
 from pgbouncer import NO_PREPARE, running_pgbouncer
 from sqlalchemy import (
     Connection,
@@ -612,29 +613,6 @@ def test_an_upgrade_through_pgbouncer_leaves_no_search_path_behind(
 
 
 # -- through TenantData ------------------------------------------------------------
-
-
-def make_tenant(slug: str) -> Any:
-    import datetime as dt
-
-    from dispatcher import Tenant
-    from dispatcher.tenant import TenantStatus
-
-    when = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
-    return Tenant(
-        slug=slug,
-        owner_email=f"o@{slug}.test",
-        owner_name=None,
-        subdomain=slug,
-        path_prefix=None,
-        domains=(),
-        config={},
-        status=TenantStatus.ACTIVE,
-        disabled_reason=None,
-        version=1,
-        created_at=when,
-        updated_at=when,
-    )
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ move is refused there.
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import itertools
 import threading
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 from flask import Flask, request
-from helpers import Background
+from helpers import Background, make_tenant
 from sqlalchemy import (
     CheckConstraint,
     Computed,
@@ -32,10 +31,8 @@ from sqlalchemy import (
     Index,
     MetaData,
     String,
-    create_engine,
     event,
     insert,
-    make_url,
     select,
     text,
 )
@@ -51,7 +48,6 @@ from dispatcher.exceptions import DispatcherError, TenantDataError
 from dispatcher.tenant import TenantStatus
 
 BASE = "example.com"
-T0 = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 #: Bound of every wait for another connection's state; reached only on failure.
 PATIENCE = 30.0
 
@@ -103,35 +99,6 @@ ITEMS = Item.__table__
 
 
 # -- fixtures -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def eu_database(server_database_url: str | None) -> Iterator[str]:
-    """A second database standing for a second server, dropped after the module."""
-    if server_database_url is None:
-        pytest.skip("moving is between PostgreSQL servers; this run is SQLite")
-    url = make_url(server_database_url)
-    name = f"dispatcher_eu_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture
-def eu(eu_database: str) -> Iterator[Engine]:
-    """An admin engine on ``eu``; every schema a test leaves there is dropped."""
-    engine = create_engine(eu_database, isolation_level="AUTOCOMMIT")
-    yield engine
-    with engine.connect() as connection:
-        for schema in list(connection.scalars(_TENANT_SCHEMAS)):
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    engine.dispose()
 
 
 _TENANT_SCHEMAS = text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'")
@@ -488,20 +455,7 @@ def test_what_a_move_cannot_copy_is_refused_by_name(
 
 def test_a_move_of_sqlite_files_is_refused(tmp_path: Path) -> None:
     data = TenantData("sqlite://", metadata=Base.metadata, directory=tmp_path)
-    tenant = Tenant(
-        slug="acme",
-        owner_email="o@acme.test",
-        owner_name=None,
-        subdomain=None,
-        path_prefix=None,
-        domains=(),
-        config={},
-        status=TenantStatus.ACTIVE,
-        disabled_reason=None,
-        version=1,
-        created_at=T0,
-        updated_at=T0,
-    )
+    tenant = make_tenant("acme")
     with pytest.raises(TenantDataError, match="moving is between PostgreSQL servers"):
         move(data, tenant, "eu")
 

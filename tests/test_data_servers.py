@@ -6,12 +6,11 @@ URL, so its own engine and pool, exactly as a second host would.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import MetaData, String, create_engine, make_url, select, text
+from sqlalchemy import Engine, MetaData, String, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from werkzeug.test import Client
 
@@ -79,31 +78,14 @@ def test_several_servers_need_a_registry() -> None:
 
 
 @pytest.fixture
-def second_server(tenant_data_location: dict[str, Any]) -> Iterator[str]:
-    """A second database on the test server, standing for a second server."""
-    url = make_url(tenant_data_location.get("url", ""))
-    if url.get_backend_name() != "postgresql":
-        pytest.skip("several data servers are PostgreSQL's")
-    name = f"dispatcher_eu_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url.set(query={}), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture
 def data(
     tenant_data_location: dict[str, Any],
-    second_server: str,
+    eu_database: str,
+    eu: Engine,
     registry: TenantRegistry,
 ) -> Iterator[TenantData]:
     data = TenantData(
-        {"main": tenant_data_location["url"], "eu": second_server},
+        {"main": tenant_data_location["url"], "eu": eu_database},
         metadata=Base.metadata,
         registry=registry,
         pool_size=1,
