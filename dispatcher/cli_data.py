@@ -194,15 +194,34 @@ def _when(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+@data.command("archive")
+@click.argument("slug")
+@click.pass_context
+def archive_(ctx: click.Context, slug: str) -> None:
+    """Move tenant SLUG's data aside as an archive (to restore an older one)."""
+    tenant_data = _data(ctx)
+    tenant = _tenants(ctx, tenant_data).get_tenant(slug)
+    name = tenant_data.archive(tenant)
+    if name is None:
+        _echo(f"tenant {tenant.slug!r} has no data to archive")
+    else:
+        _echo(f"archived the data of tenant {tenant.slug!r} as {name!r}")
+
+
 @data.command("restore")
 @click.argument("archive")
 @click.argument("slug")
+@click.option(
+    "--other-tenant",
+    is_flag=True,
+    help="ARCHIVE was another tenant's: give it to SLUG on purpose.",
+)
 @click.pass_context
-def restore(ctx: click.Context, archive: str, slug: str) -> None:
+def restore(ctx: click.Context, archive: str, slug: str, other_tenant: bool) -> None:
     """Make ARCHIVE the data of tenant SLUG again; SLUG must have no data."""
     tenant_data = _data(ctx)
     tenant = _tenants(ctx, tenant_data).get_tenant(slug)
-    restored = tenant_data.restore(archive, tenant)
+    restored = tenant_data.restore(archive, tenant, other_tenant=other_tenant)
     _echo(
         f"restored archive {archive!r} as the data of tenant {restored.slug!r}"
         f" on data server {tenant_data.server_of(restored)!r}"

@@ -135,6 +135,11 @@ def schema_name(tenant: Tenant) -> str:
     return f"t_{readable}_{digest}" if readable else f"t_{digest}"
 
 
+def _readable(name: str) -> str:
+    """The slug part of a schema name: ``t_my_shop_1a2b3c4d`` -> ``my_shop``."""
+    return name.removeprefix("t_").rpartition("_")[0]
+
+
 def tenant_tables(metadata: MetaData) -> list[Table]:
     """The tables of ``metadata`` each tenant has its own of: those without a schema."""
     return [table for table in metadata.sorted_tables if table.schema is None]
@@ -476,21 +481,33 @@ class TenantData:
                     found += list_schemas(connection, server)
         return sorted(found, key=lambda archive: (archive.archived_at, archive.name))
 
-    def restore(self, archive: str, tenant: Tenant) -> Tenant:
+    def restore(
+        self, archive: str, tenant: Tenant, *, other_tenant: bool = False
+    ) -> Tenant:
         """Make the archive called ``archive`` the data of ``tenant`` again.
 
         The tenant (re-created in the registry, say) must have no data of its
-        own: archive that first. An archive on another server than the
-        tenant's becomes its data there, and the registry records the move.
-        The archive keeps its migration revision: run :meth:`upgrade` after.
-        Returns the tenant's snapshot.
+        own: archive that first. An archive whose name says it was another
+        tenant's is refused unless ``other_tenant`` is set: a slip copying
+        a name must not hand one customer's data to another. An archive on
+        another server than the tenant's becomes its data there, and the
+        registry records the move. The archive keeps its migration revision:
+        run :meth:`upgrade` after. Returns the tenant's snapshot.
 
-        :raises TenantDataError: no such archive, or the tenant has data.
+        :raises TenantDataError: no such archive, another tenant's, or the
+            tenant has data.
         """
         found = [each for each in self.archives() if each.name == archive]
         if not found:
             raise TenantDataError(
                 f"there is no archive {archive!r}; 'tenantctl data archives' lists them"
+            )
+        whose, mine = _readable(found[0].original), _readable(schema_name(tenant))
+        if whose != mine and not other_tenant:
+            raise TenantDataError(
+                f"{archive!r} is the archive of tenant {whose!r}, not of"
+                f" {tenant.slug!r}; to give it to {tenant.slug!r} on purpose,"
+                " pass other_tenant=True (tenantctl: --other-tenant)"
             )
         if self.exists(tenant):
             raise TenantDataError(

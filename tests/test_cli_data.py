@@ -248,6 +248,38 @@ def test_archives_restore_and_purge_round_trip(
     assert [each.name for each in data.archives()] == [again]
 
 
+def test_a_removed_tenant_is_brought_back_from_its_archive(
+    tenantctl: Tenantctl, data: TenantData, acme: Tenant, registry: TenantRegistry
+) -> None:
+    """Re-created tenants get fresh data: archive it, then restore the old copy."""
+    old = data.archive(acme)
+    assert old is not None
+    registry.delete_tenant("acme")
+    again = registry.create_tenant("acme", owner_email="o@acme.test")
+    data.create(again)
+    failed(tenantctl("data", "restore", old, "acme"), 1, "has data already")
+    fresh = succeeded(tenantctl("data", "archive", "acme")).stdout
+    assert fresh.startswith("archived the data of tenant 'acme' as 't_acme_")
+    succeeded(tenantctl("data", "restore", old, "acme"))
+    assert titles(data, again) == ["kept"]
+
+
+def test_another_tenants_archive_needs_saying_so(
+    tenantctl: Tenantctl, data: TenantData, acme: Tenant, registry: TenantRegistry
+) -> None:
+    archive = data.archive(acme)
+    assert archive is not None
+    registry.create_tenant("mallory", owner_email="m@mallory.test")
+    failed(
+        tenantctl("data", "restore", archive, "mallory"),
+        1,
+        "archive of tenant 'acme'",
+        "--other-tenant",
+    )
+    succeeded(tenantctl("data", "restore", archive, "mallory", "--other-tenant"))
+    assert titles(data, registry.get_tenant("mallory")) == ["kept"]
+
+
 def test_purge_asks_first(tenantctl: Tenantctl, data: TenantData, acme: Tenant) -> None:
     archive = data.archive(acme)
     assert archive is not None

@@ -107,7 +107,7 @@ def test_restore_refuses_a_tenant_with_data_and_changes_nothing(
     data.create(bravo)
     add_item(data, bravo, "live")
     with pytest.raises(TenantDataError, match="'bravo' has data already"):
-        data.restore(name, bravo)
+        data.restore(name, bravo, other_tenant=True)
     assert titles(data, bravo) == ["live"]
     assert [archive.name for archive in data.archives()] == [name]
 
@@ -145,3 +145,21 @@ def test_purge_refuses_a_negative_age(data: TenantData) -> None:
         with pytest.raises(ValueError, match="older_than must be a timedelta"):
             data.purge(bad)  # type: ignore[arg-type]
     assert len(data.archives()) == 1
+
+
+def test_restore_refuses_another_tenants_archive_unless_told(
+    data: TenantData,
+) -> None:
+    """A slip copying a line of 'data archives' must not hand A's data to B."""
+    acme, mallory = make_tenant("acme"), make_tenant("mallory")
+    data.create(acme)
+    add_item(data, acme, "acme's secret")
+    name = data.archive(acme)
+    assert name is not None
+    with pytest.raises(TenantDataError, match="'acme'.*not.*'mallory'"):
+        data.restore(name, mallory)
+    assert not data.exists(mallory)
+    assert [archive.name for archive in data.archives()] == [name]
+    # On purpose (a tenant renamed by re-creating it): said out loud.
+    data.restore(name, mallory, other_tenant=True)
+    assert titles(data, mallory) == ["acme's secret"]
