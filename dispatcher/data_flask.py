@@ -34,7 +34,7 @@ from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
-from flask import request
+from flask import appcontext_pushed, request
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import ServiceUnavailable
@@ -108,9 +108,17 @@ def bind_flask_sqlalchemy(db: Any, app: Flask, engine: Engine) -> None:
     _set_app_engines(db, app, {None: engine})
     app.extensions["sqlalchemy"] = db
     app.teardown_appcontext(partial(_remove_session, db))
+    # db.session is shared by every tenant app and keyed by the context's id():
+    # a session a dead context left (a teardown that raised before ours) must
+    # not reach a new context at the same address, maybe another tenant's.
+    appcontext_pushed.connect(partial(_remove_stale_session, db), app, weak=False)
 
 
 def _remove_session(db: Any, _error: BaseException | None) -> None:
+    db.session.remove()
+
+
+def _remove_stale_session(db: Any, _app: Flask, **_extra: Any) -> None:
     db.session.remove()
 
 

@@ -26,7 +26,7 @@ from flask_sqlalchemy import SQLAlchemy
 from helpers import make_tenant
 from sqlalchemy import MetaData, String, create_engine, insert, make_url, select, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from tcp_proxy import TcpProxy
 from werkzeug.test import Client
 
@@ -280,6 +280,31 @@ def test_two_apps_nested_each_use_their_own_tenants_engine(data: TenantData) -> 
             assert db.session.scalars(select(Item.title)).all() == ["bravo"]
         assert db.session() is outer
         assert db.session.scalars(select(Item.title)).all() == ["acme"]
+
+
+def test_a_session_left_by_a_dead_context_never_reaches_another_tenant(
+    data: TenantData,
+) -> None:
+    """db.session is one scoped session for every app, keyed by the context's
+    id(). A teardown that raised before it was removed leaves it behind; a
+    later context of another tenant at the same address must not inherit it."""
+    acme, bravo = make_tenant("acme"), make_tenant("bravo")
+    apps = {}
+    for tenant in (acme, bravo):
+        data.create(tenant)
+        apps[tenant.slug] = Flask(tenant.slug)
+        data.init_app(apps[tenant.slug], tenant, db=db)
+    with apps["acme"].app_context():
+        db.session.add(Item(title="acme's"))
+        db.session.commit()
+    context = apps["bravo"].app_context()
+    # What a dead acme context at the same address would have left.
+    stale = Session(bind=data.engine_for(acme))
+    db.session.registry.registry[id(context)] = stale
+    with context:
+        assert db.session() is not stale
+        assert db.session.scalars(select(Item.title)).all() == []
+    assert id(context) not in db.session.registry.registry
 
 
 # -- bad input ------------------------------------------------------------------
