@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from dispatcher.data import TenantData
     from dispatcher.registry import TenantRegistry
 
-__all__ = ["MOVING", "Moved", "move", "move_data"]
+__all__ = ["MOVE_LOCK", "MOVING", "Moved", "move", "move_data"]
 
 #: The disabled reason a tenant carries while its data is copied.
 MOVING = "moving data"
@@ -73,6 +73,9 @@ _LOCK_ATTEMPTS = 3
 _CATALOG_ONLY = "SET LOCAL search_path TO pg_catalog"
 
 _IN_SCHEMA = "(SELECT oid FROM pg_namespace WHERE nspname = :schema)"
+#: Taken (and held until its transaction ends) by every move of one tenant:
+#: a second move of it is refused at once instead of racing the first.
+MOVE_LOCK = text("SELECT pg_try_advisory_xact_lock(32330, hashtext(:slug))")
 _SCHEMA_EXISTS = text("SELECT 1 FROM pg_namespace WHERE nspname = :schema")
 _NOT_COPIED = text(
     f"""
@@ -220,6 +223,24 @@ def move_data(data: TenantData, tenant: Tenant, server: str) -> Moved:
         message says otherwise, nothing was changed and the tenant is served
         from its old server (enabled again if it was active).
     """
+    if data.servers is None or not isinstance(tenant, Tenant):
+        _plan(data, tenant, server)  # refuses them with the reason
+    assert data.servers is not None
+    # Held for the whole move, on the first server every mover of this
+    # deployment reaches; released at the end, or when this process dies.
+    with data._shared(data.servers.default).connect() as guard:
+        if not guard.scalar(MOVE_LOCK, {"slug": tenant.slug}):
+            raise TenantDataError(
+                f"a move of tenant {tenant.slug!r} is in progress; try again"
+                " once it has finished"
+            )
+        try:
+            return _move_data(data, tenant, server)
+        finally:
+            guard.rollback()
+
+
+def _move_data(data: TenantData, tenant: Tenant, server: str) -> Moved:
     plan = _plan(data, tenant, server)
     registry, slug = plan.registry, plan.tenant.slug
     disabled = plan.tenant.status is TenantStatus.ACTIVE

@@ -43,7 +43,7 @@ from werkzeug.test import Client
 
 from dispatcher import CachePolicy, Tenant, TenantDispatcher, TenantRegistry
 from dispatcher.data import TenantData, schema_name
-from dispatcher.data_move import MOVING, move, move_data
+from dispatcher.data_move import MOVE_LOCK, MOVING, move, move_data
 from dispatcher.exceptions import DispatcherError, TenantDataError
 from dispatcher.tenant import TenantStatus
 
@@ -428,6 +428,28 @@ def test_a_schema_of_the_same_name_on_the_target_is_refused(
     with pytest.raises(TenantDataError, match=f"'{schema}' exists already on data"):
         move(data, acme, "eu")
     unchanged(data, registry, acme, main)
+
+
+def test_a_second_move_of_the_same_tenant_is_refused_while_one_runs(
+    data: TenantData, acme: Tenant, registry: TenantRegistry, main: Engine, eu: Engine
+) -> None:
+    """Two moves at once: the second must not start, let alone re-enable the
+    tenant while the first is still switching it over."""
+    acme = registry.get_tenant("acme")
+    with main.connect() as holder:
+        # What a move in progress holds, on the first configured server.
+        assert holder.scalar(MOVE_LOCK, {"slug": "acme"}) is True
+        with pytest.raises(TenantDataError, match="a move of tenant 'acme' is"):
+            move(data, acme, "eu")
+        unchanged(data, registry, acme, main)
+        # Another tenant's move is not held up.
+        other = registry.create_tenant(
+            "other", owner_email="o@other.test", data_server="main"
+        )
+        data.create(other)
+        assert move(data, other, "eu").data_server == "eu"
+        holder.rollback()
+    assert move(data, acme, "eu").data_server == "eu"
 
 
 def test_a_tenant_without_data_is_refused(
