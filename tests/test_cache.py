@@ -416,7 +416,9 @@ def test_stampede_on_a_cold_tenant_looks_up_and_builds_once(
     timer: Timer,
 ) -> None:
     tenant = create(registry, "acme")
-    cache = new_cache()
+    # Counted waiters (see the dispatcher's stampede test): burst waiters
+    # would wait BURST_WAIT of real time for a build held until all arrive.
+    cache = new_cache(max_waiters=THREADS)
     lookup = Lookup(tenant)
     # The build goes on only once all 64 threads are in load(): 63 wait for it.
     everyone_waits = Waits(timer.watch(THREADS))
@@ -1071,7 +1073,10 @@ def test_dispatcher_stampede_makes_one_lookup_and_one_build(
     timer: Timer,
 ) -> None:
     create(counting, "acme")
-    dispatcher = make_dispatcher()
+    # Every request a counted waiter: a burst waiter waits BURST_WAIT seconds
+    # of real time, and the build (held until all have arrived) cannot finish
+    # within that when starting 64 threads outlasts it on a loaded machine.
+    dispatcher = make_dispatcher(max_waiters=THREADS)
     everyone_waits = Waits(timer.watch(THREADS))
     apps.hooks["acme"] = everyone_waits
 
