@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from dispatcher.data_move import move_data
 from dispatcher.data_servers import DEFAULT_SERVER
@@ -50,14 +50,7 @@ class _DataGroup(click.Group):
         except SQLAlchemyError as e:
             from dispatcher.cli import Failed
 
-            raise Failed(f"a data server failed: {_cause(e)}") from e
-
-
-def _cause(error: SQLAlchemyError) -> str:
-    if isinstance(error, DBAPIError):
-        return first_line(error)
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+            raise Failed(f"a data server failed: {first_line(e)}") from e
 
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -146,7 +139,7 @@ def upgrade(ctx: click.Context, slug: str | None, revision: str) -> None:
             before = tenant_data.revision(tenant)
             after = tenant_data.upgrade(tenant, revision)
         except (DispatcherError, SQLAlchemyError) as e:
-            cause = _cause(e) if isinstance(e, SQLAlchemyError) else str(e)
+            cause = first_line(e) if isinstance(e, SQLAlchemyError) else str(e)
             left = len(tenants) - done - 1
             progress = (
                 f"; {done} tenant(s) upgraded before it, {left} not tried"

@@ -395,7 +395,7 @@ def _copy(data: TenantData, plan: _Plan) -> tuple[str, int]:
             source_transaction.rollback()
             raise TenantDataError(
                 f"could not copy the data of tenant {slug!r} from data server"
-                f" {plan.source!r} to {plan.target!r}: {_cause(error)};"
+                f" {plan.source!r} to {plan.target!r}: {first_line(error)};"
                 " nothing was changed"
             ) from error
         except BaseException:
@@ -681,14 +681,6 @@ def _sql(connection: Connection, statement: str) -> CursorResult[Any]:
 def _raw(connection: Connection) -> Any:
     """The psycopg connection under ``connection``, in its transaction."""
     return connection.connection.driver_connection
-
-
-def _cause(error: Exception) -> str:
-    """The first line of a database error's message."""
-    if isinstance(error, DBAPIError):
-        return first_line(error)
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def _ident(name: str) -> str:

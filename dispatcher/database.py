@@ -397,7 +397,9 @@ def _is_missing_table(error: DBAPIError) -> bool:
     )
 
 
-def first_line(error: DBAPIError) -> str:
-    """The first line of the driver's message: enough to name the cause."""
-    lines = str(error.orig).strip().splitlines()
-    return lines[0] if lines else type(error.orig).__name__
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, the driver's own under
+    SQLAlchemy's wrapper: enough to name the cause."""
+    cause = error.orig if isinstance(error, DBAPIError) else error
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
