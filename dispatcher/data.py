@@ -376,7 +376,7 @@ class TenantData:
         name = schema_name(tenant)
         if self._files is not None:
             self._files.create(
-                name, tenant.slug, tenant_tables(self.metadata), self._stamper(None)
+                name, tenant.slug, tenant_tables(self.metadata), self._stamp
             )
             return tenant
         server = self.server_of(tenant)
@@ -389,7 +389,7 @@ class TenantData:
                 tenant_connection = connection.execution_options(
                     schema_translate_map={None: name}
                 )
-                self._stamper(name)(tenant_connection)
+                self._stamp(tenant_connection, name)
         except DBAPIError as error:
             if getattr(error.orig, "sqlstate", None) == _DUPLICATE_SCHEMA:
                 raise TenantDataError(
@@ -430,14 +430,10 @@ class TenantData:
             script = self._script = ";\n".join(statements)
         return script.replace(_STAND_IN, schema)
 
-    def _stamper(self, schema: str | None) -> Any:
-        migrations = self.migrations
-
-        def stamp(connection: Connection) -> None:
-            if migrations is not None:
-                migrations.stamp(connection, schema)
-
-        return stamp
+    def _stamp(self, connection: Connection, schema: str | None = None) -> None:
+        """Record the tenant migrations' head in a new schema (None: a file)."""
+        if self.migrations is not None:
+            self.migrations.stamp(connection, schema)
 
     def archive(self, tenant: Tenant) -> str | None:
         """Move the tenant's data aside under a timestamped name; never drop it.
