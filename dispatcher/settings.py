@@ -78,25 +78,32 @@ def tenant_data(environ: Mapping[str, str] = os.environ) -> TenantData | None:
     target = target.strip()
     if not target:
         return None
-    from werkzeug.utils import import_string
-
     from dispatcher.data import TenantData
 
-    try:
-        loaded = import_string(target)
-    except ImportError as e:
-        raise ValueError(
-            f"{TENANT_DATA_VARIABLE}={target!r} cannot be imported: {e}"
-        ) from e
-    except Exception as e:
-        # The module's own code failed (a TenantData refusing its arguments,
-        # say): still a setting to fix, named as such; the cause is chained.
-        raise ValueError(
-            f"{TENANT_DATA_VARIABLE}={target!r} failed to load: {type(e).__name__}: {e}"
-        ) from e
+    loaded = import_setting(TENANT_DATA_VARIABLE, target)
     if not isinstance(loaded, TenantData):
         raise ValueError(
             f"{TENANT_DATA_VARIABLE}={target!r} is a {type(loaded).__name__},"
             " not a dispatcher.data.TenantData"
         )
     return loaded
+
+
+def import_setting(variable: str, target: str) -> object:
+    """What ``variable=target`` (``module:attribute``) names.
+
+    :raises ValueError: naming the variable, when it cannot be imported or
+        its module's own code fails.
+    """
+    from werkzeug.utils import import_string
+
+    try:
+        return import_string(target)
+    except ImportError as e:
+        raise ValueError(f"{variable}={target!r} cannot be imported: {e}") from e
+    except Exception as e:
+        # The module's own code failed (a TenantData refusing its arguments,
+        # say): still a setting to fix, named as such; the cause is chained.
+        raise ValueError(
+            f"{variable}={target!r} failed to load: {type(e).__name__}: {e}"
+        ) from e

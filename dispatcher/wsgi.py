@@ -66,8 +66,6 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from werkzeug.utils import import_string
-
 from dispatcher import settings
 from dispatcher.database import DEFAULT_TIMEOUT
 from dispatcher.exceptions import RegistryUnavailable
@@ -229,13 +227,10 @@ def _variable_in(message: str) -> str:
 
 def _load(environ: Mapping[str, str], name: str, default: str) -> Callable[..., Any]:
     target = environ.get(name) or default
-    try:
-        loaded = import_string(target)
-    except ImportError as e:
-        raise ValueError(f"{name}={target!r} cannot be imported: {e}") from e
+    loaded = settings.import_setting(name, target)
     if not callable(loaded):
         raise ValueError(f"{name}={target!r} is not callable")
-    return loaded  # type: ignore[no-any-return]
+    return loaded
 
 
 def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
