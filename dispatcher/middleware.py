@@ -59,7 +59,7 @@ from werkzeug.exceptions import (
     ServiceUnavailable,
 )
 
-from dispatcher import forks
+from dispatcher import collector, forks
 from dispatcher.answers import TenantDisabled
 from dispatcher.cache import (
     AppCache,
@@ -281,12 +281,15 @@ class TenantDispatcher:
     def _build(self, tenant: Tenant) -> WSGIApplication:
         if not tenant.is_active:
             return self.disabled_app
-        return self.create_app(tenant)
+        app = self.create_app(tenant)
+        collector.built(app)
+        return app
 
     def _teardown_tenant_app(self, app: WSGIApplication, tenant: Tenant) -> None:
         # The disabled app is shared by every disabled tenant: never torn down.
         if app is not self.disabled_app:
             self.teardown(app, tenant)
+            collector.released(app)
 
     def _unavailable(
         self, environ: WSGIEnvironment, start_response: StartResponse

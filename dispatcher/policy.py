@@ -28,6 +28,8 @@ class CachePolicy:
     """The app cache's bounds, timeouts and freshness, checked on creation.
 
     :param max_apps: most tenant apps kept built (least recently used out first).
+    :param max_tenants: most tenants served by a shared app whose records are
+        kept (a record is about a kilobyte; an app hundreds).
     :param app_ttl: seconds an app is kept after its build.
     :param negative_size: most unknown names remembered as unknown.
     :param negative_ttl: seconds an unknown name is remembered as unknown.
@@ -46,6 +48,7 @@ class CachePolicy:
     """
 
     max_apps: int = 1000
+    max_tenants: int = 100_000
     app_ttl: float = 3600.0
     negative_size: int = 10_000
     negative_ttl: float = 5.0
@@ -57,6 +60,7 @@ class CachePolicy:
 
     def __post_init__(self) -> None:
         _check("max_apps", self.max_apps, integer=True, minimum=1)
+        _check("max_tenants", self.max_tenants, integer=True, minimum=1)
         _check("negative_size", self.negative_size, integer=True, minimum=1)
         _check("max_waiters", self.max_waiters, integer=True, minimum=0)
         for name in ("app_ttl", "negative_ttl", "failure_backoff"):
@@ -109,7 +113,7 @@ class CachePolicy:
             raise ValueError(f"{ENVIRON_PREFIX}{setting.upper()}: {e}") from e
 
 
-_INTEGERS = frozenset({"max_apps", "negative_size", "max_waiters"})
+_INTEGERS = frozenset({"max_apps", "max_tenants", "negative_size", "max_waiters"})
 _KIND_NAMES = {int: "a whole number", float: "a number"}
 
 
