@@ -3,6 +3,12 @@
 * Apps are kept per tenant slug in a :class:`cachetools.TLRUCache`: at most
   ``max_apps`` (least recently used out first) and each for ``app_ttl`` seconds
   after its build. Routing keys (a host, a path prefix) alias those entries.
+* Tenants served by a shared app (one app for many tenants, which ``shared``
+  recognises) are kept apart, in a second store of at most ``max_tenants``:
+  such an entry holds a tenant's record (about a kilobyte), not an app of its
+  own, so thousands of them never evict an own app nor each other at
+  ``max_apps``. Both stores have the same lifetimes, single flights, negative
+  cache, stale-if-error and invalidation; only their bounds differ.
 * Hits take no cache lock: a plain dict lookup, an expiry check and a lease on
   the entry. Hits mark the entry used, and capacity eviction gives used entries
   a second chance (the CLOCK approximation of LRU), so hot tenants stay.
@@ -77,6 +83,11 @@ log = logging.getLogger(__name__)
 DEFAULT_POLICY = CachePolicy()
 
 
+def _owned(app: WSGIApplication) -> bool:
+    """No app is shared: every one belongs to the tenant it was built for."""
+    return False
+
+
 class BuildFailed(DispatcherError):
     """``create_app`` raised for this tenant (recently); answered with 500."""
 
@@ -132,6 +143,9 @@ class CacheStats:
     #: Responses a server dropped without ``close()``: their lease was
     #: released when the body was collected.
     leaked_leases: int = 0
+    #: Tenants whose record is held for a shared app (or ``disabled_app``);
+    #: ``apps`` counts the apps that belong to one tenant.
+    shared_tenants: int = 0
 
 
 class AppCache:
@@ -141,6 +155,9 @@ class AppCache:
     :param policy: sizes, lifetimes and timeouts (see :class:`CachePolicy`).
     :param teardown: called once per evicted app, after its last response.
     :param timer: a monotonic clock in seconds; tests pass a fake one.
+    :param shared: whether an app ``build`` returned serves many tenants; such
+        entries are bounded by ``policy.max_tenants`` instead of ``max_apps``
+        and are not counted as builds.
     """
 
     def __init__(
@@ -150,10 +167,12 @@ class AppCache:
         policy: CachePolicy = DEFAULT_POLICY,
         teardown: Teardown = default_teardown,
         timer: Timer = time.monotonic,
+        shared: Callable[[WSGIApplication], bool] = _owned,
     ) -> None:
         if not isinstance(policy, CachePolicy):
             raise TypeError(f"policy must be a CachePolicy, not {policy!r}")
         self._build = build
+        self._is_shared = shared
         self.policy = policy
         self._teardown = teardown
         self._timer = timer
@@ -162,6 +181,9 @@ class AppCache:
         # Expired apps stay in the cache for stale_if_error more seconds: not
         # served, unless the database is down when they are due for a rebuild.
         self._apps = Apps(policy.max_apps, timer, self._on_dropped)
+        # Tenants on a shared app: a record each, bounded apart (see above). A
+        # slug is in at most one of the two stores.
+        self._shared_apps = Apps(policy.max_tenants, timer, self._on_dropped)
         # Routing key -> entry. Read without the lock on the hit path, which
         # must also check expires_at and acquire() the entry: see lease().
         self.routes: dict[Hashable, Entry] = {}
@@ -217,7 +239,7 @@ class AppCache:
         """
         while True:
             with self._lock:
-                self._apps.expire()
+                self._expire()
                 now = self._timer()
                 entry = self.routes.get(key)
                 stale = None
@@ -304,7 +326,7 @@ class AppCache:
     def _keep_stale(self, entry: Entry) -> bool:
         """Serve an expired app a while longer, since the database is down."""
         with self._lock:
-            if self._apps.get(entry.tenant.slug) is not entry:
+            if self._held(entry.tenant.slug) is not entry:
                 return False  # evicted meanwhile, or past its stale window
             entry.serve_until(self._timer() + self.policy.failure_backoff)
         # DEBUG: during an outage this repeats per tenant and backoff, and the
@@ -328,7 +350,7 @@ class AppCache:
             # From now on only changes to this tenant matter to this flight.
             looking.found(tenant.slug)
             now = self._timer()
-            entry = self._apps.get(tenant.slug)
+            entry = self._held(tenant.slug)
             if (
                 entry is not None
                 and entry.tenant.version == tenant.version
@@ -355,7 +377,7 @@ class AppCache:
                 self._failures[key] = (tenant.slug, fresh(e))
             raise
         with self._lock:
-            if self._apps.get(tenant.slug) is entry:
+            if self._held(tenant.slug) is entry:
                 self._link(key, entry, epochs)
         return entry
 
@@ -383,18 +405,21 @@ class AppCache:
         # when it is due for a rebuild. Fixed here, once: see dispatcher.entries.
         kept_until = expires_at + self.policy.stale_window
         entry = Entry(app, tenant, expires_at, self._teardown, kept_until)
+        store = self._store(app)
         with self._lock:
-            self._builds += 1
-            self._build_times.append(built - started)
+            if store is self._apps:
+                # A shared app was built once, by its owner: nothing to count.
+                self._builds += 1
+                self._build_times.append(built - started)
             if (
                 tenant.version >= looking.newest
                 and looking.epochs[2] == self._app_clears
             ):
-                old = self._apps.get(tenant.slug)
+                old = self._held(tenant.slug)
                 if old is not None:
                     expired = built >= old.expires_at
                     self._forget(old, "expired" if expired else "invalidated")
-                self._apps[tenant.slug] = entry
+                store[tenant.slug] = entry
                 self._link(key, entry, looking.epochs)
                 # Built, if late: no name of the tenant stays backed off.
                 self._end_backoff(tenant.slug)
@@ -441,7 +466,7 @@ class AppCache:
                 self._negative_clears += 1
             # The change may have mended what made the build fail.
             self._end_backoff(slug)
-            entry = self._apps.get(slug)
+            entry = self._held(slug)
             evicted = entry is not None and (
                 generation is None or entry.tenant.version < generation
             )
@@ -486,8 +511,9 @@ class AppCache:
         """Evict every app (for example at shutdown)."""
         with self._lock:
             self._app_clears += 1
-            for entry in list(self._apps.values()):
-                self._forget(entry, "invalidated")
+            for store in (self._apps, self._shared_apps):
+                for entry in list(store.values()):
+                    self._forget(entry, "invalidated")
             self._negative.clear()
             self._negative_clears += 1
         self._retire_dropped()
@@ -503,6 +529,7 @@ class AppCache:
         self._lookups = Flights(self._lock, self.policy, self._timer)
         self._building = Flights(self._lock, self.policy, self._timer)
         self._apps.clear()
+        self._shared_apps.clear()
         self.routes.clear()
         self._negative.clear()
         self._failures.clear()
@@ -511,8 +538,21 @@ class AppCache:
         self._route_clears += 1
         self._app_clears += 1
 
+    def _store(self, app: WSGIApplication) -> Apps:
+        """The store of entries holding ``app``: shared apps' or own apps'."""
+        return self._shared_apps if self._is_shared(app) else self._apps
+
+    def _held(self, slug: str) -> Entry | None:
+        """The slug's entry in whichever store holds it (the lock is held)."""
+        entry = self._apps.get(slug)
+        return entry if entry is not None else self._shared_apps.get(slug)
+
+    def _expire(self) -> None:
+        self._apps.expire()
+        self._shared_apps.expire()
+
     def _forget(self, entry: Entry, cause: str) -> None:
-        self._apps.pop(entry.tenant.slug, None)
+        self._store(entry.app).pop(entry.tenant.slug, None)
         self._on_dropped(entry, cause)
 
     def _on_dropped(self, entry: Entry, cause: str) -> None:
@@ -534,10 +574,11 @@ class AppCache:
 
     def stats(self) -> CacheStats:
         with self._lock:
-            self._apps.expire()
+            self._expire()
             times = sorted(self._build_times)
             evictions = dict(self._evictions)
             apps, negative = int(self._apps.currsize), len(self._negative)
+            shared = int(self._shared_apps.currsize)
         self._retire_dropped()
         p50 = p90 = p99 = None
         if len(times) == 1:
@@ -557,21 +598,27 @@ class AppCache:
             build_time_p50=p50,
             build_time_p90=p90,
             build_time_p99=p99,
+            shared_tenants=shared,
         )
 
     def __len__(self) -> int:
-        """Apps held, counting expired ones kept for ``stale_if_error``."""
+        """Own apps held, counting expired ones kept for ``stale_if_error``."""
         with self._lock:
-            self._apps.expire()
+            self._expire()
             size = self._apps.currsize
         self._retire_dropped()
         return int(size)
 
     def entries(self) -> list[Entry]:
-        """The entries held, expired ones kept for ``stale_if_error`` included."""
+        """The entries held (own and shared apps'), expired ones kept for
+        ``stale_if_error`` included."""
         with self._lock:
-            return [entry for _, entry in self._apps.items()]
+            return [
+                entry
+                for store in (self._apps, self._shared_apps)
+                for _, entry in store.items()
+            ]
 
     def __contains__(self, slug: object) -> bool:
         with self._lock:
-            return slug in self._apps.keys()
+            return slug in self._apps.keys() or slug in self._shared_apps.keys()

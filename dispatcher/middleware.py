@@ -36,6 +36,28 @@ A disabled tenant gets ``disabled_app`` (default: 403). While the database is
 unreachable, tenants already built keep being served (past ``app_ttl`` for up
 to ``stale_if_error`` more seconds); others get 503.
 
+Shared apps: instead of an app per tenant, one app can serve every tenant
+(or one app per plan), as django-tenants does. The request carries its tenant
+(:data:`~dispatcher.context.current_tenant`: its config, and through
+:meth:`~dispatcher.data.TenantData.init_shared_app` its data), so memory does
+not grow with tenants' apps and a change to a tenant rebuilds nothing::
+
+    shop = Flask(__name__)  # reads current_tenant.config per request
+    application = TenantDispatcher(registry, shared_app=shop, base_domain=...)
+
+    # Mixed: most tenants on the plan's shared app, a few with their own.
+    def create_app(tenant):
+        if tenant.config.get("plan") == "enterprise":
+            return build_own_app(tenant)
+        return shop
+
+    TenantDispatcher(registry, create_app, shared_app=shop, base_domain=...)
+
+A shared app belongs to whoever made it: the dispatcher never tears it down
+(not on eviction, disable, change or :meth:`~TenantDispatcher.close`), and its
+tenants' records are bounded by ``policy.max_tenants``, apart from own apps'
+``max_apps``.
+
 Fixed apps next to the tenants (a Django app under ``/legacy``) are werkzeug's
 job: ``DispatcherMiddleware(TenantDispatcher(...), {"/legacy": django_app})``.
 ``X-Forwarded-Host`` and similar headers are ignored. Behind a proxy that sets
@@ -48,7 +70,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -103,7 +125,13 @@ class TenantDispatcher:
     """A WSGI app that hands each request to its tenant's app.
 
     :param registry: where tenants are looked up.
-    :param create_app: builds a WSGI app (a Flask app, say) from a :class:`Tenant`.
+    :param create_app: builds a WSGI app (a Flask app, say) from a :class:`Tenant`;
+        with ``shared_app``, it may return one of the shared apps (that very
+        object) to serve the tenant with it. None: every active tenant is
+        served by ``shared_app``.
+    :param shared_app: a WSGI app serving many tenants, or a list of them
+        (say one per plan; ``create_app`` picks); never torn down by the
+        dispatcher. Give it, ``create_app``, or both.
     :param resolvers: the ways requests name tenants, asked in order (see
         :mod:`dispatcher.routes`); None: the standard ones the next three
         parameters describe. Give one or the other, not both.
@@ -118,15 +146,18 @@ class TenantDispatcher:
     :param policy: how many apps are kept, how long, how long a build may
         take, and how often other processes' writes are polled for.
     :param retry_after: ``Retry-After`` seconds sent with 503 answers.
-    :param teardown: called once per evicted app, after its last response.
+    :param teardown: called once per evicted app that belonged to one
+        tenant, after its last response (never for shared apps nor
+        ``disabled_app``).
     :param timer: a monotonic clock in seconds.
     """
 
     def __init__(
         self,
         registry: TenantRegistry,
-        create_app: Callable[[Tenant], WSGIApplication],
+        create_app: Callable[[Tenant], WSGIApplication] | None = None,
         *,
+        shared_app: WSGIApplication | Sequence[WSGIApplication] | None = None,
         resolvers: Iterable[Resolver] | None = None,
         base_domain: str | None = None,
         path_routing: bool = False,
@@ -142,7 +173,20 @@ class TenantDispatcher:
             raise TypeError(
                 f"registry must be a TenantRegistry, not {type(registry).__name__}"
             )
-        _check_callable("create_app", create_app)
+        shared = _shared_apps(shared_app)
+        if create_app is None:
+            if not shared:
+                raise TypeError(
+                    "TenantDispatcher needs create_app (an app per tenant),"
+                    " shared_app (one app for every tenant), or both"
+                )
+            if len(shared) > 1:
+                raise TypeError(
+                    f"shared_app is a list of {len(shared)} apps: give"
+                    " create_app too, returning the one each tenant uses"
+                )
+        else:
+            _check_callable("create_app", create_app)
         for name, app in (("default_app", default_app), ("disabled_app", disabled_app)):
             if app is not None:
                 _check_callable(name, app)
@@ -154,6 +198,8 @@ class TenantDispatcher:
         self.policy = policy
         self.registry = registry
         self.create_app = create_app
+        #: The shared apps as given (empty: every app is a tenant's own).
+        self.shared_apps: tuple[WSGIApplication, ...] = shared
         #: The shorthand as given, normalised (None, False, empty with resolvers=).
         self.base_domain = normalise_base_domain(base_domain)
         self.path_routing = bool(path_routing)
@@ -177,11 +223,15 @@ class TenantDispatcher:
         self.default_app: WSGIApplication = default_app or NotFound()
         self.disabled_app: WSGIApplication = disabled_app or TenantDisabled()
         self.retry_after = retry_after
+        # By identity: a shared app need not be hashable. The tuple above
+        # keeps the objects, so their ids stay theirs.
+        self._shared_ids = frozenset(map(id, (*shared, self.disabled_app)))
         self._cache = AppCache(
             self._build,
             policy=policy,
             teardown=self._teardown_tenant_app,
             timer=timer,
+            shared=self.is_shared,
         )
         self.teardown = teardown
         # The hit path's lookups, without a call: Host -> HostKey -> entry;
@@ -281,13 +331,21 @@ class TenantDispatcher:
     def _build(self, tenant: Tenant) -> WSGIApplication:
         if not tenant.is_active:
             return self.disabled_app
+        if self.create_app is None:
+            return self.shared_apps[0]
         app = self.create_app(tenant)
-        collector.built(app)
+        if not self.is_shared(app):
+            collector.built(app)
         return app
 
+    def is_shared(self, app: object) -> bool:
+        """Whether ``app`` serves many tenants: a shared app or ``disabled_app``."""
+        return id(app) in self._shared_ids
+
     def _teardown_tenant_app(self, app: WSGIApplication, tenant: Tenant) -> None:
-        # The disabled app is shared by every disabled tenant: never torn down.
-        if app is not self.disabled_app:
+        # Shared apps (disabled_app too) serve other tenants and belong to
+        # whoever made them: never torn down here.
+        if not self.is_shared(app):
             self.teardown(app, tenant)
             collector.released(app)
 
@@ -372,8 +430,9 @@ class TenantDispatcher:
         )
 
     def close(self) -> None:
-        """Stop hearing the registry's changes and tear every app down.
+        """Stop hearing the registry's changes and tear every tenant's own app down.
 
+        Shared apps are left as they are: they are their maker's to close.
         The registry's change follower (shared by its dispatchers) runs until
         ``registry.close()``.
         """
@@ -407,6 +466,28 @@ def _serve(
         entry.release()
         raise
     return leases.wrap(body, entry, environ)
+
+
+def _shared_apps(
+    value: WSGIApplication | Sequence[WSGIApplication] | None,
+) -> tuple[WSGIApplication, ...]:
+    """``shared_app`` as a tuple of apps, checked."""
+    if value is None:
+        return ()
+    if isinstance(value, list | tuple):
+        if not value:
+            raise TypeError("shared_app is an empty list: give at least one app")
+        for i, app in enumerate(value):
+            if not callable(app):
+                raise TypeError(
+                    f"shared_app[{i}] must be a WSGI app (callable), not {app!r}"
+                )
+        return tuple(value)
+    if not callable(value):
+        raise TypeError(
+            f"shared_app must be a WSGI app (callable) or a list of them, not {value!r}"
+        )
+    return (value,)
 
 
 def _check_callable(name: str, value: object) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from flask import Flask, Response
-from helpers import WAIT, Background, Timer, with_policy
+from helpers import WAIT, Background, Timer, make_tenant, with_policy
 from sqlalchemy import URL, create_engine, make_url, text
 from werkzeug.test import Client, EnvironBuilder, TestResponse
 
@@ -2103,3 +2103,105 @@ def test_serving_expired_apps_during_an_outage_logs_no_warnings(
     kept = [r for r in caplog.records if "expired app" in r.getMessage()]
     assert len(kept) == 20  # still there for whoever debugs
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+# -- Shared apps: a second store, bounded by max_tenants ------------------------
+
+
+class SharedBuilds(Builds):
+    """Builds an own app for slugs starting with "own", else hands out ``shop``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shop = TinyApp(make_tenant("shop"))
+
+    def __call__(self, tenant: Tenant) -> TinyApp:
+        if tenant.slug.startswith("own"):
+            return super().__call__(tenant)
+        self._begin(tenant)
+        return self.shop
+
+
+@pytest.fixture
+def shared_cache(
+    teardowns: Teardowns, timer: Timer
+) -> Callable[..., tuple[AppCache, SharedBuilds]]:
+    def new(**options: Any) -> tuple[AppCache, SharedBuilds]:
+        options.setdefault("stale_if_error", 0)
+        builds = SharedBuilds()
+        cache = AppCache(
+            builds,
+            teardown=teardowns,
+            timer=timer,
+            shared=lambda app: app is builds.shop,
+            **with_policy(options),
+        )
+        return cache, builds
+
+    return new
+
+
+def test_shared_entries_are_bounded_apart_from_own_apps(
+    shared_cache: Callable[..., tuple[AppCache, SharedBuilds]],
+    teardowns: Teardowns,
+) -> None:
+    cache, builds = shared_cache(max_apps=2, max_tenants=100)
+    owns = [make_tenant(f"own{i}") for i in range(3)]
+    shared = [make_tenant(f"s{i}") for i in range(50)]
+    for tenant in [owns[0], *shared[:25], owns[1], *shared[25:], owns[2]]:
+        assert fetch(cache, host(tenant.slug), Lookup(tenant)) is not None
+
+    stats = cache.stats()
+    assert (stats.apps, stats.shared_tenants, len(cache)) == (2, 50, 2)
+    assert (stats.builds, stats.evictions["capacity"]) == (3, 1)
+    assert [tenant.slug for _, tenant in teardowns.calls] == ["own0"]
+    assert all(tenant.slug in cache for tenant in shared)
+    assert len(cache.entries()) == 52
+
+
+def test_shared_entries_evict_each_other_at_max_tenants_only(
+    shared_cache: Callable[..., tuple[AppCache, SharedBuilds]],
+) -> None:
+    cache, builds = shared_cache(max_apps=1, max_tenants=3)
+    own = make_tenant("own")
+    assert fetch(cache, host("own"), Lookup(own)) is not None
+    for i in range(5):
+        tenant = make_tenant(f"s{i}")
+        assert fetch(cache, host(tenant.slug), Lookup(tenant)).app is builds.shop
+
+    stats = cache.stats()
+    assert (stats.apps, stats.shared_tenants) == (1, 3)
+    assert stats.evictions["capacity"] == 2
+    assert "own" in cache and "s4" in cache and "s0" not in cache
+
+
+def test_a_shared_entry_is_invalidated_and_served_stale_like_an_own_one(
+    shared_cache: Callable[..., tuple[AppCache, SharedBuilds]],
+    timer: Timer,
+) -> None:
+    cache, builds = shared_cache(app_ttl=60, stale_if_error=120, failure_backoff=5)
+    tenant = make_tenant("s0")
+    entry = fetch(cache, host("s0"), Lookup(tenant))
+    assert entry.app is builds.shop
+
+    # Newer generation: evicted; older: kept.
+    assert not cache.invalidate("s0", tenant.version)
+    assert cache.invalidate("s0", tenant.version + 1)
+    assert "s0" not in cache
+
+    entry = fetch(cache, host("s0"), Lookup(tenant))
+    timer.tick(60)
+    lookup = Unreachable(tenant)
+    assert fetch(cache, host("s0"), lookup) is entry  # the database is down
+    assert lookup.calls == 1
+    assert cache.stats().shared_tenants == 1
+
+
+def test_without_shared_every_app_is_an_own_app(
+    new_cache: Callable[..., AppCache],
+) -> None:
+    cache = new_cache(max_apps=1, max_tenants=5)
+    for slug in ("a", "b"):
+        fetch(cache, host(slug), Lookup(make_tenant(slug)))
+    stats = cache.stats()
+    assert (stats.apps, stats.shared_tenants, stats.evictions["capacity"]) == (1, 0, 1)
