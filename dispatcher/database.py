@@ -32,7 +32,7 @@ import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     URL,
@@ -52,11 +52,13 @@ from sqlalchemy.exc import (
     ProgrammingError,
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.orm import Session
 
 from dispatcher import forks
 from dispatcher.exceptions import RegistryUnavailable, SchemaMissing
 from dispatcher.notify import connect_timeout
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -211,6 +213,9 @@ class Database:
         Nothing is written before the lock is taken, so a pooled connection
         found dead there is replaced once, as for reads.
         """
+        # Imported here: reads (all that serving does) never load the ORM.
+        from sqlalchemy.orm import Session
+
         with self.errors():
             for attempt in (1, 2):
                 session = Session(self._writer, expire_on_commit=False)

@@ -18,20 +18,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select
 
 from dispatcher.changes import Names, Operation, TenantChange
 from dispatcher.exceptions import Conflict, TenantExists, TooManyDomains
-from dispatcher.models import Change as ChangeRow
-from dispatcher.models import Domain as DomainRow
-from dispatcher.models import Tenant as TenantRow
-from dispatcher.models import User as UserRow
+from dispatcher.models.tables import changes as change_table
+from dispatcher.models.tables import domains as domain_table
+from dispatcher.models.tables import tenants as tenant_table
+from dispatcher.models.tables import users as user_table
 from dispatcher.queries import SNAPSHOTS, snapshots
 from dispatcher.rules import TenantRules
 from dispatcher.tenant import NewTenant, Tenant, TenantStatus, thaw
 from dispatcher.validation import json_equal
-from dispatcher.writes import Taken, Transaction
+
+if TYPE_CHECKING:
+    # dispatcher.writes loads the ORM: imported by import_batch, which only
+    # runs inside a write, so importing ImportResult (as the registry does for
+    # every worker) does not.
+    from dispatcher.writes import Taken, Transaction
 
 __all__ = ["ImportResult", "ImportStatus", "import_batch"]
 
@@ -57,12 +63,14 @@ def import_batch(
     tx: Transaction, rules: TenantRules, batch: Sequence[NewTenant]
 ) -> list[ImportResult]:
     """Decide for each tenant of ``batch``, in order, and create the accepted ones."""
+    from dispatcher.writes import Taken
+
     session = tx.session
     slugs = {spec.slug for spec in batch}
     existing = {
         tenant.slug: tenant
         for tenant in snapshots(
-            session.execute(SNAPSHOTS.where(TenantRow.slug.in_(slugs)))
+            session.execute(SNAPSHOTS.where(tenant_table.c.slug.in_(slugs)))
         )
     }
     # Existing slugs are decided on before names are compared: not loaded here.
@@ -125,7 +133,9 @@ def _create(tx: Transaction, specs: Sequence[NewTenant]) -> None:
     owner_ids: dict[str, int] = {
         email: user_id
         for email, user_id in s.execute(
-            select(UserRow.email, UserRow.id).where(UserRow.email.in_(emails))
+            select(user_table.c.email, user_table.c.id).where(
+                user_table.c.email.in_(emails)
+            )
         )
     }
     new_owners = [
@@ -137,8 +147,8 @@ def _create(tx: Transaction, specs: Sequence[NewTenant]) -> None:
         owner_ids.update(
             (email, user_id)
             for email, user_id in s.execute(
-                insert(UserRow).returning(
-                    UserRow.email, UserRow.id, sort_by_parameter_order=True
+                insert(user_table).returning(
+                    user_table.c.email, user_table.c.id, sort_by_parameter_order=True
                 ),
                 new_owners,
             )
@@ -147,7 +157,9 @@ def _create(tx: Transaction, specs: Sequence[NewTenant]) -> None:
         TenantChange(0, spec.slug, Operation.CREATED, Names.of(spec)) for spec in specs
     ]
     generations = s.scalars(
-        insert(ChangeRow).returning(ChangeRow.generation, sort_by_parameter_order=True),
+        insert(change_table).returning(
+            change_table.c.generation, sort_by_parameter_order=True
+        ),
         [
             {
                 "slug": spec.slug,
@@ -158,7 +170,7 @@ def _create(tx: Transaction, specs: Sequence[NewTenant]) -> None:
         ],
     ).all()
     tenant_ids = s.scalars(
-        insert(TenantRow).returning(TenantRow.id, sort_by_parameter_order=True),
+        insert(tenant_table).returning(tenant_table.c.id, sort_by_parameter_order=True),
         [
             {
                 "slug": spec.slug,
@@ -179,7 +191,7 @@ def _create(tx: Transaction, specs: Sequence[NewTenant]) -> None:
         for index, host in enumerate(spec.domains)
     ]
     if domains:
-        s.execute(insert(DomainRow), domains)
+        s.execute(insert(domain_table), domains)
     tx.changes.extend(
         replace(change, generation=generation)
         for change, generation in zip(changes, generations, strict=True)

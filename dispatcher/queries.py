@@ -10,7 +10,9 @@ returns one row per domain (or one row with ``host`` NULL); :func:`snapshots`
 folds those rows into immutable :class:`~dispatcher.tenant.Tenant` snapshots.
 Writes read their result back through the same statement, so a snapshot looks
 the same whichever way it was made. The lookups run on the dispatcher's miss
-path: they are built once, at import, and take their key as a parameter.
+path: they are built once, at import, and take their key as a parameter. They
+are Core statements on the tables of :mod:`dispatcher.models.tables`, so
+serving never imports the ORM.
 """
 
 from __future__ import annotations
@@ -20,13 +22,12 @@ from itertools import groupby
 from typing import Any
 
 from sqlalchemy import Row, Select, String, bindparam, func, or_, select
-from sqlalchemy.orm import aliased
 
 from dispatcher.changes import TenantChange
-from dispatcher.models import Change as ChangeRow
-from dispatcher.models import Domain as DomainRow
-from dispatcher.models import Tenant as TenantRow
-from dispatcher.models import User as UserRow
+from dispatcher.models.tables import changes as change_table
+from dispatcher.models.tables import domains as domain_table
+from dispatcher.models.tables import tenants as tenant_table
+from dispatcher.models.tables import users as user_table
 from dispatcher.tenant import Tenant, TenantStatus, aware, freeze
 
 __all__ = [
@@ -44,65 +45,72 @@ __all__ = [
 ]
 
 _COLUMNS = (
-    TenantRow.id,
-    TenantRow.slug,
-    UserRow.email,
-    UserRow.name,
-    TenantRow.subdomain,
-    TenantRow.path_prefix,
-    TenantRow.config,
-    TenantRow.status,
-    TenantRow.disabled_reason,
-    TenantRow.version,
-    TenantRow.created_at,
-    TenantRow.updated_at,
-    TenantRow.data_server,
-    DomainRow.host,
+    tenant_table.c.id,
+    tenant_table.c.slug,
+    user_table.c.email,
+    user_table.c.name,
+    tenant_table.c.subdomain,
+    tenant_table.c.path_prefix,
+    tenant_table.c.config,
+    tenant_table.c.status,
+    tenant_table.c.disabled_reason,
+    tenant_table.c.version,
+    tenant_table.c.created_at,
+    tenant_table.c.updated_at,
+    tenant_table.c.data_server,
+    domain_table.c.host,
 )
 #: Every tenant, one row per domain, ordered by slug then primary domain first.
 SNAPSHOTS: Select[Any] = (
     select(*_COLUMNS)
-    .join(UserRow, UserRow.id == TenantRow.owner_id)
-    .outerjoin(DomainRow, DomainRow.tenant_id == TenantRow.id)
-    .order_by(TenantRow.slug, DomainRow.is_primary.desc(), DomainRow.host)
+    .join(user_table, user_table.c.id == tenant_table.c.owner_id)
+    .outerjoin(domain_table, domain_table.c.tenant_id == tenant_table.c.id)
+    .order_by(
+        tenant_table.c.slug, domain_table.c.is_primary.desc(), domain_table.c.host
+    )
 )
 _KEY = bindparam("key", type_=String())
 #: Lookups by one normalised name, the parameter ``key``.
-BY_SLUG = SNAPSHOTS.where(TenantRow.slug == _KEY)
-BY_SUBDOMAIN = SNAPSHOTS.where(TenantRow.subdomain == _KEY)
-BY_PATH_PREFIX = SNAPSHOTS.where(TenantRow.path_prefix == _KEY)
-_matched_domain = aliased(DomainRow)
+BY_SLUG = SNAPSHOTS.where(tenant_table.c.slug == _KEY)
+BY_SUBDOMAIN = SNAPSHOTS.where(tenant_table.c.subdomain == _KEY)
+BY_PATH_PREFIX = SNAPSHOTS.where(tenant_table.c.path_prefix == _KEY)
+_matched_domain = domain_table.alias()
 _TENANT_OF_HOST = (
-    select(_matched_domain.tenant_id)
-    .where(_matched_domain.host == _KEY)
+    select(_matched_domain.c.tenant_id)
+    .where(_matched_domain.c.host == _KEY)
     .scalar_subquery()
 )
-BY_HOST = SNAPSHOTS.where(TenantRow.id == _TENANT_OF_HOST)
+BY_HOST = SNAPSHOTS.where(tenant_table.c.id == _TENANT_OF_HOST)
 #: A custom domain ``key`` or a subdomain ``label`` in one statement; both
 #: sides use an index.
 BY_HOST_OR_SUBDOMAIN = SNAPSHOTS.where(
     or_(
-        TenantRow.id == _TENANT_OF_HOST,
-        TenantRow.subdomain == bindparam("label", type_=String()),
+        tenant_table.c.id == _TENANT_OF_HOST,
+        tenant_table.c.subdomain == bindparam("label", type_=String()),
     )
 )
 
 #: ``(data_server, tenants)`` for each server, NULL for tenants with none
 #: recorded: one pass over the index on ``data_server``.
 COUNT_BY_DATA_SERVER: Select[str | None, int] = select(
-    TenantRow.data_server, func.count().label("tenants")
-).group_by(TenantRow.data_server)
+    tenant_table.c.data_server, func.count().label("tenants")
+).group_by(tenant_table.c.data_server)
 
 #: Changes after ``generation``, oldest first, at most ``limit``.
 CHANGES_SINCE: Select[Any] = (
-    select(ChangeRow.generation, ChangeRow.slug, ChangeRow.operation, ChangeRow.names)
-    .where(ChangeRow.generation > bindparam("generation"))
-    .order_by(ChangeRow.generation)
+    select(
+        change_table.c.generation,
+        change_table.c.slug,
+        change_table.c.operation,
+        change_table.c.names,
+    )
+    .where(change_table.c.generation > bindparam("generation"))
+    .order_by(change_table.c.generation)
     .limit(bindparam("limit"))
 )
 #: The newest change's generation, 0 if there is none.
 LATEST_GENERATION: Select[Any] = select(
-    func.coalesce(func.max(ChangeRow.generation), 0)
+    func.coalesce(func.max(change_table.c.generation), 0)
 )
 
 

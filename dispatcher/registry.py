@@ -19,6 +19,9 @@ mapping), :mod:`~dispatcher.queries` (the lookups and the snapshot builder),
 :mod:`~dispatcher.rules` (name rules), :mod:`~dispatcher.imports` (bulk
 creation), :mod:`~dispatcher.migrate` (Alembic, imported only to migrate),
 :mod:`~dispatcher.pubsub` and :mod:`~dispatcher.notify` (the change feed).
+
+Reads are SQLAlchemy Core; writes use the ORM, imported at the first write
+(with :mod:`~dispatcher.writes`), so a worker that only serves never loads it.
 """
 
 from __future__ import annotations
@@ -30,14 +33,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import URL, Engine, Select, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.attributes import flag_modified
 
 from dispatcher.changes import Names, Notifier, Operation, TenantChange
 from dispatcher.database import DEFAULT_TIMEOUT, Database
 from dispatcher.exceptions import TenantNotFound
 from dispatcher.imports import ImportResult, ImportStatus, import_batch
-from dispatcher.models import Domain as DomainRow
-from dispatcher.models import Tenant as TenantRow
+from dispatcher.models.tables import tenants as tenant_table
 from dispatcher.notify import PostgresNotifier
 from dispatcher.pubsub import ChangeHub
 from dispatcher.queries import (
@@ -61,10 +62,12 @@ from dispatcher.validation import (
     json_equal,
     normalise_domain,
 )
-from dispatcher.writes import Transaction
 
 if TYPE_CHECKING:
     from typing import Unpack
+
+    from dispatcher.models import Tenant as TenantRow
+    from dispatcher.writes import Transaction
 
 __all__ = ["ImportResult", "ImportStatus", "TenantRegistry"]
 
@@ -229,7 +232,7 @@ class TenantRegistry:
         """All tenants ordered by slug, optionally only those with ``status``."""
         statement = SNAPSHOTS
         if status is not None:
-            statement = statement.where(TenantRow.status == TenantStatus(status))
+            statement = statement.where(tenant_table.c.status == TenantStatus(status))
         return snapshots(self.database.read(statement))
 
     def count_by_data_server(self) -> dict[str | None, int]:
@@ -272,6 +275,9 @@ class TenantRegistry:
         address) an owner e-mail that already has an account, in any spelling,
         raises :class:`OwnerExists` and nothing is written.
         """
+        from dispatcher.models import Domain as DomainRow
+        from dispatcher.models import Tenant as TenantRow
+
         spec = self.new_tenant(slug, **fields)
         with self._transaction() as tx:
             tx.check_free(spec)
@@ -371,7 +377,9 @@ class TenantRegistry:
             tx.session.delete(row)
             if delete_owner:
                 tx.session.flush()
-                others = select(TenantRow.id).where(TenantRow.owner_id == owner.id)
+                others = select(tenant_table.c.id).where(
+                    tenant_table.c.owner_id == owner.id
+                )
                 if tx.session.scalars(others.limit(1)).first() is None:
                     tx.session.delete(owner)
 
@@ -407,6 +415,8 @@ class TenantRegistry:
 
     def add_domain(self, slug: str, host: str, *, primary: bool = False) -> Tenant:
         """Route ``host`` to the tenant; its first domain becomes the primary one."""
+        from dispatcher.models import Domain as DomainRow
+
         host = self.rules.domain(host)
         with self._transaction() as tx:
             row = tx.tenant(slug)
@@ -469,6 +479,9 @@ class TenantRegistry:
     @contextmanager
     def _transaction(self) -> Iterator[Transaction]:
         """One serialised write transaction; publishes its changes after commit."""
+        # Imported here, with the ORM it loads: serving only reads.
+        from dispatcher.writes import Transaction
+
         refused: IntegrityError | None = None
         with self.database.write() as session:
             tx = Transaction(session)
@@ -510,6 +523,8 @@ def _check_notifier(notifier: object) -> None:
 
 
 def _set_config(tx: Transaction, row: TenantRow, config: dict[str, Any]) -> None:
+    from sqlalchemy.orm.attributes import flag_modified
+
     if not json_equal(config, row.config):
         row.config = config
         # The ORM compares with ==, where True == 1: say it changed.

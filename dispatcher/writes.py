@@ -16,15 +16,19 @@ write finds the name taken, an import finds it taken by an earlier tenant of
 its batch, or the database refused a write that raced a writer which bypassed
 the registry's write lock (:meth:`Transaction.conflict` then asks which of the
 claimed names is taken, rather than reading the driver's message).
+
+Writes use the ORM (the classes of :mod:`dispatcher.models.schema`): the
+registry imports this module on its first write, so a worker that only serves
+never loads it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,16 +41,14 @@ from dispatcher.exceptions import (
     TenantExists,
     TenantNotFound,
 )
-from dispatcher.models import Change as ChangeRow
 from dispatcher.models import Domain as DomainRow
 from dispatcher.models import Tenant as TenantRow
 from dispatcher.models import User as UserRow
+from dispatcher.models.tables import changes as change_table
 from dispatcher.queries import BY_SLUG, snapshots
 from dispatcher.tenant import NewTenant, Tenant, utcnow
 
 __all__ = ["Taken", "Transaction"]
-
-_CHANGES = cast(Table, ChangeRow.__table__)
 
 
 class Transaction:
@@ -118,7 +120,7 @@ class Transaction:
         generation: int = (
             self.session.connection()
             .execute(
-                insert(_CHANGES).returning(_CHANGES.c.generation),
+                insert(change_table).returning(change_table.c.generation),
                 {
                     "slug": row.slug,
                     "operation": operation,

@@ -1,9 +1,8 @@
-"""The tenant registry's tables.
+"""The tenant registry's ORM classes, for writes and migrations.
 
-Names that route requests (slugs, subdomains, path prefixes, host names, e-mails)
-are stored already normalised, so plain unique indexes settle races between
-spellings such as ``acme`` and ``ACME``; the CHECK constraints keep a raw SQL
-write from smuggling an upper-case spelling past them.
+Each class maps onto its table of :mod:`dispatcher.models.tables` (the one
+definition of the schema), adding the relationships writes navigate. Imported
+only to write or migrate: serving reads through Core and never loads the ORM.
 """
 
 from __future__ import annotations
@@ -11,51 +10,27 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    CheckConstraint,
-    DateTime,
-    Enum,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Text,
-    text,
-)
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, relationship
 
-from dispatcher.tenant import TenantStatus, utcnow
+from dispatcher.models import tables
+from dispatcher.tenant import TenantStatus
 
-# Deterministic constraint names, so migrations can refer to them on every backend.
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+__all__ = ["Base", "Change", "Domain", "Tenant", "User"]
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: JSON}
+    metadata = tables.metadata
 
 
 class User(Base):
     """A tenant owner's account."""
 
-    __tablename__ = "users"
-    __table_args__ = (CheckConstraint("email = lower(email)", name="email_lower"),)
+    __table__ = tables.users
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)
-    name: Mapped[str | None] = mapped_column(String(200))
-    created_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow
-    )
+    id: Mapped[int]
+    email: Mapped[str]
+    name: Mapped[str | None]
+    created_at: Mapped[dt.datetime]
 
     tenants: Mapped[list[Tenant]] = relationship(back_populates="owner")
 
@@ -63,45 +38,20 @@ class User(Base):
 class Tenant(Base):
     """One customer: the row ``create_app`` builds an app from."""
 
-    __tablename__ = "tenants"
-    __table_args__ = (
-        CheckConstraint("slug = lower(slug)", name="slug_lower"),
-        CheckConstraint("subdomain = lower(subdomain)", name="subdomain_lower"),
-        CheckConstraint("path_prefix = lower(path_prefix)", name="path_prefix_lower"),
-    )
+    __table__ = tables.tenants
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    slug: Mapped[str] = mapped_column(String(63), unique=True)
-    owner_id: Mapped[int] = mapped_column(
-        ForeignKey("users.id", ondelete="RESTRICT"), index=True
-    )
-    subdomain: Mapped[str | None] = mapped_column(String(63), unique=True)
-    path_prefix: Mapped[str | None] = mapped_column(String(63), unique=True)
-    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[TenantStatus] = mapped_column(
-        Enum(
-            TenantStatus,
-            name="tenant_status",
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            values_callable=lambda statuses: [s.value for s in statuses],
-        ),
-        default=TenantStatus.ACTIVE,
-    )
-    disabled_reason: Mapped[str | None] = mapped_column(Text)
-    # The named server (of TenantData's configuration) that holds the tenant's
-    # data; NULL: none recorded. Indexed: placement counts tenants per server.
-    data_server: Mapped[str | None] = mapped_column(String(63), index=True)
-    # The generation of the tenant's latest change: it only grows, and a tenant
-    # re-created under an old slug never repeats a version a cache may hold.
-    version: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow
-    )
-    updated_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, onupdate=utcnow
-    )
+    id: Mapped[int]
+    slug: Mapped[str]
+    owner_id: Mapped[int]
+    subdomain: Mapped[str | None]
+    path_prefix: Mapped[str | None]
+    config: Mapped[dict[str, Any]]
+    status: Mapped[TenantStatus]
+    disabled_reason: Mapped[str | None]
+    data_server: Mapped[str | None]
+    version: Mapped[int]
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
 
     owner: Mapped[User] = relationship(back_populates="tenants")
     domains: Mapped[list[Domain]] = relationship(
@@ -115,54 +65,24 @@ class Tenant(Base):
 class Domain(Base):
     """A custom host name that routes to a tenant."""
 
-    __tablename__ = "domains"
-    __table_args__ = (
-        CheckConstraint("host = lower(host)", name="host_lower"),
-        # At most one primary domain per tenant, enforced by the database.
-        Index(
-            "uq_domains_tenant_id_primary",
-            "tenant_id",
-            unique=True,
-            sqlite_where=text("is_primary"),
-            postgresql_where=text("is_primary"),
-        ),
-    )
+    __table__ = tables.domains
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    tenant_id: Mapped[int] = mapped_column(
-        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
-    )
-    host: Mapped[str] = mapped_column(String(253), unique=True)
-    is_primary: Mapped[bool] = mapped_column(default=False)
-    created_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow
-    )
+    id: Mapped[int]
+    tenant_id: Mapped[int]
+    host: Mapped[str]
+    is_primary: Mapped[bool]
+    created_at: Mapped[dt.datetime]
 
     tenant: Mapped[Tenant] = relationship(back_populates="domains")
 
 
 class Change(Base):
-    """The change feed: one row per registry write, in commit order.
+    """The change feed: one row per registry write, in commit order."""
 
-    Followers ask for ``generation > G``, a primary-key range scan whose cost
-    depends on the number of changes since G, not on the number of tenants.
-    Rows name the tenant by slug, not by foreign key: a deleted tenant's change
-    must outlive it, and caches key their apps by slug.
-    """
+    __table__ = tables.changes
 
-    __tablename__ = "tenant_changes"
-    __table_args__ = {"sqlite_autoincrement": True}
-
-    generation: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True
-    )
-    slug: Mapped[str] = mapped_column(String(63))
-    operation: Mapped[str] = mapped_column(String(32))
-    # The names the change made route to the tenant, as
-    # {"subdomain": ..., "path_prefix": ..., "domains": [...], "removed": {...}}
-    # where "removed" (same keys) holds those it stopped routing to it; NULL
-    # on rows older than revision 0002, read back as "unknown".
+    generation: Mapped[int]
+    slug: Mapped[str]
+    operation: Mapped[str]
     names: Mapped[dict[str, Any] | None]
-    changed_at: Mapped[dt.datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow
-    )
+    changed_at: Mapped[dt.datetime]

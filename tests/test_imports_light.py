@@ -1,0 +1,103 @@
+"""A serving worker imports only what serving needs.
+
+The worker is built as gunicorn builds it (``dispatcher.wsgi:application``
+from ``DISPATCHER_*`` variables, here a hello-world tenant app) in a fresh
+interpreter, serves a tenant's request and the default app's, and then lists
+the heavy modules it loaded: migrations (Alembic, Mako), the ORM (the registry
+reads and serves through SQLAlchemy Core; only writes load the ORM), the CLI
+and the demo. Click stays: Flask itself imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from dispatcher import Tenant, TenantRegistry
+
+#: Modules (and their submodules) a worker that only serves never needs.
+NOT_FOR_SERVING = (
+    "alembic",
+    "mako",
+    "sqlalchemy.orm",
+    "sqlalchemy.ext",
+    "flask_sqlalchemy",
+    "dispatcher.cli",
+    "dispatcher.cli_data",
+    "dispatcher.migrate",
+    "dispatcher.data_migrations",
+    "dispatcher.demo",
+    "dispatcher.writes",
+    "dispatcher.models.schema",
+)
+
+HELLO_APP = """
+from flask import Flask
+
+
+def create_app(tenant):
+    app = Flask(__name__)
+
+    @app.route("/")
+    def index():
+        return f"hello {tenant.slug}"
+
+    return app
+
+
+def default_app(registry, base_domain):
+    return create_app(type("Nobody", (), {"slug": "nobody"}))
+"""
+
+WORKER = """
+import json
+import sys
+from wsgiref.util import setup_testing_defaults
+
+from dispatcher.wsgi import application
+
+answers = []
+for host in ("acme.localhost", "localhost"):
+    environ = {"HTTP_HOST": host, "PATH_INFO": "/"}
+    setup_testing_defaults(environ)
+    statuses = []
+    body = b"".join(application(environ, lambda s, h, e=None: statuses.append(s)))
+    answers.append([statuses[0], body.decode()])
+heavy = sorted(
+    name
+    for name in sys.modules
+    if any(name == top or name.startswith(top + ".") for top in sys.argv[1:])
+)
+print(json.dumps({"answers": answers, "heavy": heavy}))
+"""
+
+
+def test_a_worker_serves_without_migrations_orm_cli_or_demo(
+    registry: TenantRegistry, acme: Tenant, database_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "hello_light_app.py").write_text(HELLO_APP, encoding="utf-8")
+    environ = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(tmp_path),
+        "DISPATCHER_DATABASE_URL": database_url,
+        "DISPATCHER_SECRET_KEY": "s" * 32,
+        "DISPATCHER_APP_FACTORY": "hello_light_app:create_app",
+        "DISPATCHER_DEFAULT_APP": "hello_light_app:default_app",
+        "DISPATCHER_POLL_INTERVAL": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(WORKER), *NOT_FOR_SERVING],
+        env=environ,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    worker = json.loads(done.stdout)
+    assert worker["answers"] == [["200 OK", "hello acme"], ["200 OK", "hello nobody"]]
+    assert worker["heavy"] == []
