@@ -42,6 +42,20 @@ fixes both:
   :class:`ValueError`; one set later is ignored. ``SameSite`` defaults to
   ``Lax`` if the app chose none.
 
+A shared app (one app serving many tenants, ``TenantDispatcher(...,
+shared_app=app)``) gets the same from :func:`init_shared_sessions`: the key of
+each request's tenant (``current_tenant``), derived the same way and kept in a
+small cache, so a cookie signed at tenant A fails at tenant B on the very same
+app::
+
+    shop = Flask(__name__)
+    init_shared_sessions(shop, os.environ["DISPATCHER_SECRET_KEY"])
+
+Its ``SECRET_KEY`` is left alone and signs no session: it is the same for
+every tenant of the app, so anything else signed with it (a token in a link)
+is valid at every tenant. A request that names no tenant (an app called
+outside the dispatcher) raises :exc:`RuntimeError` rather than use a key.
+
 Path-routed tenants still share one origin (scheme, host, port): the browser
 keeps their cookies apart, but their pages' scripts can reach each other.
 Tenants whose code or content you do not trust belong on subdomains.
@@ -62,13 +76,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from flask import request
 from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import URLSafeTimedSerializer
 
+from dispatcher.context import ENVIRON_KEY
 from dispatcher.tenant import Tenant
 
 if TYPE_CHECKING:
@@ -76,9 +93,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIN_SECRET_BYTES",
+    "SharedSessionInterface",
     "TenantSessionInterface",
     "derive_tenant_secret",
     "hkdf_sha256",
+    "init_shared_sessions",
     "init_tenant_sessions",
 ]
 
@@ -89,6 +108,8 @@ MIN_SECRET_BYTES = 32
 # label of its own, so its keys never equal the session keys.
 _SESSION_KEY_LABEL = b"flask-tenant-dispatcher/session-key/v1\x00"
 _KEY_BYTES = 32
+#: Tenants whose derived keys a shared app keeps (HKDF costs two HMACs each).
+DERIVED_KEYS = 1024
 
 
 def hkdf_sha256(ikm: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
@@ -118,10 +139,17 @@ def derive_tenant_secret(secret: str | bytes, tenant: Tenant) -> bytes:
             f"tenant must be the Tenant snapshot create_app receives, "
             f"not {type(tenant).__name__}"
         )
+    return _derive(ikm, tenant.slug, _created(tenant))
+
+
+def _created(tenant: Tenant) -> int:
     # Whole microseconds since the epoch: the same whatever time zone the
     # database hands the timestamp back in.
-    created = round(tenant.created_at.timestamp() * 1_000_000)
-    context = f"{tenant.slug}\0{created}".encode()
+    return round(tenant.created_at.timestamp() * 1_000_000)
+
+
+def _derive(ikm: bytes, slug: str, created: int) -> bytes:
+    context = f"{slug}\0{created}".encode()
     return hkdf_sha256(
         ikm, salt=b"", info=_SESSION_KEY_LABEL + context, length=_KEY_BYTES
     )
@@ -146,20 +174,48 @@ def init_tenant_sessions(
         derive_tenant_secret(_secret_bytes(old, f"previous_secrets[{i}]"), tenant)
         for i, old in enumerate(previous_secrets)
     ]
-    for name in ("SESSION_COOKIE_DOMAIN", "SESSION_COOKIE_PATH"):
-        value = app.config.get(name)
-        if value:
-            raise ValueError(
-                f"{name}={value!r} is set on tenant {slug!r}'s app: tenant "
-                "sessions are host-only and their path is each request's "
-                "SCRIPT_NAME; remove the setting"
-            )
+    _check_cookie_scope(app, f"tenant {slug!r}'s app")
     app.config["SECRET_KEY"] = key
     app.config["SECRET_KEY_FALLBACKS"] = fallbacks
     if app.config.get("SESSION_COOKIE_SAMESITE") is None:
         app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.session_interface = TenantSessionInterface()
     app.extensions["dispatcher.sessions"] = slug
+
+
+def init_shared_sessions(
+    app: Flask,
+    secret: str | bytes,
+    *,
+    previous_secrets: Iterable[str | bytes] = (),
+) -> None:
+    """Give a shared ``app`` each request's tenant's session key and cookies.
+
+    Like :func:`init_tenant_sessions`, with the tenant read per request from
+    the dispatcher (``current_tenant``) instead of fixed at build. The app's
+    ``SECRET_KEY`` signs no session; see the module docstring.
+    """
+    current = _secret_bytes(secret, "secret")
+    previous = tuple(
+        _secret_bytes(old, f"previous_secrets[{i}]")
+        for i, old in enumerate(previous_secrets)
+    )
+    _check_cookie_scope(app, f"shared app {app.name!r}")
+    if app.config.get("SESSION_COOKIE_SAMESITE") is None:
+        app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.session_interface = SharedSessionInterface(current, previous)
+    app.extensions["dispatcher.sessions"] = None  # no one tenant's
+
+
+def _check_cookie_scope(app: Flask, whose: str) -> None:
+    for name in ("SESSION_COOKIE_DOMAIN", "SESSION_COOKIE_PATH"):
+        value = app.config.get(name)
+        if value:
+            raise ValueError(
+                f"{name}={value!r} is set on {whose}: tenant "
+                "sessions are host-only and their path is each request's "
+                "SCRIPT_NAME; remove the setting"
+            )
 
 
 class TenantSessionInterface(SecureCookieSessionInterface):
@@ -174,6 +230,47 @@ class TenantSessionInterface(SecureCookieSessionInterface):
         # SCRIPT_NAME is "/acme" when the dispatcher routed by path prefix and
         # "" when by host; the same app can be reached both ways.
         return quote(request.script_root, safe="/") or "/"
+
+
+class SharedSessionInterface(TenantSessionInterface):
+    """Tenant sessions on a shared app: signed with each request's tenant's key.
+
+    :param secret: the deployment secret.
+    :param previous: secrets it replaced, still accepted (as fallbacks).
+    """
+
+    def __init__(self, secret: bytes, previous: tuple[bytes, ...] = ()) -> None:
+        # (slug, created) -> the tenant's keys, fallbacks first, current last
+        # (itsdangerous signs with the last). Bounded: memory does not grow
+        # with tenants.
+        self._keys: Callable[[str, int], tuple[bytes, ...]] = lru_cache(
+            maxsize=DERIVED_KEYS
+        )(partial(_tenant_keys, (*previous, secret)))
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer:
+        tenant = request.environ.get(ENVIRON_KEY)
+        if not isinstance(tenant, Tenant):
+            # Never fall back on a key: it would be some tenant's, or all's.
+            raise RuntimeError(
+                f"shared app {app.name!r} got a request with no tenant: its"
+                " sessions are signed with the key of the tenant a"
+                " TenantDispatcher routed the request to"
+            )
+        return URLSafeTimedSerializer(
+            list(self._keys(tenant.slug, _created(tenant))),
+            salt=self.salt,
+            serializer=self.serializer,
+            signer_kwargs={
+                "key_derivation": self.key_derivation,
+                "digest_method": self.digest_method,
+            },
+        )
+
+
+def _tenant_keys(
+    secrets: tuple[bytes, ...], slug: str, created: int
+) -> tuple[bytes, ...]:
+    return tuple(_derive(secret, slug, created) for secret in secrets)
 
 
 def _secret_bytes(secret: str | bytes, name: str) -> bytes:
