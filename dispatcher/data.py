@@ -38,6 +38,15 @@ are bounded by the sessions in flight, not by the cached apps;
 registers it in ``app.extensions["dispatcher.teardown"]`` so the dispatcher
 calls it when it evicts the app.
 
+A shared app (one app for every tenant, ``TenantDispatcher(...,
+shared_app=app)``) is bound once with :meth:`TenantData.init_shared_app`:
+:attr:`TenantData.session` inside a request is then a session on the data of
+the request's tenant (``current_tenant``), closed at the app context's
+teardown. The engines of the tenants served lately are kept, at most
+:data:`SHARED_ENGINES`; on SQLite the file's engine is forgotten when its
+tenant leaves them. Flask-SQLAlchemy's ``db.session`` is not offered there:
+it takes its engine from the app, which is the same for every tenant.
+
 Raw SQL: :func:`sqlalchemy.text` is not rewritten by the translate map, and an
 unqualified table name would be looked up through ``search_path`` (on
 PostgreSQL: not the tenant's schema). Qualify each tenant table with
@@ -63,7 +72,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,6 +94,7 @@ from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.schema import CreateSchema
 
 from dispatcher import data_flask, data_move, forks
+from dispatcher.context import ENVIRON_KEY
 from dispatcher.data_archives import Archive, archived_name, list_schemas
 from dispatcher.data_servers import DEFAULT_SERVER, Servers
 from dispatcher.data_sqlite import SqliteFiles
@@ -96,6 +108,7 @@ if TYPE_CHECKING:
     from dispatcher.registry import TenantRegistry
 
 __all__ = [
+    "SHARED_ENGINES",
     "TENANT_SCHEMA",
     "Archive",
     "TenantData",
@@ -108,6 +121,10 @@ __all__ = [
 TENANT_SCHEMA = "__[SCHEMA__none]"
 
 EXTENSION = "dispatcher.data"
+
+#: Tenants whose engines a shared app keeps (PostgreSQL: views on the one
+#: pool; SQLite: a file's engine, which holds no connection between sessions).
+SHARED_ENGINES = 1024
 
 #: Room for ``_archived_YYYYmmddHHMMSS`` (24 characters) within PostgreSQL's 63.
 _READABLE_LENGTH = 24
@@ -152,16 +169,67 @@ def _app_context_id() -> int:
 
 
 class _Binding:
-    """What :meth:`TenantData.init_app` stores in ``app.extensions``."""
+    """What :meth:`TenantData.init_app` stores in ``app.extensions``.
+
+    ``tenant`` is None for a shared app: each request's tenant is the one.
+    """
 
     __slots__ = ("data", "scoped", "tenant")
 
     def __init__(
-        self, data: TenantData, tenant: Tenant, scoped: scoped_session[Session]
+        self,
+        data: TenantData,
+        tenant: Tenant | None,
+        scoped: scoped_session[Session],
     ):
         self.data = data
         self.tenant = tenant
         self.scoped = scoped
+
+
+class _RecentEngines:
+    """The engines of the tenants a shared app served lately, at most ``size``.
+
+    ``open(key)`` makes one, outside the lock; ``close(key)`` is told when one
+    leaves (after the lock is released).
+    """
+
+    def __init__(
+        self,
+        open: Callable[[tuple[str, str]], Engine],
+        close: Callable[[tuple[str, str]], None],
+        size: int,
+    ) -> None:
+        self._open = open
+        self._close = close
+        self._size = size
+        self._lock = threading.Lock()
+        self._engines: OrderedDict[tuple[str, str], Engine] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> Engine:
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is not None:
+                self._engines.move_to_end(key)
+                return engine
+        opened = self._open(key)
+        with self._lock:
+            engine = self._engines.setdefault(key, opened)
+            self._engines.move_to_end(key)
+            left = []
+            while len(self._engines) > self._size:
+                left.append(self._engines.popitem(last=False)[0])
+        for gone in left:
+            self._close(gone)
+        return engine
+
+    def forget(self, key: tuple[str, str] | None = None) -> None:
+        """Forget one tenant's engine (its data was archived, say), or all."""
+        with self._lock:
+            if key is None:
+                self._engines.clear()
+            else:
+                self._engines.pop(key, None)
 
 
 class TenantData:
@@ -279,6 +347,9 @@ class TenantData:
                     "several data servers need registry=:"
                     " it records each tenant's server"
                 )
+        self._recent = _RecentEngines(
+            self._open_recent, self._close_recent, SHARED_ENGINES
+        )
         # One hook per process for every TenantData: see _forked.
         forks.on_fork_in_child(self, TenantData._forked)
 
@@ -336,10 +407,13 @@ class TenantData:
         """
         if self._files is not None:
             if tenant is None:
+                self._recent.forget()
                 self._files.dispose_all()
             else:
+                self._recent.forget((DEFAULT_SERVER, schema_name(tenant)))
                 self._files.dispose(schema_name(tenant))
         elif tenant is None and self.servers is not None:
+            self._recent.forget()
             self.servers.dispose()
 
     def place(self, tenant: Tenant) -> Tenant:
@@ -622,9 +696,46 @@ class TenantData:
             teardown: list[Any] = app.extensions.setdefault("dispatcher.teardown", [])
             teardown.append(partial(self.dispose, tenant))
 
+    def init_shared_app(self, app: Flask, *, db: Any = None) -> None:
+        """Bind a shared ``app``: :attr:`session` in a request is its tenant's.
+
+        The tenant is the one the dispatcher routed the request to
+        (``current_tenant``); the session lives for the app context and is
+        closed at its teardown. A request that cannot reach its tenant's data
+        server gets 503 with ``Retry-After``.
+
+        :raises TypeError: ``db`` was given: Flask-SQLAlchemy's ``db.session``
+            takes its engine from the app, one for every tenant of a shared
+            app; use ``data.session``.
+        """
+        if db is not None:
+            raise TypeError(
+                f"db= is not supported on shared app {app.name!r}:"
+                " Flask-SQLAlchemy's db.session takes its engine from the app,"
+                " the same for every tenant of a shared app; use data.session"
+                " (with db.Model models and select()) instead"
+            )
+        from flask import appcontext_pushed
+
+        if EXTENSION in app.extensions:
+            raise RuntimeError(f"app {app.name!r} is already bound to a tenant's data")
+        scoped = scoped_session(sessionmaker(), scopefunc=_app_context_id)
+        data_flask.answer_unavailable(app, self.retry_after)
+        app.extensions[EXTENSION] = _Binding(self, None, scoped)
+
+        def remove_session(*_args: Any, **_extra: Any) -> None:
+            scoped.remove()
+
+        app.teardown_appcontext(remove_session)
+        # Keyed by the context's id(): a session a dead context left (a
+        # teardown that raised before ours) must not reach a new context at
+        # the same address, maybe another tenant's request.
+        appcontext_pushed.connect(remove_session, app, weak=False)
+
     @property
     def session(self) -> Session:
-        """The current app context's session, bound to its app's tenant."""
+        """The current app context's session, bound to its app's tenant (on a
+        shared app, to its request's tenant)."""
         from flask import current_app, has_app_context
 
         if not has_app_context():
@@ -638,7 +749,47 @@ class TenantData:
                 f"app {current_app.name!r} is not bound to this TenantData;"
                 " call data.init_app(app, tenant) in its factory"
             )
+        if binding.tenant is None:
+            return self._request_session(binding.scoped, current_app.name)
         return binding.scoped()
+
+    def _request_session(self, scoped: scoped_session[Session], app: str) -> Session:
+        """A shared app's session: on the data of the request's tenant."""
+        from flask import has_request_context, request
+
+        tenant = request.environ.get(ENVIRON_KEY) if has_request_context() else None
+        if not isinstance(tenant, Tenant):
+            raise RuntimeError(
+                f"data.session on shared app {app!r} is its request's tenant's"
+                " data, and this app context has no request a TenantDispatcher"
+                " routed to a tenant"
+            )
+        key = (self.server_of(tenant), schema_name(tenant))
+        if scoped.registry.has():
+            session = scoped.registry()
+            owner = session.info.get(EXTENSION)
+            if owner != key:
+                # Two tenants' requests in one app context (nested test
+                # request contexts): never hand one the other's session.
+                raise RuntimeError(
+                    f"data.session of this app context is tenant data {owner!r},"
+                    f" not {key!r} of tenant {tenant.slug!r}: push an app"
+                    " context per tenant's request"
+                )
+            return session
+        session = scoped(bind=self._recent.get(key))
+        session.info[EXTENSION] = key
+        return session
+
+    def _open_recent(self, key: tuple[str, str]) -> Engine:
+        server, schema = key
+        if self._files is not None:
+            return self._files.engine(schema)
+        return self._engine(server, schema)
+
+    def _close_recent(self, key: tuple[str, str]) -> None:
+        if self._files is not None:
+            self._files.dispose(key[1])
 
     def _server_names(self) -> tuple[str, ...]:
         return (DEFAULT_SERVER,) if self.servers is None else self.servers.names
