@@ -1,8 +1,9 @@
 """The tenant registry's ORM classes, for writes and migrations.
 
 Each class maps onto its table of :mod:`dispatcher.models.tables` (the one
-definition of the schema), adding the relationships writes navigate. Imported
-only to write or migrate: serving reads through Core and never loads the ORM.
+definition of the schema), adding the relationships writes navigate, and the
+one index serving has no use for (see there). Imported only to write or
+migrate: serving reads through Core and never loads the ORM.
 """
 
 from __future__ import annotations
@@ -10,12 +11,23 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from sqlalchemy import Index, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, relationship
 
 from dispatcher.models import tables
 from dispatcher.tenant import TenantStatus
 
 __all__ = ["Base", "Change", "Domain", "Tenant", "User"]
+
+# At most one primary domain per tenant, enforced by the database. Declared
+# here, not in tables: its PostgreSQL option loads that dialect (see tables).
+Index(
+    "uq_domains_tenant_id_primary",
+    tables.domains.c.tenant_id,
+    unique=True,
+    sqlite_where=text("is_primary"),
+    postgresql_where=text("is_primary"),
+)
 
 
 class Base(DeclarativeBase):

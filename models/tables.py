@@ -9,6 +9,13 @@ Plain :class:`~sqlalchemy.Table` objects, not ORM classes: serving reads the
 registry with Core statements built on these, so a worker never imports the
 ORM. The ORM classes of :mod:`dispatcher.models.schema` (for writes) and the
 migrations map onto these same tables and this same ``metadata``.
+
+One index is declared there, not here: the partial unique index that allows a
+tenant one primary domain names its ``WHERE`` for SQLite and PostgreSQL, and
+declaring it loads SQLAlchemy's PostgreSQL dialect (2 MiB), which a worker on
+a SQLite registry never needs. Only DDL needs the index (migrations, whose
+revisions spell it out, and autogenerate): take the complete ``metadata`` from
+``Base.metadata`` or ``dispatcher.models.metadata``, which import the schema.
 """
 
 from __future__ import annotations
@@ -24,13 +31,11 @@ from sqlalchemy import (
     DateTime,
     Enum,
     ForeignKey,
-    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
-    text,
 )
 
 from dispatcher.tenant import TenantStatus, utcnow
@@ -127,14 +132,7 @@ domains = Table(
     Column("is_primary", Boolean, nullable=False, default=False),
     _timestamp("created_at"),
     CheckConstraint("host = lower(host)", name="host_lower"),
-    # At most one primary domain per tenant, enforced by the database.
-    Index(
-        "uq_domains_tenant_id_primary",
-        "tenant_id",
-        unique=True,
-        sqlite_where=text("is_primary"),
-        postgresql_where=text("is_primary"),
-    ),
+    # uq_domains_tenant_id_primary: in dispatcher.models.schema (see above).
 )
 
 #: The change feed: one row per registry write, in commit order.
