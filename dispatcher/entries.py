@@ -8,8 +8,9 @@
   when it was built. ``expires_at``, the time the lock-free hit path stops
   serving it, is never later than that, and changes only through
   :meth:`Entry.serve_until`. So nothing is served that the cache no longer
-  counts, and putting an entry back (capacity's second chance) cannot stretch
-  its life.
+  counts, and giving an entry a second chance cannot stretch its life.
+* Which entry leaves for capacity is :mod:`dispatcher.admission`'s choice:
+  W-TinyLFU, so a scan or a burst of one-off tenants cannot flush the busy ones.
 
 ::
 
@@ -27,8 +28,9 @@ import logging
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
-from cachetools import TLRUCache
+from cachetools import Cache, TLRUCache
 
+from dispatcher.admission import Policy, SecondChance, WindowTinyLfu
 from dispatcher.tenant import Tenant
 
 if TYPE_CHECKING:
@@ -154,31 +156,64 @@ class Apps(TLRUCache[str, Entry]):
 
     Hands every entry it drops to ``dropped`` with the cause. cachetools calls
     ``popitem`` for capacity and drops expired items in ``expire`` (also from
-    inside ``__setitem__``), so both are overridden.
+    inside ``__setitem__``), so both are overridden. Which entry leaves for
+    capacity is the eviction policy's choice (:mod:`dispatcher.admission`):
+    W-TinyLFU by default, today's second-chance LRU with ``admission=False``.
+    Either way the entry being inserted is never the one dropped, a used entry
+    is never dropped before an unused one of its queue, and putting an entry
+    back never touches its ``kept_until``.
     """
 
     def __init__(
-        self, maxsize: int, timer: Timer, dropped: Callable[[Entry, str], None]
+        self,
+        maxsize: int,
+        timer: Timer,
+        dropped: Callable[[Entry, str], None],
+        *,
+        admission: bool = True,
     ) -> None:
         super().__init__(maxsize, _kept_until, timer)
         self._dropped = dropped
+        self._policy: Policy = WindowTinyLfu(maxsize) if admission else SecondChance()
+
+    def __setitem__(self, slug: str, entry: Entry) -> None:
+        super().__setitem__(slug, entry)
+        if Cache.__contains__(self, slug):
+            self._policy.add(slug)
+        else:  # stored already expired: cachetools dropped the slug instead
+            self._policy.discard(slug)
+
+    def __delitem__(self, slug: str) -> None:
+        self._policy.discard(slug)
+        super().__delitem__(slug)
 
     def popitem(self) -> tuple[str, Entry]:
-        while True:
-            slug, entry = super().popitem()
-            if not entry.used:
-                self._dropped(entry, "capacity")
-                return slug, entry
-            # Used since the last sweep: a second chance at the recent end,
-            # until the same kept_until.
-            entry.used = False
-            self[slug] = entry
+        with self.timer as now:
+            self.expire(now)
+            if not Cache.__len__(self):
+                raise KeyError(f"{type(self).__name__} is empty")
+            slug = self._policy.victim(self._take_used)
+            entry = Cache.__getitem__(self, slug)
+            del self[slug]
+        self._dropped(entry, "capacity")
+        return slug, entry
 
     def expire(self, time: float | None = None) -> list[tuple[str, Entry]]:
         expired = list(super().expire(time))
-        for _, entry in expired:
+        for slug, entry in expired:
+            self._policy.discard(slug)
             self._dropped(entry, "expired")
         return expired
+
+    def clear(self) -> None:
+        super().clear()
+        self._policy.clear()
+
+    def _take_used(self, slug: str) -> bool:
+        """Read and clear a hit's flag (hits set it with no lock and no call)."""
+        entry: Entry = Cache.__getitem__(self, slug)
+        used, entry.used = entry.used, False
+        return used
 
 
 def _kept_until(_slug: str, entry: Entry, _now: float) -> float:
