@@ -399,3 +399,36 @@ def test_a_tenant_on_a_shared_app_is_active_snapshot(
     assert get(client, "t0").status_code == 200
     assert seen[0] == registry.find_by_slug("t0")
     assert seen[0].status is TenantStatus.ACTIVE
+
+
+def test_the_collector_hears_of_own_apps_only(
+    registry: TenantRegistry,
+    make_dispatcher: Callable[..., TenantDispatcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dispatcher import collector
+
+    heard: list[tuple[str, Any]] = []
+    monkeypatch.setattr(collector, "built", lambda app: heard.append(("built", app)))
+    monkeypatch.setattr(
+        collector, "released", lambda app: heard.append(("released", app))
+    )
+    create(registry, 1, prefix="own")
+    create(registry, 2, prefix="s")
+    shop = shared_flask_app()
+    own: list[Flask] = []
+
+    def create_app(tenant: Tenant) -> Flask:
+        if tenant.slug.startswith("own"):
+            own.append(own_flask_app(tenant))
+            return own[-1]
+        return shop
+
+    dispatcher = make_dispatcher(create_app, shared_app=shop)
+    client = Client(dispatcher)
+    for slug in ("own0", "s0", "s1"):
+        assert get(client, slug).status_code == 200
+    registry.disable_tenant("s0")
+    assert get(client, "s0").status_code == 403
+    dispatcher.close()
+    assert heard == [("built", own[0]), ("released", own[0])]
