@@ -3,6 +3,7 @@
     python scripts/bench.py            # the full run whose table is in the README
     python scripts/bench.py --quick    # smaller counts, a smoke test
     python scripts/bench.py --only 9 10 11   # just these rows (tenant data)
+    python scripts/bench.py --only 12 13 14 15 16 17   # issue 12's rows
     DISPATCHER_BENCH_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
         python scripts/bench.py        # adds the PostgreSQL rows
 
@@ -11,7 +12,13 @@ under one lock); werkzeug's ``DispatcherMiddleware`` is shown beside it. Rows 9
 to 11 (tenant data) hold ``TenantData`` against the obvious code: an engine per
 tenant app, a plain scoped session, replaying every migration at signup. Row 9
 on PostgreSQL opens connections until the server refuses more: run it on a
-server nothing else needs at that moment. Every figure is printed with the
+server nothing else needs at that moment. Rows 12 to 17 (issue 12) put more
+tenants than ``max_apps`` through the dispatcher, each contender in a process
+of its own (``bench_churn.py``) beside today's code (the tree of commit
+``BEFORE_SCALING``): traces from ``traces.py``, the hit ratio against Belady's
+optimum, the realistic app of ``realistic_app.py``, the shared-app mode
+against django-tenants' per-request queries, and under gunicorn + wrk
+(``bench_server.py``, also runnable alone). Every figure is printed with the
 target it is held to; nothing here is a test.
 """
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import gc
 import http.client
+import json
 import os
 import socket
 import statistics
@@ -29,6 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -36,6 +45,7 @@ from pathlib import Path
 from threading import Lock
 from typing import Any
 
+from bench_apps import SubdomainDispatcher, hello_flask
 from flask import Flask
 from sqlalchemy import (
     Column,
@@ -68,45 +78,13 @@ App = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
 # -- the baselines -------------------------------------------------------------
 
-
-class SubdomainDispatcher:
-    """Flask's documentation pattern, verbatim but for the create_app call."""
-
-    def __init__(self, domain: str, create_app: Callable[[str], App]) -> None:
-        self.domain = domain
-        self.create_app = create_app
-        self.lock = Lock()
-        self.instances: dict[str, App] = {}
-
-    def get_application(self, host: str) -> App:
-        host = host.split(":")[0]
-        assert host.endswith(self.domain), "Configuration error"
-        subdomain = host[: -len(self.domain)].rstrip(".")
-        with self.lock:
-            app = self.instances.get(subdomain)
-            if app is None:
-                app = self.create_app(subdomain)
-                self.instances[subdomain] = app
-            return app
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        app = self.get_application(environ["HTTP_HOST"])
-        return app(environ, start_response)
+# SubdomainDispatcher (Flask's documentation pattern) and hello_flask live in
+# bench_apps.py, which gunicorn also loads for rows 16 and 17.
 
 
 def trivial_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok"]
-
-
-def hello_flask(_tenant: object = None) -> Flask:
-    app = Flask("hello")
-
-    @app.route("/")
-    def index() -> str:
-        return "Hello, World!"
-
-    return app
 
 
 def _start_response(status: str, headers: Any, exc_info: Any = None) -> None:
@@ -1275,10 +1253,275 @@ def bench_provisioning(
     ]
 
 
+# -- 12-17. tenants outnumbering the cache, shared apps (issue 12) -------------
+
+#: "Today's code" of rows 12 and 14: the tree before issue 12's work began.
+BEFORE_SCALING = "df73979"
+
+#: Traces of rows 12 and 14 (scripts/traces.py names them).
+CHURN_TRACES = ("uniform", "zipf-0.8", "zipf-1.2", "scan")
+
+
+def _trace_file(kind: str, tenants: int, length: int, into: Path) -> Path:
+    """``traces.generate``'s trace, as tenant numbers for bench_churn.py."""
+    import traces  # scripts/traces.py: the shipped Apps class, on import
+
+    path = into / f"trace-{kind}-{tenants}-{length}.bin"
+    if not path.exists():
+        names = traces.generate(kind, tenants, length, seed=tenants)
+        path.write_bytes(array("I", (int(name[1:]) for name in names)).tobytes())
+    return path
+
+
+def _churn_child(
+    tree: Path,
+    kind: str,
+    app: str,
+    registry: str,
+    tenants: int,
+    max_apps: int,
+    trace: Path,
+    warmup: int,
+) -> dict[str, Any]:
+    """One contender of rows 12-15 in a process of its own, on ``tree``'s
+    package (bench_churn.py prints its figures as JSON)."""
+    script = Path(__file__).resolve().parent / "bench_churn.py"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            kind,
+            app,
+            registry,
+            str(tenants),
+            str(max_apps),
+            str(trace),
+            str(warmup),
+        ],
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"bench_churn.py {kind} {app} failed:\n{result.stderr}")
+    figures: dict[str, Any] = json.loads(result.stdout)
+    return figures
+
+
+def _churn_figures(run: dict[str, Any]) -> str:
+    figure = (
+        f"{run['rps']:,.0f} req/s, p50 {run['p50'] * 1e3:.2f} ms,"
+        f" p99 {run['p99'] * 1e3:.1f} ms"
+    )
+    if run["hit_ratio"] is not None:
+        figure += f", hits {run['hit_ratio']:.0%}"
+    figure += (
+        f", {run['full_gcs']} full GCs (longest {run['longest_gc'] * 1e3:.0f} ms),"
+        f" RSS {run['rss']:.0f} MiB"
+    )
+    if run["failed"]:
+        figure += f"; {run['failed']:,} answers not 200"
+    return figure
+
+
+def bench_churn(
+    row: int,
+    app: str,
+    populations: list[int],
+    kinds: tuple[str, ...],
+    max_apps: int,
+    warmup: int,
+    length: int,
+    workdir: Path,
+) -> list[tuple[str, str, str]]:
+    """Rows 12 and 14: an app per tenant, more tenants than ``max_apps``.
+
+    Each contender in a process of its own, called directly as a server
+    would (one thread): the docs pattern with every app built first (on the
+    uniform trace; a hit costs it the same on any), today's code (the tree of
+    BEFORE_SCALING), the dispatcher now. The first ``warmup`` requests of each
+    trace fill the cache unmeasured; full collections are timed in the child.
+    """
+    now = Path(__file__).resolve().parent.parent
+    before = _baseline_tree(BEFORE_SCALING, workdir / f"before-{row}")
+    rows = []
+    for tenants in populations:
+        what = f"{row}. {app} app, {tenants:,} tenants, max_apps {max_apps:,}"
+
+        def registry(tree: str, tenants: int = tenants) -> str:
+            return f"sqlite:///{workdir / f'churn-{tree}-{tenants}.sqlite3'}"
+
+        uniform = _trace_file("uniform", tenants, warmup + length, workdir)
+        docs = _churn_child(
+            now, "docs", app, registry("now"), tenants, max_apps, uniform, warmup
+        )
+        rows.append(
+            (
+                f"{what}: docs pattern, every app cached (baseline)",
+                _churn_figures(docs),
+                "uniform trace",
+            )
+        )
+        for kind in kinds:
+            trace = _trace_file(kind, tenants, warmup + length, workdir)
+            today = None
+            if before is not None:
+                today = _churn_child(
+                    before,
+                    "per_tenant",
+                    app,
+                    registry("before"),
+                    tenants,
+                    max_apps,
+                    trace,
+                    warmup,
+                )
+                rows.append(
+                    (
+                        f"{what}, {kind}: today's code ({BEFORE_SCALING})",
+                        _churn_figures(today),
+                        f"{today['rps'] / docs['rps']:.2f}× docs",
+                    )
+                )
+            ours = _churn_child(
+                now,
+                "per_tenant",
+                app,
+                registry("now"),
+                tenants,
+                max_apps,
+                trace,
+                warmup,
+            )
+            against = f"{ours['rps'] / docs['rps']:.2f}× docs"
+            if today is not None:
+                against += f", {ours['rps'] / today['rps']:.2f}× today"
+            targets = "no pause > 20 ms"
+            if kind == "uniform" and tenants == 2 * max_apps:
+                targets = "≥ 2× today, " + targets
+            rows.append(
+                (
+                    f"{what}, {kind}: TenantDispatcher now",
+                    _churn_figures(ours),
+                    f"{against} (target {targets})",
+                )
+            )
+    return rows
+
+
+def bench_hit_ratio(
+    populations: list[int], max_apps: int, length: int
+) -> list[tuple[str, str, str]]:
+    """Row 13: the cache's hit ratio on each trace against Belady's optimum
+    (``scripts/traces.py``: the shipped ``Apps`` replayed, LRU without
+    admission beside it)."""
+    import traces
+
+    rows = []
+    for tenants in populations:
+        for kind in traces.KINDS:
+            trace = traces.generate(kind, tenants, length, seed=tenants)
+            shipped = traces.simulate(trace, max_apps)
+            try:
+                lru: float | None = traces.simulate(trace, max_apps, admission=False)
+            except TypeError:  # an Apps without admission to turn off
+                lru = None
+            best = traces.belady(trace, max_apps)
+            target = (
+                " (target ≥ 0.90)" if kind == "zipf-1.0" and tenants >= 10_000 else ""
+            )
+            lru_text = f"LRU {lru:.3f}, " if lru is not None else ""
+            rows.append(
+                (
+                    f"13. hit ratio, {tenants:,} tenants, max_apps {max_apps:,},"
+                    f" {kind}, {length:,} requests",
+                    f"{lru_text}shipped Apps {shipped:.3f}, Belady {best:.3f}",
+                    f"{shipped / best:.2f} of the optimum{target}" if best else "",
+                )
+            )
+    return rows
+
+
+def bench_shared(
+    small: int,
+    large: int,
+    max_apps: int,
+    warmup: int,
+    length: int,
+    workdir: Path,
+    postgres: str | None,
+) -> list[tuple[str, str, str]]:
+    """Row 15: one shared app for every tenant, in one process (as rows 12).
+
+    Against the docs pattern with every app cached, on ``large`` tenants; RSS
+    at ``small`` and ``large`` tenants; and against django-tenants' per-request
+    queries on PostgreSQL (``bench_churn.django_tenants_queries``).
+    """
+    from bench_apps import supports_shared_app
+
+    what = f"15. shared app, uniform, max_apps {max_apps:,}"
+    if not supports_shared_app():
+        return [(what, "not measured", "needs TenantDispatcher(shared_app=)")]
+    now = Path(__file__).resolve().parent.parent
+    runs = {}
+    for tenants in (small, large):
+        trace = _trace_file("uniform", tenants, warmup + length, workdir)
+        registry = f"sqlite:///{workdir / f'shared-{tenants}.sqlite3'}"
+        runs[tenants] = _churn_child(
+            now, "shared", "hello", registry, tenants, max_apps, trace, warmup
+        )
+    trace = _trace_file("uniform", large, warmup + length, workdir)
+    docs = _churn_child(
+        now,
+        "docs",
+        "hello",
+        f"sqlite:///{workdir / 'shared-docs.sqlite3'}",
+        large,
+        max_apps,
+        trace,
+        warmup,
+    )
+    ours = runs[large]
+    rows = [
+        (
+            f"{what}: docs pattern, {large:,} tenants, every app cached (baseline)",
+            _churn_figures(docs),
+            "",
+        ),
+        (
+            f"{what}: TenantDispatcher(shared_app=), {small:,} tenants",
+            _churn_figures(runs[small]),
+            f"{runs[small]['rps'] / docs['rps']:.2f}× docs",
+        ),
+        (
+            f"{what}: TenantDispatcher(shared_app=), {large:,} tenants",
+            _churn_figures(ours),
+            f"{ours['rps'] / docs['rps']:.2f}× docs (target ≥ 0.95×); RSS"
+            f" {ours['rss'] - runs[small]['rss']:+.0f} MiB from {small:,} tenants"
+            " (target flat)",
+        ),
+    ]
+    if postgres:
+        theirs = _churn_child(
+            now, "django_tenants", "hello", postgres, large, max_apps, trace, warmup
+        )
+        rows.append(
+            (
+                f"{what}: django-tenants' per-request queries (SET search_path +"
+                f" domain lookup, PostgreSQL), not Django; {large:,} tenants",
+                _churn_figures(theirs),
+                f"shared app: {ours['rps'] / theirs['rps']:.2f}× its req/s",
+            )
+        )
+    return rows
+
+
 # -- driver --------------------------------------------------------------------
 
 #: Rows are numbered 1 to ROWS in the printed table; ``--only`` picks some.
-ROWS = 11
+ROWS = 17
 
 
 def postgres_schema_url(base: str) -> tuple[str, Callable[[], None]]:
@@ -1387,6 +1630,56 @@ def main() -> None:
                     rows += bench_provisioning(
                         url, {"url": url}, "PostgreSQL", 100 // scale, workdir
                     )
+        workdir = Path(tmp)
+        # A smoke run: two traces (one skewed), and the realistic app on one.
+        kinds = ("uniform", "zipf-1.2") if args.quick else CHURN_TRACES
+        if 12 in wanted:
+            rows += bench_churn(
+                12,
+                "hello",
+                [2_000 // scale, 10_000 // scale],
+                kinds,
+                1_000 // scale,
+                10_000 // scale,
+                40_000 // scale,
+                workdir,
+            )
+        if 13 in wanted:
+            rows += bench_hit_ratio(
+                [2_000 // scale, 10_000 // scale], 1_000 // scale, 100_000 // scale
+            )
+        if 14 in wanted:
+            rows += bench_churn(
+                14,
+                "realistic",
+                [2_000 // scale],
+                kinds[:1] if args.quick else kinds,
+                1_000 // scale,
+                4_000 // scale,
+                10_000 // scale,
+                workdir,
+            )
+        if 15 in wanted:
+            rows += bench_shared(
+                1_000 // scale,
+                10_000 // scale,
+                1_000 // scale,
+                10_000 // scale,
+                40_000 // scale,
+                workdir,
+                pg,
+            )
+        if wanted & {16, 17}:
+            import bench_server
+
+            if not bench_server.have_wrk():
+                rows.append(("16-17. gunicorn + wrk", "not measured", "needs wrk"))
+            else:
+                if 16 in wanted:
+                    seconds, warmup = (2, 1) if args.quick else (10, 3)
+                    rows += bench_server.server_rows(seconds, warmup, scale)
+                if 17 in wanted:
+                    rows += bench_server.rss_rows()
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
     print("| measure | figure | against |")
     print("|---|---|---|")
