@@ -118,14 +118,17 @@ def gunicorn(
         # The docs pattern builds every app as a worker boots: allow for it.
         command += ["--timeout", str(int(boot_timeout)), "--no-control-socket"]
         command += ["--bind", f"127.0.0.1:{port}", app]
-        server = subprocess.Popen(
-            command, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        # Its log goes to a file: a pipe nobody reads would stall the server.
+        log = Path(ready).with_suffix(".log")
+        with log.open("wb") as output:
+            server = subprocess.Popen(
+                command, env=environ, stdout=subprocess.DEVNULL, stderr=output
+            )
         try:
             deadline = time.monotonic() + boot_timeout
             while len(os.listdir(ready)) < WORKERS:
                 if server.poll() is not None:
-                    error = server.stderr.read().decode() if server.stderr else ""
+                    error = log.read_text(errors="replace")
                     raise RuntimeError(f"gunicorn {app} exited: {error[-2000:]}")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"gunicorn {app}: workers not ready in time")
@@ -138,6 +141,7 @@ def gunicorn(
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
+            log.unlink(missing_ok=True)
 
 
 def wrk(port: int, tenants: int, seconds: float, workdir: Path, seed: int) -> Load:
