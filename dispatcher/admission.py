@@ -87,15 +87,19 @@ class FrequencySketch:
         #: Increments since the last halving (itself halved then).
         self.increments = 0
         self._mask = self.width - 1
-        self._table = bytearray(DEPTH * self.width)
+        # Allocated at the first sighting: a worker that never misses (or a
+        # store whose cache never fills) pays nothing for it.
+        self._table = bytearray()
 
     @property
     def nbytes(self) -> int:
-        return len(self._table)
+        return DEPTH * self.width
 
     def increment(self, key: str) -> None:
         """Count one sighting of ``key``; halve everything every sample."""
         table = self._table
+        if not table:
+            table = self._table = bytearray(DEPTH * self.width)
         for index in self._indexes(key):
             if table[index] < MAX_COUNT:
                 table[index] += 1
@@ -106,6 +110,8 @@ class FrequencySketch:
     def frequency(self, key: str) -> int:
         """Sightings of ``key`` since the counters were last halved, at most."""
         table = self._table
+        if not table:
+            return 0
         return min(table[index] for index in self._indexes(key))
 
     def halve(self) -> None:
