@@ -52,7 +52,6 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from statistics import quantiles
 from typing import TYPE_CHECKING
 
 from cachetools import TTLCache
@@ -584,6 +583,10 @@ class AppCache:
         if len(times) == 1:
             p50 = p90 = p99 = times[0]
         elif times:
+            # Imported here: statistics (and its fractions, decimal) is weight
+            # a worker that never asks for stats need not carry.
+            from statistics import quantiles
+
             cuts = quantiles(times, n=100, method="inclusive")
             p50, p90, p99 = cuts[49], cuts[89], cuts[98]
         return CacheStats(
