@@ -42,10 +42,12 @@ DEFAULT_APP_FACTORY = "dispatcher.demo:create_app"
 
 
 def serves_the_demo(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether ``DISPATCHER_APP_FACTORY`` names the demo's app (unset: it does)."""
-    return (environ.get(APP_FACTORY_VARIABLE) or DEFAULT_APP_FACTORY).strip() == (
-        DEFAULT_APP_FACTORY
-    )
+    """Whether ``DISPATCHER_APP_FACTORY`` names the demo's app (unset: it does,
+    unless ``DISPATCHER_SHARED_APP`` serves every tenant instead)."""
+    factory = environ.get(APP_FACTORY_VARIABLE, "").strip()
+    if not factory and environ.get("DISPATCHER_SHARED_APP", "").strip():
+        return False
+    return (factory or DEFAULT_APP_FACTORY) == DEFAULT_APP_FACTORY
 
 
 def tenant_data(environ: Mapping[str, str] = os.environ) -> TenantData | None:

@@ -7,6 +7,11 @@
                                 ``dispatcher.sqlite3`` in the working directory)
 ``DISPATCHER_APP_FACTORY``      ``module:function`` building a tenant's app
                                 (default: the demo, ``dispatcher.demo:create_app``)
+``DISPATCHER_SHARED_APP``       ``module:attribute`` naming one WSGI app that
+                                serves every tenant (``current_tenant`` says
+                                which); with ``DISPATCHER_APP_FACTORY`` too, the
+                                factory returns it for the tenants that share it
+                                (default none: an app per tenant)
 ``DISPATCHER_DEFAULT_APP``      ``module:function(registry, base_domain)``
                                 returning the app for requests that name no
                                 tenant (default: the demo's signup site); with
@@ -33,7 +38,8 @@
                                 :class:`~dispatcher.routes.HeaderResolver`)
 ``DISPATCHER_<SETTING>``        each setting of :class:`~dispatcher.policy.CachePolicy`
                                 by its upper-cased name: ``DISPATCHER_MAX_APPS``
-                                (default 1000), ``_APP_TTL`` (3600 s),
+                                (default 1000), ``_MAX_TENANTS`` (100000),
+                                ``_APP_TTL`` (3600 s),
                                 ``_NEGATIVE_SIZE`` (10000), ``_NEGATIVE_TTL``
                                 (5 s), ``_BUILD_TIMEOUT`` (30 s), ``_MAX_WAITERS``
                                 (2; keep it below a worker's threads),
@@ -99,7 +105,14 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
     (``DISPATCHER_TENANT_DATA``, or the demo's), the signup app's provisioner
     creates each new tenant's data, and the demo's app keeps its notes there.
     """
-    create_app = _load(environ, "DISPATCHER_APP_FACTORY", DEFAULT_APP_FACTORY)
+    create_app: Callable[..., Any] | None = _load(
+        environ, "DISPATCHER_APP_FACTORY", DEFAULT_APP_FACTORY
+    )
+    shared_app = None
+    if environ.get("DISPATCHER_SHARED_APP", "").strip():
+        shared_app = _load(environ, "DISPATCHER_SHARED_APP", "")
+        if not environ.get("DISPATCHER_APP_FACTORY", "").strip():
+            create_app = None  # every tenant on the shared app, not the demo's
     default_name = environ.get("DISPATCHER_DEFAULT_APP") or DEFAULT_DEFAULT_APP
     default_factory = _load(environ, "DISPATCHER_DEFAULT_APP", DEFAULT_DEFAULT_APP)
     # The dispatcher checks it; the registry and the signup app need the same.
@@ -142,7 +155,11 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
     try:
         # After the registry: a bad URL is its error, named as such.
         data = settings.tenant_data(environ)
-        if data is not None and settings.serves_the_demo(environ):
+        if (
+            create_app is not None
+            and data is not None
+            and settings.serves_the_demo(environ)
+        ):
             # The demo's app keeps its notes in the deployment's tenant data.
             create_app = partial(create_app, data=data)
         default_app: WSGIApplication = _default_app(
@@ -150,7 +167,11 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
         )
         try:
             dispatcher = TenantDispatcher(
-                registry, create_app, default_app=default_app, **options
+                registry,
+                create_app,
+                shared_app=shared_app,
+                default_app=default_app,
+                **options,
             )
         except ValueError as e:
             raise ValueError(f"{_variable_in(str(e))}: {e}") from e
@@ -226,7 +247,7 @@ def _variable_in(message: str) -> str:
 
 
 def _load(environ: Mapping[str, str], name: str, default: str) -> Callable[..., Any]:
-    target = environ.get(name) or default
+    target = environ.get(name, "").strip() or default
     loaded = settings.import_setting(name, target)
     if not callable(loaded):
         raise ValueError(f"{name}={target!r} is not callable")

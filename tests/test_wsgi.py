@@ -321,6 +321,34 @@ def test_a_custom_app_factory(build: Build, cwd: Path) -> None:
     assert not (cwd / TENANTS_DIRECTORY).exists()
 
 
+def test_a_shared_app_serves_every_tenant(build: Build) -> None:
+    application = build(DISPATCHER_SHARED_APP="shared_app_probe:app")
+    from shared_app_probe import app as shared
+
+    assert application.create_app is None
+    assert application.shared_apps == (shared,)
+    # The demo's notes are the demo app's: a shared app of yours has none.
+    assert wsgi.settings.tenant_data({"DISPATCHER_SHARED_APP": "x:y"}) is None
+    for slug in ("acme", "globex"):
+        add_tenant(application, slug)
+    client = Client(application)
+    for slug in ("acme", "globex"):
+        answer = get(client, f"{slug}.localhost:8000")
+        assert answer.text == f"{slug}: Hello from {slug}"
+    assert application.stats().apps == 0  # records, not apps
+    assert application.stats().shared_tenants == 2
+
+
+def test_a_shared_app_beside_a_factory_is_a_mixed_deployment(build: Build) -> None:
+    application = build(
+        DISPATCHER_SHARED_APP="shared_app_probe:app",
+        DISPATCHER_APP_FACTORY="shared_app_probe:create_app",
+    )
+    add_tenant(application, "acme")
+    assert get(Client(application), "acme.localhost:8000").text.startswith("acme:")
+    assert application.stats().shared_tenants == 1
+
+
 # -- tenant data ----------------------------------------------------------------
 
 
@@ -435,6 +463,8 @@ def test_an_evicted_tenants_sqlite_engine_is_disposed(build: Build) -> None:
         pytest.param("DISPATCHER_APP_FACTORY", "os:sep", id="not-callable"),
         pytest.param("DISPATCHER_DEFAULT_APP", "nonexistent:x", id="default-module"),
         pytest.param("DISPATCHER_DEFAULT_APP", "os:sep", id="default-not-callable"),
+        pytest.param("DISPATCHER_SHARED_APP", "nonexistent:x", id="shared-module"),
+        pytest.param("DISPATCHER_SHARED_APP", "os:sep", id="shared-not-callable"),
     ],
 )
 def test_a_bad_value_names_the_variable(build: Build, name: str, value: str) -> None:
@@ -452,6 +482,7 @@ def test_a_bad_database_url_is_a_value_error(build: Build) -> None:
     ("name", "value"),
     [
         pytest.param("DISPATCHER_MAX_APPS", "0", id="max-apps-0"),
+        pytest.param("DISPATCHER_MAX_TENANTS", "0", id="max-tenants-0"),
         pytest.param("DISPATCHER_APP_TTL", "-1", id="app-ttl-negative"),
         pytest.param("DISPATCHER_NEGATIVE_TTL", "nan", id="negative-ttl-nan"),
         pytest.param("DISPATCHER_BASE_DOMAIN", "localhost:8000", id="base-port"),
