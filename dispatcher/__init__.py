@@ -34,7 +34,9 @@ from dispatcher.routes import HeaderResolver as HeaderResolver
 from dispatcher.routes import HostResolver as HostResolver
 from dispatcher.routes import PathResolver as PathResolver
 from dispatcher.routes import standard_resolvers as standard_resolvers
+from dispatcher.sessions import SharedSessionInterface as SharedSessionInterface
 from dispatcher.sessions import TenantSessionInterface as TenantSessionInterface
+from dispatcher.sessions import init_shared_sessions as init_shared_sessions
 from dispatcher.sessions import init_tenant_sessions as init_tenant_sessions
 from dispatcher.tenant import NewTenant as NewTenant
 from dispatcher.tenant import Tenant as Tenant
@@ -64,6 +66,7 @@ __all__ = [
     "RegistryError",
     "RegistryUnavailable",
     "SchemaMissing",
+    "SharedSessionInterface",
     "Tenant",
     "TenantChange",
     "TenantDisabled",
@@ -76,6 +79,7 @@ __all__ = [
     "TooManyDomains",
     "current_tenant",
     "default_teardown",
+    "init_shared_sessions",
     "init_tenant_sessions",
     "standard_resolvers",
     "tenant_from_environ",
