@@ -1319,7 +1319,7 @@ def _churn_figures(run: dict[str, Any]) -> str:
         figure += f", hits {run['hit_ratio']:.0%}"
     figure += (
         f", {run['full_gcs']} full GCs (longest {run['longest_gc'] * 1e3:.0f} ms),"
-        f" RSS {run['rss']:.0f} MiB"
+        f" RSS {run['rss']:.0f} MiB"  # less the bench's own environs
     )
     if run["failed"]:
         figure += f"; {run['failed']:,} answers not 200"
@@ -1457,7 +1457,8 @@ def bench_shared(
 
     Against the docs pattern with every app cached, on ``large`` tenants; RSS
     at ``small`` and ``large`` tenants; and against django-tenants' per-request
-    queries on PostgreSQL (``bench_churn.django_tenants_queries``).
+    queries on PostgreSQL (``bench_churn.django_tenants_queries``). The
+    shared app is first asked for every tenant once: its steady state.
     """
     from bench_apps import supports_shared_app
 

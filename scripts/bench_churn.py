@@ -157,17 +157,23 @@ def run(
         app = bench_apps.per_tenant(registry, max_apps, app_kind)
     else:
         app = bench_apps.shared(registry, max_apps)
-    return measure(app, tenants, trace, warmup)
+    return measure(app, tenants, trace, warmup, prime=kind == "shared")
 
 
-def measure(app: Any, tenants: int, trace: list[int], warmup: int) -> dict[str, Any]:
-    """Serve ``trace`` through ``app``, the first ``warmup`` unmeasured."""
+def measure(
+    app: Any, tenants: int, trace: list[int], warmup: int, prime: bool = False
+) -> dict[str, Any]:
+    """Serve ``trace`` through ``app``, the first ``warmup`` unmeasured; with
+    ``prime``, every tenant once before (a shared app's steady state: every
+    tenant's record held). RSS is given less the requests' environs."""
+    bare = vm_status("VmRSS")
     environs = [
         EnvironBuilder(
             path="/", headers={"Host": bench_apps.tenant_host(i)}
         ).get_environ()
         for i in range(tenants)
     ]
+    harness = vm_status("VmRSS") - bare
     statuses: list[str] = []
 
     def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
@@ -181,7 +187,7 @@ def measure(app: Any, tenants: int, trace: list[int], warmup: int) -> dict[str, 
         if close is not None:
             close()
 
-    for index in trace[:warmup]:
+    for index in [*(range(tenants) if prime else ()), *trace[:warmup]]:
         request(index)
     stats = getattr(app, "stats", None)
     before = stats() if stats else None
@@ -205,7 +211,7 @@ def measure(app: Any, tenants: int, trace: list[int], warmup: int) -> dict[str, 
         "longest_gc": max(collections.pauses, default=0.0),
         "gc_time": sum(collections.pauses),
         "seconds": elapsed,
-        "rss": vm_status("VmRSS"),
+        "rss": vm_status("VmRSS") - harness,
         "failed": sum(1 for status in statuses if not status.startswith("200")),
         "requests": len(latencies),
         "hit_ratio": None,
