@@ -1,0 +1,178 @@
+"""The collector module through a real dispatcher: evicted apps freed by
+reference counting, builds frozen, what survives counted, and off means off.
+
+The collector is disabled during each test (no test calls ``gc.collect()``
+unless it says so): an app still alive is one only the collector would free.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from werkzeug.test import Client
+
+from dispatcher import CachePolicy, Tenant, TenantDispatcher, TenantRegistry, collector
+
+BASE = "example.com"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_collector() -> Iterator[None]:
+    managed = collector.managed()
+    collector._collector.reset()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        collector._collector.reset()
+        collector.set_managed(managed)
+
+
+class Built:
+    """A create_app that keeps a weak reference to every app it builds."""
+
+    def __init__(self, keep: bool = False) -> None:
+        self.apps: list[weakref.ref[Flask]] = []
+        self.kept: list[Flask] = []
+        self.keep = keep
+
+    def __call__(self, tenant: Tenant) -> Flask:
+        app = Flask(f"app_of_{tenant.slug}")
+
+        @app.route("/")
+        def index() -> str:
+            return app.name  # a view closing over its app: a cycle
+
+        self.apps.append(weakref.ref(app))
+        if self.keep:
+            self.kept.append(app)
+        return app
+
+
+@pytest.fixture
+def two_tenants(registry: TenantRegistry) -> TenantRegistry:
+    for slug in ("acme", "beta"):
+        registry.create_tenant(slug, owner_email=f"o@{slug}.test", subdomain=slug)
+    return registry
+
+
+def _dispatcher(registry: TenantRegistry, create_app: Callable[[Tenant], Any]) -> Any:
+    return TenantDispatcher(
+        registry, create_app, base_domain=BASE, policy=CachePolicy(max_apps=1)
+    )
+
+
+def _get(dispatcher: Any, slug: str) -> int:
+    response = Client(dispatcher).get("/", headers={"Host": f"{slug}.{BASE}"})
+    response.close()
+    return response.status_code
+
+
+def test_an_evicted_app_is_freed_without_the_collector(
+    two_tenants: TenantRegistry,
+) -> None:
+    built = Built()
+    dispatcher = _dispatcher(two_tenants, built)
+    assert _get(dispatcher, "acme") == 200
+    assert _get(dispatcher, "beta") == 200  # evicts acme's app
+    assert built.apps[0]() is None
+    assert built.apps[1]() is not None
+    assert _get(dispatcher, "acme") == 200  # evicts beta's; counts acme's freed
+    assert collector.stats().apps_freed == 1
+    assert collector.stats().apps_frozen == 3
+    assert collector.stats().apps_survived == 0
+
+
+def test_each_build_freezes_the_heap(two_tenants: TenantRegistry) -> None:
+    dispatcher = _dispatcher(two_tenants, Built())
+    gc.unfreeze()
+    assert _get(dispatcher, "acme") == 200
+    assert gc.get_freeze_count() > 0
+
+
+def test_off_leaves_evicted_apps_to_the_collector(
+    two_tenants: TenantRegistry,
+) -> None:
+    collector.set_managed(False)
+    built = Built()
+    dispatcher = _dispatcher(two_tenants, built)
+    assert _get(dispatcher, "acme") == 200
+    assert _get(dispatcher, "beta") == 200
+    assert gc.get_freeze_count() == 0
+    assert built.apps[0]() is not None  # garbage, in a cycle
+    gc.collect()
+    assert built.apps[0]() is None
+    assert collector.stats().apps_frozen == 0
+
+
+def test_an_app_held_elsewhere_is_counted_and_named_once(
+    two_tenants: TenantRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    built = Built(keep=True)
+    dispatcher = _dispatcher(two_tenants, built)
+    caplog.set_level(logging.WARNING, logger="dispatcher.collector")
+    for _ in range(collector.SURVIVOR_AGE + 2):
+        assert _get(dispatcher, "acme") == 200
+        assert _get(dispatcher, "beta") == 200
+    stats = collector.stats()
+    assert stats.apps_survived >= 2
+    assert stats.apps_freed == 0
+    named = [r.getMessage() for r in caplog.records if "app_of_acme" in r.getMessage()]
+    assert len(named) == 1
+    assert "something outside the dispatcher holds it" in named[0]
+
+
+def test_an_app_returned_again_after_its_teardown_is_refused(
+    two_tenants: TenantRegistry,
+) -> None:
+    apps: dict[str, Flask] = {}
+
+    def memoized(tenant: Tenant) -> Flask:
+        if tenant.slug not in apps:
+            apps[tenant.slug] = Built()(tenant)
+        return apps[tenant.slug]
+
+    dispatcher = _dispatcher(two_tenants, memoized)
+    assert _get(dispatcher, "acme") == 200
+    assert _get(dispatcher, "beta") == 200
+    # acme's app was torn down and its cycles cut: a clear failure, not a
+    # half-working app.
+    assert _get(dispatcher, "acme") == 500
+
+
+def test_full_collections_are_counted_with_their_pause() -> None:
+    before = collector.stats().collections
+    gc.collect()
+    after = collector.stats()
+    assert after.collections[2] == before[2] + 1
+    assert after.longest_full_pause > 0
+
+
+def test_frozen_garbage_is_reclaimed_once_the_heap_has_grown(
+    two_tenants: TenantRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dispatcher = _dispatcher(two_tenants, Built())
+    assert _get(dispatcher, "acme") == 200
+    assert _get(dispatcher, "beta") == 200  # the first eviction: the baseline
+    node = _Node()
+    node.me = node
+    freed = weakref.ref(node)
+    gc.freeze()
+    del node  # garbage in a cycle, frozen: no collection would see it
+    monkeypatch.setattr(collector, "RECLAIM_GROWTH", 0.0)
+    assert _get(dispatcher, "acme") == 200  # the next build reclaims
+    assert collector.stats().reclaims == 1
+    assert freed() is None
+
+
+class _Node:
+    me: Any = None
