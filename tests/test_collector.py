@@ -176,3 +176,19 @@ def test_frozen_garbage_is_reclaimed_once_the_heap_has_grown(
 
 class _Node:
     me: Any = None
+
+
+def test_gunicorns_master_freezes_what_it_imported_before_forking() -> None:
+    from dispatcher.gunicorn_conf import pre_fork
+
+    gc.unfreeze()
+    pre_fork(None, None)
+    assert gc.get_freeze_count() > 0
+
+
+def test_gunicorns_master_freezes_nothing_when_off() -> None:
+    from dispatcher.gunicorn_conf import pre_fork
+
+    collector.set_managed(False)
+    pre_fork(None, None)
+    assert gc.get_freeze_count() == 0
