@@ -37,15 +37,26 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from dispatcher.reclaim import break_cycles, is_torn_down
 
-__all__ = ["CollectorStats", "built", "managed", "released", "set_managed", "stats"]
+__all__ = [
+    "CollectorStats",
+    "built",
+    "managed",
+    "managed_from",
+    "released",
+    "set_managed",
+    "stats",
+]
 
 log = logging.getLogger(__name__)
 
+#: The environment variable that turns management off.
+SETTING = "DISPATCHER_GC"
 #: A released app still alive after this many later events was not freed.
 SURVIVOR_AGE = 8
 #: Reclaim once the heap is this many times its size at the first release
@@ -74,7 +85,8 @@ class CollectorStats:
 
 class _Collector:
     def __init__(self) -> None:
-        self.managed = os.environ.get("DISPATCHER_GC", "managed") != "off"
+        #: None: not read yet from ``DISPATCHER_GC``.
+        self.setting: bool | None = None
         self._lock = threading.Lock()
         self._stats = CollectorStats()
         self._started = 0.0
@@ -105,6 +117,12 @@ class _Collector:
         self._collections[generation] += 1
         if generation == 2:
             self._longest_full = max(self._longest_full, pause)
+
+    @property
+    def managed(self) -> bool:
+        if self.setting is None:
+            self.setting = managed_from(os.environ)
+        return self.setting
 
     def built(self, app: Any) -> None:
         if not self.managed:
@@ -201,6 +219,17 @@ class _Collector:
         )
 
 
+def managed_from(environ: Mapping[str, str]) -> bool:
+    """``DISPATCHER_GC``: ``managed`` (the default) or ``off``.
+
+    :raises ValueError: any other value, named.
+    """
+    value = environ.get(SETTING, "managed").strip().lower() or "managed"
+    if value not in ("managed", "off"):
+        raise ValueError(f"{SETTING}={value!r}: must be 'managed' or 'off'")
+    return value == "managed"
+
+
 _collector = _Collector()
 gc.callbacks.append(_collector.on_collection)
 os.register_at_fork(after_in_child=_collector.reset)
@@ -228,6 +257,6 @@ def managed() -> bool:
 
 def set_managed(on: bool) -> None:
     """Turn management on or off; off unfreezes what was frozen."""
-    _collector.managed = on
+    _collector.setting = on
     if not on:
         gc.unfreeze()

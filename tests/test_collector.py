@@ -192,3 +192,21 @@ def test_gunicorns_master_freezes_nothing_when_off() -> None:
     collector.set_managed(False)
     pre_fork(None, None)
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "managed"),
+    [
+        pytest.param(None, True, id="unset: managed"),
+        pytest.param("managed", True, id="managed"),
+        pytest.param(" OFF ", False, id="off, any case"),
+    ],
+)
+def test_the_setting(value: str | None, managed: bool) -> None:
+    environ = {} if value is None else {collector.SETTING: value}
+    assert collector.managed_from(environ) is managed
+
+
+def test_a_wrong_setting_is_named() -> None:
+    with pytest.raises(ValueError, match=r"DISPATCHER_GC='of': must be 'managed'"):
+        collector.managed_from({"DISPATCHER_GC": "of"})
