@@ -1,6 +1,7 @@
 """Collector pauses under uniform churn, in one process, management off and on.
 
     .venv/bin/python -m scripts.gc_churn [--app hello|realistic] [--requests N]
+                                         [--threads N]
 
 2,000 tenants, ``max_apps`` 1,000, uniformly random tenants: half the
 requests rebuild an app and evict another. Each mode runs in a child process
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +72,9 @@ def request(app: Any, host: str) -> None:
         raise RuntimeError(f"{host} answered {statuses[0]}")
 
 
-def child(url: str, app: str, requests: int, managed: bool) -> dict[str, Any]:
+def child(
+    url: str, app: str, requests: int, managed: bool, threads: int
+) -> dict[str, Any]:
     collector.set_managed(managed)
     registry = TenantRegistry(url)
     ours = TenantDispatcher(
@@ -86,11 +90,18 @@ def child(url: str, app: str, requests: int, managed: bool) -> dict[str, Any]:
     before = collector.stats()
     pauses = FullPauses()
     gc.callbacks.append(pauses.on_collection)
-    rng = random.Random(12)
+    blocks = sys.getallocatedblocks()
+
+    def serve(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(requests // threads):
+            request(ours, rng.choice(hosts))
+
     started = time.perf_counter()
-    for _ in range(requests):
-        request(ours, rng.choice(hosts))
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(serve, range(threads)))
     elapsed = time.perf_counter() - started
+    grown = sys.getallocatedblocks() - blocks
     gc.callbacks.remove(pauses.on_collection)
     after = collector.stats()
     return {
@@ -100,7 +111,8 @@ def child(url: str, app: str, requests: int, managed: bool) -> dict[str, Any]:
         "longest_reclaim_ms": after.longest_reclaim * 1000,
         "freed": after.apps_freed - before.apps_freed,
         "survived": after.apps_survived - before.apps_survived,
-        "rps": requests / elapsed,
+        "rps": requests // threads * threads / elapsed,
+        "grown": grown,
     }
 
 
@@ -108,11 +120,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--app", choices=sorted(FACTORIES), default="hello")
     parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--child", choices=("off", "on"))
     parser.add_argument("--url")
     args = parser.parse_args()
     if args.child:
-        figures = child(args.url, args.app, args.requests, args.child == "on")
+        figures = child(
+            args.url, args.app, args.requests, args.child == "on", args.threads
+        )
         print(json.dumps(figures))
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,7 +136,8 @@ def main() -> None:
         for mode in ("off", "on"):
             out = subprocess.run(
                 [sys.executable, "-m", "scripts.gc_churn", "--child", mode]
-                + ["--url", url, "--app", args.app, "--requests", str(args.requests)],
+                + ["--url", url, "--app", args.app, "--requests", str(args.requests)]
+                + ["--threads", str(args.threads)],
                 capture_output=True,
                 text=True,
             )
@@ -129,10 +145,12 @@ def main() -> None:
                 sys.exit(f"management {mode} failed:\n{out.stderr}")
             f = json.loads(out.stdout.splitlines()[-1])
             print(
-                f"{args.app}, management {mode}: {f['full']} full collections,"
+                f"{args.app}, {args.threads} thread(s), management {mode}:"
+                f" {f['full']} full collections,"
                 f" longest {f['longest_ms']:.0f} ms; reclaims {f['reclaims']}"
                 f" (longest {f['longest_reclaim_ms']:.0f} ms, included); apps freed"
-                f" {f['freed']}, survived {f['survived']}; {f['rps']:,.0f} req/s"
+                f" {f['freed']}, survived {f['survived']}; heap grew"
+                f" {f['grown']:,} blocks; {f['rps']:,.0f} req/s"
             )
 
 
