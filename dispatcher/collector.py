@@ -96,6 +96,10 @@ class _Collector:
         self._released: deque[tuple[weakref.ref[Any], str, int]] = deque()
         self._named: set[str] = set()
         self._baseline = 0
+        #: Live apps built while managed: how many cache entries serve each.
+        self._serving: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        #: Apps create_app returned for more than one entry at once.
+        self._shared: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def reset(self) -> None:
         """A fork's child counts its own collections."""
@@ -106,6 +110,8 @@ class _Collector:
         self._released.clear()
         self._named.clear()
         self._baseline = 0
+        self._serving = weakref.WeakKeyDictionary()
+        self._shared = weakref.WeakSet()
 
     def on_collection(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
@@ -133,6 +139,7 @@ class _Collector:
                 " down (its reference cycles were cut after its eviction);"
                 " return a new app on each call"
             )
+        self._note_built(app)
         self._check_released()
         gc.collect(1)
         gc.freeze()
@@ -149,13 +156,33 @@ class _Collector:
         if not self._baseline:
             # The heap once apps start to be evicted: the cache is full.
             self._baseline = sys.getallocatedblocks()
-        name = str(getattr(app, "name", type(app).__qualname__))
-        if not break_cycles(app):
+        if not self._last_release(app):
             return
-        try:
+        name = str(getattr(app, "name", type(app).__qualname__))
+        if break_cycles(app):
             self._released.append((weakref.ref(app), name, 0))
-        except TypeError:  # not weakly referenceable: nothing to count
+
+    def _note_built(self, app: Any) -> None:
+        """Count the entries serving ``app``: a create_app may return one app
+        object for several tenants, and that app is never cut."""
+        try:
+            with self._lock:
+                if app in self._serving:
+                    self._shared.add(app)
+                self._serving[app] = self._serving.get(app, 0) + 1
+        except TypeError:  # not weakly referenceable nor hashable: not Flask
             pass
+
+    def _last_release(self, app: Any) -> bool:
+        """Whether ``app`` was built once, for one tenant, and is released."""
+        try:
+            with self._lock:
+                left = self._serving.pop(app, 1) - 1
+                if left > 0:
+                    self._serving[app] = left
+                return left <= 0 and app not in self._shared
+        except TypeError:
+            return False
 
     def _check_released(self) -> None:
         for _ in range(len(self._released)):

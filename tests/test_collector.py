@@ -210,3 +210,19 @@ def test_the_setting(value: str | None, managed: bool) -> None:
 def test_a_wrong_setting_is_named() -> None:
     with pytest.raises(ValueError, match=r"DISPATCHER_GC='of': must be 'managed'"):
         collector.managed_from({"DISPATCHER_GC": "of"})
+
+
+def test_one_app_returned_for_several_tenants_is_never_cut(
+    two_tenants: TenantRegistry,
+) -> None:
+    app = Flask("everyone")
+
+    @app.route("/")
+    def index() -> str:
+        return "one app"
+
+    dispatcher = _dispatcher(two_tenants, lambda tenant: app)
+    for _ in range(3):
+        assert _get(dispatcher, "acme") == 200
+        assert _get(dispatcher, "beta") == 200
+    assert "url_map" in vars(app)
