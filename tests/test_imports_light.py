@@ -123,3 +123,56 @@ def test_the_registry_metadata_holds_the_index_serving_leaves_out() -> None:
     assert index.unique
     assert str(index.dialect_options["postgresql"]["where"]) == "is_primary"
     assert str(index.dialect_options["sqlite"]["where"]) == "is_primary"
+
+
+MASTER = """
+import json
+import sys
+
+from dispatcher.gunicorn_conf import on_starting
+
+on_starting(None)
+heavy = sorted(
+    name
+    for name in sys.modules
+    if any(name == top or name.startswith(top + ".") for top in sys.argv[1:])
+)
+print(json.dumps(heavy))
+"""
+
+
+def test_gunicorns_master_migrates_without_loading_migrations(
+    tmp_path: Path,
+) -> None:
+    """Workers fork from the master, so what it imports is in every worker's
+    pages: it migrates in a child of its own and stays as light as a worker."""
+    url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(MASTER), *NOT_FOR_SERVING],
+        env={"PATH": os.environ.get("PATH", ""), "DISPATCHER_DATABASE_URL": url},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
+    with TenantRegistry(url) as registry:
+        assert registry.list_tenants() == []  # migrated: the tables are there
+
+
+def test_a_failed_migration_at_start_stops_gunicorns_master(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(MASTER)],
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "DISPATCHER_DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}",
+            "DISPATCHER_MIGRATE": "perhaps",
+        },
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "DISPATCHER_MIGRATE='perhaps' must be 1 or 0" in done.stderr
