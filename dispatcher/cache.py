@@ -25,6 +25,13 @@
 * A build is kept only if no change to its tenant newer than its snapshot
   arrived while it was in flight (lookup included): each flight records the
   changes that arrive during it, and forgets them when it ends.
+* An own app dropped for capacity leaves its tenant's snapshot behind, a
+  record per routing key, in a third store of at most ``max_tenants`` (a
+  record is about a kilobyte; an app hundreds): the next miss on such a key
+  builds from the record without looking the tenant up. A record is valid no
+  longer than the app it outlived (so ``app_ttl`` still bounds how old a
+  snapshot may be) and is dropped by every change that would drop its route
+  or its tenant's app.
 * "No such tenant" is remembered for ``negative_ttl`` in its own bounded cache;
   a failed build for ``failure_backoff``. Errors of the lookup itself (the
   database is down) are never remembered.
@@ -124,6 +131,64 @@ class _Lookup(Flight["Entry | None"]):
         self.changes = {}
 
 
+class _Records:
+    """Routing key -> the snapshot of the tenant whose app was dropped for
+    capacity, valid until a time; at most ``maxsize``, oldest out first.
+
+    Indexed by slug too, so a change to one tenant drops its records without
+    scanning them all. Every method is called with the cache's lock held.
+    """
+
+    __slots__ = ("maxsize", "_records", "_keys")
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        # Insertion order is age: the first record is the next one out.
+        self._records: dict[Hashable, tuple[Tenant, float]] = {}
+        self._keys: dict[str, set[Hashable]] = {}
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def put(self, key: Hashable, tenant: Tenant, valid_until: float) -> None:
+        self.drop(key)
+        while len(self._records) >= self.maxsize:
+            self.drop(next(iter(self._records)))
+        self._records[key] = (tenant, valid_until)
+        self._keys.setdefault(tenant.slug, set()).add(key)
+
+    def take(self, key: Hashable, now: float) -> Tenant | None:
+        """The record for ``key`` if still valid; it is dropped either way."""
+        record = self._records.get(key)
+        if record is None:
+            return None
+        self.drop(key)
+        tenant, valid_until = record
+        return tenant if now < valid_until else None
+
+    def drop(self, key: Hashable) -> None:
+        record = self._records.pop(key, None)
+        if record is not None:
+            keys = self._keys[record[0].slug]
+            keys.discard(key)
+            if not keys:
+                del self._keys[record[0].slug]
+
+    def drop_tenant(self, slug: str, generation: int | None) -> None:
+        """Drop ``slug``'s records older than ``generation`` (all if None)."""
+        for key in list(self._keys.get(slug, ())):
+            if generation is None or self._records[key][0].version < generation:
+                self.drop(key)
+
+    def drop_matching(self, matches: Callable[[Hashable], bool]) -> None:
+        for key in [key for key in self._records if matches(key)]:
+            self.drop(key)
+
+    def clear(self) -> None:
+        self._records.clear()
+        self._keys.clear()
+
+
 @dataclass(frozen=True, slots=True)
 class CacheStats:
     """Counters since start, current sizes and build-time percentiles (seconds)."""
@@ -145,6 +210,9 @@ class CacheStats:
     #: Tenants whose record is held for a shared app (or ``disabled_app``);
     #: ``apps`` counts the apps that belong to one tenant.
     shared_tenants: int = 0
+    #: Misses served from the record an app dropped for capacity left behind:
+    #: built without a registry lookup (counted in ``misses`` too).
+    record_hits: int = 0
 
 
 class AppCache:
@@ -183,6 +251,9 @@ class AppCache:
         # Tenants on a shared app: a record each, bounded apart (see above). A
         # slug is in at most one of the two stores.
         self._shared_apps = Apps(policy.max_tenants, timer, self._on_dropped)
+        # Routing key -> the snapshot of a tenant whose own app was dropped for
+        # capacity: its next miss skips the lookup (see _on_dropped).
+        self._records = _Records(policy.max_tenants)
         # Routing key -> entry. Read without the lock on the hit path, which
         # must also check expires_at and acquire() the entry: see lease().
         self.routes: dict[Hashable, Entry] = {}
@@ -207,7 +278,7 @@ class AppCache:
             self._lock, policy, timer
         )
         self._build_times: deque[float] = deque(maxlen=1000)
-        self._hits = self._misses = self._negative_hits = 0
+        self._hits = self._misses = self._negative_hits = self._record_hits = 0
         self._builds = self._build_failures = 0
         self._evictions = {"capacity": 0, "expired": 0, "invalidated": 0}
 
@@ -254,6 +325,7 @@ class AppCache:
                 failure = self._failures.get(key)
                 flight = self._lookups.get(key)
                 ticket = None
+                known = None
                 if failure is None and flight is None:
                     epochs = (
                         self._negative_clears,
@@ -263,6 +335,12 @@ class AppCache:
                     queue = Queue(now, self.policy.build_timeout)
                     flight = self._lookups.start(key, _Lookup(queue, epochs))
                     self._misses += 1
+                    # Taken in the same critical section the flight starts in:
+                    # a change from now on reaches the flight (and discards
+                    # its build), one before it has dropped the record.
+                    known = self._records.take(key, now)
+                    if known is not None:
+                        self._record_hits += 1
                 elif failure is None:
                     assert flight is not None
                     overran = partial(self._back_off, key, flight.slug)
@@ -274,7 +352,15 @@ class AppCache:
                 raise fresh(failure[1])
             assert flight is not None
             if ticket is None:
-                look_up = partial(self._look_up, key, flight, lookup, stale)
+                look_up: Callable[[], Entry | None]
+                if known is not None:
+                    # No lookup, so no follower started here: none needs to
+                    # be, since records come only from apps built after a
+                    # lookup in this process (forget_everything drops them
+                    # in a forked child).
+                    look_up = partial(self._entry_for, key, known, flight)
+                else:
+                    look_up = partial(self._look_up, key, flight, lookup, stale)
                 entry = self._lookups.lead(key, flight, look_up)
             else:
                 entry = self._lookups.wait(ticket)
@@ -441,6 +527,8 @@ class AppCache:
             previous.keys.discard(key)
         self.routes[key] = entry
         entry.keys.add(key)
+        # A key is routed or recorded, never both.
+        self._records.drop(key)
 
     # -- eviction --------------------------------------------------------------
 
@@ -463,6 +551,10 @@ class AppCache:
             if names_changed:
                 self._negative.clear()
                 self._negative_clears += 1
+                # A name may have moved to another tenant: trust no record.
+                self._records.clear()
+            else:
+                self._records.drop_tenant(slug, generation)
             # The change may have mended what made the build fail.
             self._end_backoff(slug)
             entry = self._held(slug)
@@ -488,6 +580,7 @@ class AppCache:
         with self._lock:
             for key in keys:
                 self._negative.pop(key, None)
+                self._records.drop(key)
                 entry = self.routes.pop(key, None)
                 if entry is not None:
                     entry.keys.discard(key)
@@ -505,6 +598,7 @@ class AppCache:
             self._route_clears += 1
             for key in [key for key in self.routes if matches(key)]:
                 self.routes.pop(key).keys.discard(key)
+            self._records.drop_matching(matches)
 
     def clear(self) -> None:
         """Evict every app (for example at shutdown)."""
@@ -513,6 +607,7 @@ class AppCache:
             for store in (self._apps, self._shared_apps):
                 for entry in list(store.values()):
                     self._forget(entry, "invalidated")
+            self._records.clear()
             self._negative.clear()
             self._negative_clears += 1
         self._retire_dropped()
@@ -530,6 +625,9 @@ class AppCache:
         self._apps.clear()
         self._shared_apps.clear()
         self.routes.clear()
+        # The parent's snapshots too: this process's follower will not report
+        # changes made before its first lookup (see _forked in middleware).
+        self._records.clear()
         self._negative.clear()
         self._failures.clear()
         self._dropped.clear()
@@ -556,9 +654,20 @@ class AppCache:
 
     def _on_dropped(self, entry: Entry, cause: str) -> None:
         # Called with the lock held: unlink now, retire after the lock is released.
+        # An own app dropped only for room leaves its snapshot behind, valid
+        # until the app's own expiry as built: an app served past it while the
+        # database was down (serve_until) leaves none.
+        valid_until = min(entry.expires_at, entry.kept_until - self.policy.stale_window)
+        record = (
+            cause == "capacity"
+            and not self._is_shared(entry.app)
+            and self._timer() < valid_until
+        )
         for key in entry.keys:
             if self.routes.get(key) is entry:
                 del self.routes[key]
+                if record:
+                    self._records.put(key, entry.tenant, valid_until)
         self._evictions[cause] += 1
         self._dropped.append((entry, cause))
 
@@ -602,6 +711,7 @@ class AppCache:
             build_time_p90=p90,
             build_time_p99=p99,
             shared_tenants=shared,
+            record_hits=self._record_hits,
         )
 
     def __len__(self) -> int:

@@ -17,7 +17,7 @@ import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -2205,3 +2205,210 @@ def test_without_shared_every_app_is_an_own_app(
         fetch(cache, host(slug), Lookup(make_tenant(slug)))
     stats = cache.stats()
     assert (stats.apps, stats.shared_tenants, stats.evictions["capacity"]) == (1, 0, 1)
+
+
+# -- AppCache: records of tenants whose app was dropped for capacity -------------
+#
+# An own app dropped for room leaves its tenant's snapshot behind, one record per
+# routing key: the key's next miss builds from it without a lookup. Every change
+# that would drop the key's route or its tenant's app drops the record too.
+
+
+def _evicted_for_room(cache: AppCache, tenant: Tenant, *keys: str) -> None:
+    """Build ``tenant``'s app under ``keys``, then have it dropped for capacity."""
+    for key in keys:
+        assert fetch(cache, key, Lookup(tenant)) is not None
+    filler = make_tenant(f"filler{cache.stats().builds}")
+    fetch(cache, host(filler.slug), Lookup(filler))
+    assert tenant.slug not in cache
+
+
+def test_a_tenant_dropped_for_capacity_is_rebuilt_without_a_lookup(
+    new_cache: Callable[..., AppCache], builds: Builds
+) -> None:
+    cache = new_cache(max_apps=1)
+    acme = make_tenant("acme")
+    _evicted_for_room(cache, acme, host("acme"), "/acme")
+
+    lookup = Lookup(acme)
+    entry = fetch(cache, host("acme"), lookup)
+    assert lookup.calls == 0
+    assert entry.tenant is acme and builds.count["acme"] == 2
+    # Its other name's record finds the app built meanwhile: no build either.
+    assert fetch(cache, "/acme", lookup) is entry
+    assert lookup.calls == 0 and builds.count["acme"] == 2
+    # Used, the record is gone: the route carries the tenant from now on.
+    assert len(cache._records) == 1  # the filler's, dropped for acme
+    stats = cache.stats()
+    assert (stats.record_hits, stats.misses) == (2, 5)
+
+
+def test_a_record_lives_no_longer_than_the_app_it_outlived(
+    new_cache: Callable[..., AppCache], timer: Timer
+) -> None:
+    cache = new_cache(max_apps=1, app_ttl=60)
+    acme = make_tenant("acme")
+    _evicted_for_room(cache, acme, host("acme"))
+    timer.tick(60)
+
+    lookup = Lookup(acme)
+    assert fetch(cache, host("acme"), lookup).tenant is acme
+    assert lookup.calls == 1
+    assert cache.stats().record_hits == 0
+
+
+def test_an_app_served_stale_during_an_outage_leaves_no_record(
+    new_cache: Callable[..., AppCache], timer: Timer
+) -> None:
+    cache = new_cache(max_apps=1, app_ttl=60, stale_if_error=120, failure_backoff=5)
+    acme = make_tenant("acme")
+    entry = fetch(cache, host("acme"), Lookup(acme))
+    timer.tick(60)
+    assert fetch(cache, host("acme"), Unreachable(acme)) is entry  # served stale
+    _evicted_for_room(cache, acme)
+
+    lookup = Lookup(acme)
+    fetch(cache, host("acme"), lookup)
+    assert lookup.calls == 1
+
+
+def test_expired_and_invalidated_apps_leave_no_record(
+    new_cache: Callable[..., AppCache], timer: Timer
+) -> None:
+    cache = new_cache(app_ttl=60)
+    acme, bravo = make_tenant("acme"), make_tenant("bravo")
+    fetch(cache, host("acme"), Lookup(acme))
+    fetch(cache, host("bravo"), Lookup(bravo))
+    cache.invalidate("acme")
+    timer.tick(60)
+    cache.stats()  # drops bravo's expired app
+
+    assert len(cache._records) == 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(
+            lambda c: c.invalidate("acme", 2, names_changed=False),
+            id="newer-generation",
+        ),
+        pytest.param(lambda c: c.invalidate("acme", names_changed=False), id="evict"),
+        pytest.param(lambda c: c.invalidate("other", 9), id="names-changed"),
+        pytest.param(lambda c: c.forget_unknown([host("acme")]), id="forget-unknown"),
+        pytest.param(lambda c: c.forget_routes(lambda key: True), id="forget-routes"),
+        pytest.param(lambda c: c.clear(), id="clear"),
+        pytest.param(lambda c: c.forget_everything(), id="forget-everything"),
+    ],
+)
+def test_every_change_to_a_route_or_tenant_drops_its_record(
+    new_cache: Callable[..., AppCache], change: Callable[[AppCache], object]
+) -> None:
+    cache = new_cache(max_apps=1)
+    acme = make_tenant("acme")
+    _evicted_for_room(cache, acme, host("acme"))
+
+    change(cache)
+
+    assert host("acme") not in cache._records._records
+    newer = replace(acme, version=2)
+    lookup = Lookup(newer)
+    assert fetch(cache, host("acme"), lookup).tenant is newer
+    assert lookup.calls == 1
+
+
+def test_changes_to_other_tenants_and_names_keep_a_record(
+    new_cache: Callable[..., AppCache],
+) -> None:
+    cache = new_cache(max_apps=1)
+    acme = make_tenant("acme")
+    _evicted_for_room(cache, acme, host("acme"))
+
+    cache.invalidate("acme", acme.version, names_changed=False)  # not newer
+    cache.invalidate("other", 9, names_changed=False)
+    cache.forget_unknown([host("other")])
+    cache.forget_routes(lambda key: key != host("acme"))
+
+    lookup = Lookup(acme)
+    fetch(cache, host("acme"), lookup)
+    assert lookup.calls == 0
+
+
+def test_no_record_survives_a_fork(new_cache: Callable[..., AppCache]) -> None:
+    """A record hit starts no change follower: records exist only after a
+    lookup in this process, so none may outlive forget_everything()."""
+    cache = new_cache(max_apps=1)
+    for slug in ("acme", "bravo", "charlie"):
+        _evicted_for_room(cache, make_tenant(slug), host(slug))
+    assert len(cache._records) > 0
+
+    cache.forget_everything()
+
+    assert len(cache._records) == 0 and not cache._records._keys
+
+
+@pytest.mark.parametrize("change", ["newer-generation", "clear"])
+def test_a_change_during_a_build_from_a_record_discards_it(
+    new_cache: Callable[..., AppCache],
+    builds: Builds,
+    teardowns: Teardowns,
+    change: str,
+) -> None:
+    cache = new_cache(max_apps=1)
+    acme = make_tenant("acme")
+    _evicted_for_room(cache, acme, host("acme"))
+    newer = replace(acme, version=2)
+    lookup = Lookup(newer)
+    release = threading.Event()
+    builds.hooks["acme"] = Waits(release)
+    builds.started("acme").clear()
+
+    leader = Background(lambda: fetch(cache, host("acme"), lookup))
+    try:
+        assert builds.started("acme").wait(WAIT)  # from the record, version 1
+        assert lookup.calls == 0
+        if change == "clear":
+            cache.clear()
+        else:
+            cache.invalidate("acme", newer.version, names_changed=False)
+    finally:
+        release.set()
+        leader.wait()
+    served = leader.join()
+
+    assert served.tenant is newer and lookup.calls == 1
+    from_record = builds.apps[-2]
+    assert from_record.tenant is acme and teardowns.of(from_record) == 1
+    assert fetch(cache, host("acme"), lookup) is served
+
+
+def test_records_are_bounded_by_max_tenants(
+    new_cache: Callable[..., AppCache],
+) -> None:
+    cache = new_cache(max_apps=2, max_tenants=3)
+    tenants = [make_tenant(f"t{i}") for i in range(10)]
+    for tenant in tenants:
+        fetch(cache, host(tenant.slug), Lookup(tenant))
+        fetch(cache, f"/{tenant.slug}", Lookup(tenant))
+        assert len(cache._records) <= 3
+        assert sum(map(len, cache._records._keys.values())) == len(cache._records)
+
+    # The newest records are kept, the oldest dropped.
+    lookups = {tenant.slug: Lookup(tenant) for tenant in tenants[:8]}
+    for slug in ("t7", "t0"):
+        fetch(cache, host(slug), lookups[slug])
+    assert (lookups["t7"].calls, lookups["t0"].calls) == (0, 1)
+
+
+def test_shared_entries_dropped_for_capacity_leave_no_record(
+    shared_cache: Callable[..., tuple[AppCache, SharedBuilds]],
+) -> None:
+    cache, builds = shared_cache(max_apps=1, max_tenants=1)
+    s0, s1 = make_tenant("s0"), make_tenant("s1")
+    fetch(cache, host("s0"), Lookup(s0))
+    fetch(cache, host("s1"), Lookup(s1))  # drops s0's shared entry for room
+    assert "s0" not in cache
+
+    lookup = Lookup(s0)
+    fetch(cache, host("s0"), lookup)
+    assert lookup.calls == 1
