@@ -250,7 +250,11 @@ class AppCache:
         self._apps = Apps(policy.max_apps, timer, self._on_dropped)
         # Tenants on a shared app: a record each, bounded apart (see above). A
         # slug is in at most one of the two stores.
-        self._shared_apps = Apps(policy.max_tenants, timer, self._on_dropped)
+        # Plain second-chance LRU: a record's miss costs one query, not a
+        # build, and a frequency sketch for 100,000 of them would be 2 MiB.
+        self._shared_apps = Apps(
+            policy.max_tenants, timer, self._on_dropped, admission=False
+        )
         # Routing key -> the snapshot of a tenant whose own app was dropped for
         # capacity: its next miss skips the lookup (see _on_dropped).
         self._records = _Records(policy.max_tenants)

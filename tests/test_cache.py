@@ -2175,6 +2175,17 @@ def test_shared_entries_evict_each_other_at_max_tenants_only(
     assert "own" in cache and "s4" in cache and "s0" not in cache
 
 
+def test_shared_records_are_evicted_least_recently_used_without_a_sketch(
+    shared_cache: Callable[..., tuple[AppCache, SharedBuilds]],
+) -> None:
+    """A record's miss costs one query, not a build: frequency admission is
+    not worth its sketch there (2 MiB at the default max_tenants)."""
+    cache, builds = shared_cache(max_apps=1, max_tenants=100_000)
+    fetch(cache, host("s0"), Lookup(make_tenant("s0")))
+    policy = cache._shared_apps._policy  # type: ignore[attr-defined]
+    assert type(policy).__name__ == "SecondChance"
+
+
 def test_a_shared_entry_is_invalidated_and_served_stale_like_an_own_one(
     shared_cache: Callable[..., tuple[AppCache, SharedBuilds]],
     timer: Timer,
