@@ -1,17 +1,19 @@
 """The bounded cache of built tenant apps. Knows nothing about HTTP.
 
 * Apps are kept per tenant slug in a :class:`cachetools.TLRUCache`: at most
-  ``max_apps`` (least recently used out first) and each for ``app_ttl`` seconds
-  after its build. Routing keys (a host, a path prefix) alias those entries.
+  ``max_apps`` (which one leaves when it is full is W-TinyLFU's choice, in
+  :mod:`dispatcher.admission`) and each for ``app_ttl`` seconds after its
+  build. Routing keys (a host, a path prefix) alias those entries.
 * Tenants served by a shared app (one app for many tenants, which ``shared``
   recognises) are kept apart, in a second store of at most ``max_tenants``:
   such an entry holds a tenant's record (about a kilobyte), not an app of its
   own, so thousands of them never evict an own app nor each other at
   ``max_apps``. Both stores have the same lifetimes, single flights, negative
-  cache, stale-if-error and invalidation; only their bounds differ.
+  cache, stale-if-error and invalidation; only their bounds (and eviction:
+  plain second-chance LRU for records) differ.
 * Hits take no cache lock: a plain dict lookup, an expiry check and a lease on
-  the entry. Hits mark the entry used, and capacity eviction gives used entries
-  a second chance (the CLOCK approximation of LRU), so hot tenants stay.
+  the entry. Hits mark the entry used, which capacity eviction reads: a used
+  entry gets a second chance, and counts in W-TinyLFU's frequencies.
 * Misses are single-flight per routing key: one caller looks the tenant up and
   builds it with no lock held. Others wait for that build, within bounds, so
   a hung ``create_app`` ties up one thread and no more: any number may wait
