@@ -53,6 +53,9 @@
                                 ``dispatcher-secret.key`` when it is unset)
 ``DISPATCHER_MIGRATE``          ``1``/``0``: upgrade the schema once when the
                                 server starts (default 1; see below)
+``DISPATCHER_GC``               ``managed``/``off``: freeze the heap after each
+                                build and cut evicted apps' cycles (default
+                                managed; see :mod:`dispatcher.collector`)
 ==============================  ==============================================
 
 Building the application opens no database connection, so a worker boots (and
@@ -72,7 +75,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dispatcher import settings
+from dispatcher import collector, settings
 from dispatcher.database import DEFAULT_TIMEOUT
 from dispatcher.exceptions import RegistryUnavailable
 from dispatcher.middleware import TenantDispatcher
@@ -120,6 +123,9 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
     policy = CachePolicy.from_environ(environ)
     # Read by migrate_at_start; a typo should stop the server here too.
     _flag(environ, "DISPATCHER_MIGRATE", True)
+    # Read by the collector at the first build: a typo there would fail every
+    # tenant's build (500s) instead of this one error at boot.
+    collector.managed_from(environ)
     # Read by tenant apps as they are built: a weak one fails the boot, not them.
     secret = environ.get("DISPATCHER_SECRET_KEY")
     if secret and len(secret.encode()) < MIN_SECRET_BYTES:
