@@ -147,8 +147,8 @@ class TenantDispatcher:
         take, and how often other processes' writes are polled for.
     :param retry_after: ``Retry-After`` seconds sent with 503 answers.
     :param teardown: called once per evicted app that belonged to one
-        tenant, after its last response (never for shared apps nor
-        ``disabled_app``).
+        tenant, after its last response (never for shared apps,
+        ``disabled_app`` nor ``default_app``).
     :param timer: a monotonic clock in seconds.
     """
 
@@ -224,8 +224,12 @@ class TenantDispatcher:
         self.disabled_app: WSGIApplication = disabled_app or TenantDisabled()
         self.retry_after = retry_after
         # By identity: a shared app need not be hashable. The tuple above
-        # keeps the objects, so their ids stay theirs.
-        self._shared_ids = frozenset(map(id, (*shared, self.disabled_app)))
+        # and the two attributes keep the objects, so their ids stay theirs.
+        # default_app too: create_app may hand it to a tenant (a landing page
+        # for tenants not set up yet), and it serves every unknown name.
+        self._shared_ids = frozenset(
+            map(id, (*shared, self.disabled_app, self.default_app))
+        )
         self._cache = AppCache(
             self._build,
             policy=policy,
@@ -339,11 +343,12 @@ class TenantDispatcher:
         return app
 
     def is_shared(self, app: object) -> bool:
-        """Whether ``app`` serves many tenants: a shared app or ``disabled_app``."""
+        """Whether ``app`` serves many tenants: a shared app, ``disabled_app``
+        or ``default_app``."""
         return id(app) in self._shared_ids
 
     def _teardown_tenant_app(self, app: WSGIApplication, tenant: Tenant) -> None:
-        # Shared apps (disabled_app too) serve other tenants and belong to
+        # Shared apps (disabled_app, default_app too) serve others and belong to
         # whoever made them: never torn down here.
         if not self.is_shared(app):
             self.teardown(app, tenant)
