@@ -87,7 +87,10 @@ class _Collector:
     def __init__(self) -> None:
         #: None: not read yet from ``DISPATCHER_GC``.
         self.setting: bool | None = None
-        self._lock = threading.Lock()
+        # Reentrant: a collection can start at any allocation made under it,
+        # and a response body collected there without close() releases its
+        # app's last lease, which tears the app down and calls released().
+        self._lock = threading.RLock()
         self._stats = CollectorStats()
         self._started = 0.0
         self._collections = [0, 0, 0]
@@ -103,7 +106,7 @@ class _Collector:
 
     def reset(self) -> None:
         """A fork's child counts its own collections."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._stats = CollectorStats()
         self._collections = [0, 0, 0]
         self._longest_full = 0.0
