@@ -39,6 +39,7 @@ import weakref
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from types import FrameType
 from typing import Any
 
 from dispatcher.reclaim import break_cycles, is_torn_down
@@ -59,6 +60,12 @@ log = logging.getLogger(__name__)
 SETTING = "DISPATCHER_GC"
 #: A released app still alive after this many later events was not freed.
 SURVIVOR_AGE = 8
+#: A released app is cut only after this many later builds or releases, so a
+#: create_app that hands the same app object out again (a module-level app
+#: serving one tenant at a time) gets it back whole, and never cut.
+QUARANTINE = 8
+#: Times a released app's cut is put off while another thread still uses it.
+MAX_POSTPONED = 3
 #: Reclaim once the heap is this many times its size at the first release
 #: (the cache full) or at the last reclaim.
 RECLAIM_GROWTH = 2.0
@@ -97,6 +104,8 @@ class _Collector:
         self._longest_full = 0.0
         #: (weak reference, name, events seen since) of released apps.
         self._released: deque[tuple[weakref.ref[Any], str, int]] = deque()
+        #: (app, times its cut was put off) released, not cut yet: oldest first.
+        self._quarantine: deque[tuple[Any, int]] = deque()
         self._named: set[str] = set()
         self._baseline = 0
         #: Live apps built while managed: how many cache entries serve each.
@@ -111,6 +120,7 @@ class _Collector:
         self._collections = [0, 0, 0]
         self._longest_full = 0.0
         self._released.clear()
+        self._quarantine.clear()
         self._named.clear()
         self._baseline = 0
         self._serving = weakref.WeakKeyDictionary()
@@ -142,8 +152,10 @@ class _Collector:
                 " down (its reference cycles were cut after its eviction);"
                 " return a new app on each call"
             )
+        self._rescue(app)
         self._note_built(app)
         self._check_released()
+        self._cut_quarantined(QUARANTINE)
         gc.collect(1)
         gc.freeze()
         self._count(apps_frozen=1)
@@ -161,9 +173,36 @@ class _Collector:
             self._baseline = sys.getallocatedblocks()
         if not self._last_release(app):
             return
-        name = str(getattr(app, "name", type(app).__qualname__))
-        if break_cycles(app):
-            self._released.append((weakref.ref(app), name, 0))
+        self._quarantine.append((app, 0))
+        self._cut_quarantined(QUARANTINE)
+
+    def _rescue(self, app: Any) -> None:
+        """``create_app`` handed out a released app again: it is shared, and
+        never cut (its other holder, a module say, still uses it)."""
+        for index, (held, _postponed) in enumerate(self._quarantine):
+            if held is app:
+                del self._quarantine[index]
+                with self._lock:
+                    self._shared.add(app)
+                return
+
+    def _cut_quarantined(self, keep: int) -> None:
+        """Cut the cycles of released apps beyond the newest ``keep``."""
+        while len(self._quarantine) > keep:
+            try:
+                app, postponed = self._quarantine.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            if postponed < MAX_POSTPONED and _used_by_another_thread(app):
+                # A thread a view started (sending mail, say) still works
+                # with it: cutting would pull its attributes from under it.
+                self._quarantine.append((app, postponed + 1))
+                return
+            if postponed >= MAX_POSTPONED:
+                continue  # still in use: left whole, to the collector
+            name = str(getattr(app, "name", type(app).__qualname__))
+            if break_cycles(app):
+                self._released.append((weakref.ref(app), name, 0))
 
     def _note_built(self, app: Any) -> None:
         """Count the entries serving ``app``: a create_app may return one app
@@ -247,6 +286,26 @@ class _Collector:
             collections=(zero, one, two),
             longest_full_pause=self._longest_full,
         )
+
+
+def _used_by_another_thread(app: Any) -> bool:
+    """Whether a thread other than this one has ``app`` in a local variable,
+    or was given it to start with (``Thread(target=..., args=(app,))``)."""
+    me = threading.get_ident()
+    for ident, top in sys._current_frames().items():
+        frame: FrameType | None = top
+        while frame is not None and ident != me:
+            if any(value is app for value in frame.f_locals.values()):
+                return True
+            frame = frame.f_back
+    for thread in threading.enumerate():
+        given = (
+            *getattr(thread, "_args", ()),
+            *getattr(thread, "_kwargs", {}).values(),
+        )
+        if any(value is app for value in given):
+            return True
+    return False
 
 
 def managed_from(environ: Mapping[str, str]) -> bool:
