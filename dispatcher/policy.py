@@ -28,8 +28,10 @@ class CachePolicy:
     """The app cache's bounds, timeouts and freshness, checked on creation.
 
     :param max_apps: most tenant apps kept built (least recently used out first).
-    :param max_tenants: most tenants served by a shared app whose records are
-        kept (a record is about a kilobyte; an app hundreds).
+    :param max_tenants: most tenant records kept: of tenants served by a
+        shared app, and of tenants whose own app was dropped for room (a
+        record is about 2 KiB; an app hundreds). Bounded, since anyone who
+        can sign up and send requests can make records.
     :param app_ttl: seconds an app is kept after its build.
     :param negative_size: most unknown names remembered as unknown.
     :param negative_ttl: seconds an unknown name is remembered as unknown.
@@ -48,7 +50,7 @@ class CachePolicy:
     """
 
     max_apps: int = 1000
-    max_tenants: int = 100_000
+    max_tenants: int = 10_000
     app_ttl: float = 3600.0
     negative_size: int = 10_000
     negative_ttl: float = 5.0

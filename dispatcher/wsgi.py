@@ -38,7 +38,7 @@
                                 :class:`~dispatcher.routes.HeaderResolver`)
 ``DISPATCHER_<SETTING>``        each setting of :class:`~dispatcher.policy.CachePolicy`
                                 by its upper-cased name: ``DISPATCHER_MAX_APPS``
-                                (default 1000), ``_MAX_TENANTS`` (100000),
+                                (default 1000), ``_MAX_TENANTS`` (10000),
                                 ``_APP_TTL`` (3600 s),
                                 ``_NEGATIVE_SIZE`` (10000), ``_NEGATIVE_TTL``
                                 (5 s), ``_BUILD_TIMEOUT`` (30 s), ``_MAX_WAITERS``

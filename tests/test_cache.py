@@ -2179,7 +2179,7 @@ def test_shared_records_are_evicted_least_recently_used_without_a_sketch(
     shared_cache: Callable[..., tuple[AppCache, SharedBuilds]],
 ) -> None:
     """A record's miss costs one query, not a build: frequency admission is
-    not worth its sketch there (2 MiB at the default max_tenants)."""
+    not worth its sketch there (2 MiB at max_tenants=100,000)."""
     cache, builds = shared_cache(max_apps=1, max_tenants=100_000)
     fetch(cache, host("s0"), Lookup(make_tenant("s0")))
     policy = cache._shared_apps._policy  # type: ignore[attr-defined]
