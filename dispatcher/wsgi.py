@@ -114,6 +114,7 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
     shared_app = None
     if environ.get("DISPATCHER_SHARED_APP", "").strip():
         shared_app = _load(environ, "DISPATCHER_SHARED_APP", "")
+        _check_wsgi_app(environ, "DISPATCHER_SHARED_APP", shared_app)
         if not environ.get("DISPATCHER_APP_FACTORY", "").strip():
             create_app = None  # every tenant on the shared app, not the demo's
     default_name = environ.get("DISPATCHER_DEFAULT_APP") or DEFAULT_DEFAULT_APP
@@ -258,6 +259,20 @@ def _load(environ: Mapping[str, str], name: str, default: str) -> Callable[..., 
     if not callable(loaded):
         raise ValueError(f"{name}={target!r} is not callable")
     return loaded
+
+
+def _check_wsgi_app(environ: Mapping[str, str], name: str, app: Any) -> None:
+    """Refuse a function that cannot be called as ``app(environ, start_response)``
+    (a ``create_app(tenant)`` named by mistake would answer 500 to everyone)."""
+    if not inspect.isfunction(app):
+        return  # an object with __call__, such as a Flask app
+    try:
+        inspect.signature(app).bind(environ, None)
+    except TypeError:
+        raise ValueError(
+            f"{name}={environ[name].strip()!r} is not a WSGI app: it cannot be"
+            " called as app(environ, start_response)"
+        ) from None
 
 
 def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:

@@ -465,6 +465,9 @@ def test_an_evicted_tenants_sqlite_engine_is_disposed(build: Build) -> None:
         pytest.param("DISPATCHER_DEFAULT_APP", "os:sep", id="default-not-callable"),
         pytest.param("DISPATCHER_SHARED_APP", "nonexistent:x", id="shared-module"),
         pytest.param("DISPATCHER_SHARED_APP", "os:sep", id="shared-not-callable"),
+        pytest.param(
+            "DISPATCHER_SHARED_APP", "shared_app_probe:create_app", id="shared-factory"
+        ),
     ],
 )
 def test_a_bad_value_names_the_variable(build: Build, name: str, value: str) -> None:
