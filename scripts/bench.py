@@ -1282,9 +1282,11 @@ def _churn_child(
     max_apps: int,
     trace: Path,
     warmup: int,
+    environ: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One contender of rows 12-15 in a process of its own, on ``tree``'s
-    package (bench_churn.py prints its figures as JSON)."""
+    package (bench_churn.py prints its figures as JSON), with ``environ``
+    added to this process's variables."""
     script = Path(__file__).resolve().parent / "bench_churn.py"
     result = subprocess.run(
         [
@@ -1298,7 +1300,7 @@ def _churn_child(
             str(trace),
             str(warmup),
         ],
-        env={**os.environ, "PYTHONPATH": str(tree)},
+        env={**os.environ, **(environ or {}), "PYTHONPATH": str(tree)},
         cwd=tree,
         capture_output=True,
         text=True,
@@ -1401,6 +1403,25 @@ def bench_churn(
             targets = "no pause > 20 ms"
             if kind == "uniform" and tenants == 2 * max_apps:
                 targets = "≥ 2× today, " + targets
+                # The collector's share alone: the same code, left unmanaged.
+                off = _churn_child(
+                    now,
+                    "per_tenant",
+                    app,
+                    registry("now"),
+                    tenants,
+                    max_apps,
+                    trace,
+                    warmup,
+                    {"DISPATCHER_GC": "off"},
+                )
+                rows.append(
+                    (
+                        f"{what}, {kind}: TenantDispatcher now, DISPATCHER_GC=off",
+                        _churn_figures(off),
+                        f"{off['rps'] / docs['rps']:.2f}× docs",
+                    )
+                )
             rows.append(
                 (
                     f"{what}, {kind}: TenantDispatcher now",

@@ -59,6 +59,18 @@ class Built:
         return app
 
 
+class Memoized:
+    """A create_app handing out one app per tenant, kept in ``apps``."""
+
+    def __init__(self, apps: dict[str, Flask]) -> None:
+        self.apps = apps
+
+    def __call__(self, tenant: Tenant) -> Flask:
+        if tenant.slug not in self.apps:
+            self.apps[tenant.slug] = Built()(tenant)
+        return self.apps[tenant.slug]
+
+
 @pytest.fixture
 def two_tenants(registry: TenantRegistry) -> TenantRegistry:
     for slug in ("acme", "beta"):
@@ -142,13 +154,7 @@ def test_an_app_returned_again_after_its_teardown_is_refused(
     two_tenants: TenantRegistry,
 ) -> None:
     apps: dict[str, Flask] = {}
-
-    def memoized(tenant: Tenant) -> Flask:
-        if tenant.slug not in apps:
-            apps[tenant.slug] = Built()(tenant)
-        return apps[tenant.slug]
-
-    dispatcher = _dispatcher(two_tenants, memoized)
+    dispatcher = _dispatcher(two_tenants, Memoized(apps))
     assert _get(dispatcher, "acme") == 200
     break_cycles(apps["acme"])  # as if cut once out of quarantine
     # acme's app was torn down and its cycles cut: a clear failure, not a
@@ -161,13 +167,7 @@ def test_an_app_handed_out_again_while_released_is_never_cut(
     two_tenants: TenantRegistry,
 ) -> None:
     apps: dict[str, Flask] = {}
-
-    def memoized(tenant: Tenant) -> Flask:
-        if tenant.slug not in apps:
-            apps[tenant.slug] = Built()(tenant)
-        return apps[tenant.slug]
-
-    dispatcher = _dispatcher(two_tenants, memoized)
+    dispatcher = _dispatcher(two_tenants, Memoized(apps))
     for _ in range(collector.QUARANTINE + 2):
         assert _get(dispatcher, "acme") == 200
         assert _get(dispatcher, "beta") == 200
