@@ -1355,6 +1355,26 @@ def bench_churn(
         def registry(tree: str, tenants: int = tenants) -> str:
             return f"sqlite:///{workdir / f'churn-{tree}-{tenants}.sqlite3'}"
 
+        def per_tenant(
+            tree: Path,
+            name: str,
+            trace: Path,
+            environ: dict[str, str] | None = None,
+            tenants: int = tenants,
+        ) -> dict[str, Any]:
+            """The dispatcher (of ``tree``) with an app per tenant, on ``trace``."""
+            return _churn_child(
+                tree,
+                "per_tenant",
+                app,
+                registry(name, tenants),
+                tenants,
+                max_apps,
+                trace,
+                warmup,
+                environ,
+            )
+
         uniform = _trace_file("uniform", tenants, warmup + length, workdir)
         docs = _churn_child(
             now, "docs", app, registry("now"), tenants, max_apps, uniform, warmup
@@ -1370,16 +1390,7 @@ def bench_churn(
             trace = _trace_file(kind, tenants, warmup + length, workdir)
             today = None
             if before is not None:
-                today = _churn_child(
-                    before,
-                    "per_tenant",
-                    app,
-                    registry("before"),
-                    tenants,
-                    max_apps,
-                    trace,
-                    warmup,
-                )
+                today = per_tenant(before, "before", trace)
                 rows.append(
                     (
                         f"{what}, {kind}: today's code ({BEFORE_SCALING})",
@@ -1387,16 +1398,7 @@ def bench_churn(
                         f"{today['rps'] / docs['rps']:.2f}× docs",
                     )
                 )
-            ours = _churn_child(
-                now,
-                "per_tenant",
-                app,
-                registry("now"),
-                tenants,
-                max_apps,
-                trace,
-                warmup,
-            )
+            ours = per_tenant(now, "now", trace)
             against = f"{ours['rps'] / docs['rps']:.2f}× docs"
             if today is not None:
                 against += f", {ours['rps'] / today['rps']:.2f}× today"
@@ -1404,17 +1406,7 @@ def bench_churn(
             if kind == "uniform" and tenants == 2 * max_apps:
                 targets = "≥ 2× today, " + targets
                 # The collector's share alone: the same code, left unmanaged.
-                off = _churn_child(
-                    now,
-                    "per_tenant",
-                    app,
-                    registry("now"),
-                    tenants,
-                    max_apps,
-                    trace,
-                    warmup,
-                    {"DISPATCHER_GC": "off"},
-                )
+                off = per_tenant(now, "now", trace, {"DISPATCHER_GC": "off"})
                 rows.append(
                     (
                         f"{what}, {kind}: TenantDispatcher now, DISPATCHER_GC=off",
