@@ -1602,13 +1602,13 @@ def main() -> None:
             )
             rows += bench_poll_cost(sqlite("poll"), "SQLite", 100_000 // scale)
             if pg:
-                for bench, args in (
+                for bench, bench_args in (
                     (bench_invalidation, ("PostgreSQL, NOTIFY", 30 // scale)),
                     (bench_poll_cost, ("PostgreSQL", 100_000 // scale)),
                 ):
                     url, drop = postgres_schema_url(pg)
                     try:
-                        rows += bench(url, *args)  # type: ignore[operator]
+                        rows += bench(url, *bench_args)  # type: ignore[operator]
                     finally:
                         drop()
         if 7 in wanted:
