@@ -34,7 +34,7 @@ from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
-from flask import appcontext_pushed, request
+from flask import appcontext_pushed, current_app, request
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import ServiceUnavailable
@@ -212,26 +212,35 @@ def answer_unavailable(app: Flask, retry_after: int) -> None:
     were not there, or are a 500.
     """
 
-    def unavailable(error: Exception) -> ResponseReturnValue:
-        if not is_unreachable(error):
-            return _defer(app, error, unavailable)
-        log.warning(
-            "tenant %s: its data is unreachable, answered 503: %s",
-            _slug(app),
-            _summary(error),
-        )
-        answer = ServiceUnavailable(description=_DESCRIPTION, retry_after=retry_after)
-        response: Response = app.make_response(app.handle_http_exception(answer))
-        response.headers.setdefault("Retry-After", str(retry_after))
-        return response
-
+    # A partial, not a closure: a handler closing over the app (and over
+    # itself, to skip itself) would keep an evicted app alive in a cycle.
+    unavailable = partial(_answer_unavailable, retry_after)
     for kind in (sa_exc.DBAPIError, sa_exc.TimeoutError, *_driver_operational_errors()):
         app.register_error_handler(kind, unavailable)
 
 
-def _defer(app: Flask, error: Exception, mine: object) -> ResponseReturnValue:
-    """What Flask does with ``error`` without ``mine``: the app's next handler
-    along the error's classes, else a 500.
+def _answer_unavailable(retry_after: int, error: Exception) -> ResponseReturnValue:
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    if not is_unreachable(error):
+        return _defer(app, error)
+    log.warning(
+        "tenant %s: its data is unreachable, answered 503: %s",
+        _slug(app),
+        _summary(error),
+    )
+    answer = ServiceUnavailable(description=_DESCRIPTION, retry_after=retry_after)
+    response: Response = app.make_response(app.handle_http_exception(answer))
+    response.headers.setdefault("Retry-After", str(retry_after))
+    return response
+
+
+def _is_ours(handler: object) -> bool:
+    return isinstance(handler, partial) and handler.func is _answer_unavailable
+
+
+def _defer(app: Flask, error: Exception) -> ResponseReturnValue:
+    """What Flask does with ``error`` without the 503 handler: the app's next
+    handler along the error's classes, else a 500.
 
     Only app-wide handlers: Flask asks a blueprint's before the app's, so none
     of the request's blueprints has one for this error.
@@ -239,7 +248,7 @@ def _defer(app: Flask, error: Exception, mine: object) -> ResponseReturnValue:
     handlers = app.error_handler_spec.get(None, {}).get(None, {})
     for kind in type(error).__mro__:
         handler = handlers.get(kind)
-        if handler is not None and handler is not mine:
+        if handler is not None and not _is_ours(handler):
             return app.ensure_sync(handler)(error)  # type: ignore[no-any-return]
     raise error
 

@@ -249,6 +249,32 @@ def test_a_bound_app_gets_no_engine_of_its_own_and_is_freed(data: TenantData) ->
     assert freed() is None
 
 
+def test_a_bound_app_cut_after_teardown_is_freed_by_reference_counting(
+    data: TenantData,
+) -> None:
+    """What the binding adds to an app (its 503 handler, its session's
+    teardown) makes no cycle of its own: once the collector has cut what
+    Flask makes, reference counting alone frees the app."""
+    from dispatcher.entries import default_teardown
+    from dispatcher.reclaim import break_cycles
+
+    acme = make_tenant("acme")
+    data.create(acme)
+    gc.disable()
+    try:
+        app = Flask("acme")
+        data.init_app(app, acme, db=db)
+        with app.app_context():
+            assert db.session.scalars(select(Item)).all() == []
+        freed = weakref.ref(app)
+        default_teardown(app, acme)
+        break_cycles(app)
+        del app
+        assert freed() is None
+    finally:
+        gc.enable()
+
+
 def test_flask_sqlalchemy_keeps_each_apps_engines_where_the_binding_puts_them() -> None:
     """Fails loudly if Flask-SQLAlchemy moves the private ``_app_engines``
     that ``data_flask._set_app_engines`` writes (the only private use)."""
