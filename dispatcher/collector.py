@@ -66,6 +66,8 @@ SURVIVOR_AGE = 8
 QUARANTINE = 8
 #: Times a released app's cut is put off while another thread still uses it.
 MAX_POSTPONED = 3
+#: Survivors named in the log, each once; later ones are only counted.
+NAMED_SURVIVORS = 5
 #: Reclaim once the heap is this many times its size at the first release
 #: (the cache full) or at the last reclaim.
 RECLAIM_GROWTH = 2.0
@@ -107,6 +109,7 @@ class _Collector:
         #: (app, times its cut was put off) released, not cut yet: oldest first.
         self._quarantine: deque[tuple[Any, int]] = deque()
         self._named: set[str] = set()
+        self._said_unnamed = False
         self._baseline = 0
         #: Live apps built while managed: how many cache entries serve each.
         self._serving: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
@@ -122,6 +125,7 @@ class _Collector:
         self._released.clear()
         self._quarantine.clear()
         self._named.clear()
+        self._said_unnamed = False
         self._baseline = 0
         self._serving = weakref.WeakKeyDictionary()
         self._shared = weakref.WeakSet()
@@ -242,6 +246,16 @@ class _Collector:
 
     def _survived(self, name: str) -> None:
         if name in self._named:
+            return
+        if len(self._named) >= NAMED_SURVIVORS:
+            # Apps are often named after their tenant: a line each would
+            # flood the log (and the set of names grow without bound).
+            if not self._said_unnamed:
+                self._said_unnamed = True
+                log.warning(
+                    "further survivors are only counted, not named:"
+                    " dispatcher.collector.stats().apps_survived"
+                )
             return
         self._named.add(name)
         log.warning(

@@ -150,6 +150,23 @@ def test_an_app_held_elsewhere_is_counted_and_named_once(
     assert "something outside the dispatcher holds it" in named[0]
 
 
+def test_survivors_of_many_names_are_named_a_few_times_then_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Apps are often named after their tenant: one line per app would flood
+    # the log of a deployment whose apps all survive.
+    caplog.set_level(logging.WARNING, logger="dispatcher.collector")
+    kept = [Flask(f"app_of_t{i}") for i in range(40)]
+    for app in kept:
+        collector.released(app)
+    for _ in range(collector.QUARANTINE + collector.SURVIVOR_AGE + 1):
+        collector.released(Flask("filler"))
+    assert collector.stats().apps_survived >= 40
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == collector.NAMED_SURVIVORS + 1
+    assert "further survivors are only counted" in lines[-1]
+
+
 def test_an_app_returned_again_after_its_teardown_is_refused(
     two_tenants: TenantRegistry,
 ) -> None:
