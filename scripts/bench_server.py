@@ -253,7 +253,7 @@ def server_rows(seconds: float, warmup: float, scale: int = 1) -> list[Row]:
                         label,
                         figure,
                         f"{load.rps / base.rps:.2f}× docs req/s, p99"
-                        f" {load.p99 / base.p99:.1f}× docs ({target})",
+                        f" {load.p99 / base.p99:.2g}× docs ({target})",
                     )
                 )
     return rows
