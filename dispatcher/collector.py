@@ -177,33 +177,36 @@ class _Collector:
             self._baseline = sys.getallocatedblocks()
         if not self._last_release(app):
             return
-        self._quarantine.append((app, 0))
+        with self._lock:
+            self._quarantine.append((app, 0))
         self._cut_quarantined(QUARANTINE)
 
     def _rescue(self, app: Any) -> None:
         """``create_app`` handed out a released app again: it is shared, and
         never cut (its other holder, a module say, still uses it)."""
-        for index, (held, _postponed) in enumerate(self._quarantine):
-            if held is app:
-                del self._quarantine[index]
-                with self._lock:
+        # Under the lock: other threads release into the quarantine meanwhile.
+        with self._lock:
+            for index, (held, _postponed) in enumerate(self._quarantine):
+                if held is app:
+                    del self._quarantine[index]
                     self._shared.add(app)
-                return
+                    return
 
     def _cut_quarantined(self, keep: int) -> None:
         """Cut the cycles of released apps beyond the newest ``keep``."""
-        while len(self._quarantine) > keep:
-            try:
+        while True:
+            with self._lock:
+                if len(self._quarantine) <= keep:
+                    return
                 app, postponed = self._quarantine.popleft()
-            except IndexError:  # another thread took the last one
-                return
-            if postponed < MAX_POSTPONED and _used_by_another_thread(app):
-                # A thread a view started (sending mail, say) still works
-                # with it: cutting would pull its attributes from under it.
-                self._quarantine.append((app, postponed + 1))
-                return
             if postponed >= MAX_POSTPONED:
                 continue  # still in use: left whole, to the collector
+            if _used_by_another_thread(app):
+                # A thread a view started (sending mail, say) still works
+                # with it: cutting would pull its attributes from under it.
+                with self._lock:
+                    self._quarantine.append((app, postponed + 1))
+                return
             name = str(getattr(app, "name", type(app).__qualname__))
             if break_cycles(app):
                 self._released.append((weakref.ref(app), name, 0))

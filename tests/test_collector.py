@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -165,6 +167,37 @@ def test_survivors_of_many_names_are_named_a_few_times_then_counted(
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == collector.NAMED_SURVIVORS + 1
     assert "further survivors are only counted" in lines[-1]
+
+
+def test_releases_and_builds_on_many_threads_never_trip_over_the_quarantine() -> None:
+    # gthread workers build and release on several threads at once: looking
+    # for a handed-out app in the quarantine while another thread releases
+    # into it raised "deque mutated during iteration" (a 500 for the build).
+    apps = [Flask(f"app_{i}") for i in range(1500)]
+    errors: list[BaseException] = []
+
+    def release() -> None:
+        for app in apps:
+            collector.released(app)
+
+    def look() -> None:
+        try:
+            for _ in range(20_000):
+                collector._collector._rescue(apps[0])
+        except BaseException as e:  # noqa: BLE001 - what the thread met
+            errors.append(e)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=release), threading.Thread(target=look)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
 
 
 def test_an_app_returned_again_after_its_teardown_is_refused(
