@@ -174,11 +174,9 @@ def init_tenant_sessions(
         derive_tenant_secret(_secret_bytes(old, f"previous_secrets[{i}]"), tenant)
         for i, old in enumerate(previous_secrets)
     ]
-    _check_cookie_scope(app, f"tenant {slug!r}'s app")
+    _scope_cookies(app, f"tenant {slug!r}'s app")
     app.config["SECRET_KEY"] = key
     app.config["SECRET_KEY_FALLBACKS"] = fallbacks
-    if app.config.get("SESSION_COOKIE_SAMESITE") is None:
-        app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.session_interface = TenantSessionInterface()
     app.extensions["dispatcher.sessions"] = slug
 
@@ -200,14 +198,13 @@ def init_shared_sessions(
         _secret_bytes(old, f"previous_secrets[{i}]")
         for i, old in enumerate(previous_secrets)
     )
-    _check_cookie_scope(app, f"shared app {app.name!r}")
-    if app.config.get("SESSION_COOKIE_SAMESITE") is None:
-        app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    _scope_cookies(app, f"shared app {app.name!r}")
     app.session_interface = SharedSessionInterface(current, previous)
     app.extensions["dispatcher.sessions"] = None  # no one tenant's
 
 
-def _check_cookie_scope(app: Flask, whose: str) -> None:
+def _scope_cookies(app: Flask, whose: str) -> None:
+    """Refuse a cookie domain or path set on ``app``; SameSite Lax unless set."""
     for name in ("SESSION_COOKIE_DOMAIN", "SESSION_COOKIE_PATH"):
         value = app.config.get(name)
         if value:
@@ -216,6 +213,8 @@ def _check_cookie_scope(app: Flask, whose: str) -> None:
                 "sessions are host-only and their path is each request's "
                 "SCRIPT_NAME; remove the setting"
             )
+    if app.config.get("SESSION_COOKIE_SAMESITE") is None:
+        app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
 
 
 class TenantSessionInterface(SecureCookieSessionInterface):
