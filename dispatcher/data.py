@@ -685,13 +685,7 @@ class TenantData:
                     " TenantData(url, metadata=db.metadata)"
                 )
             data_flask.bind_flask_sqlalchemy(db, app, engine)
-        data_flask.answer_unavailable(app, self.retry_after)
-        app.extensions[EXTENSION] = _Binding(self, tenant, scoped)
-
-        def remove_session(_error: BaseException | None) -> None:
-            scoped.remove()
-
-        app.teardown_appcontext(remove_session)
+        self._bind(app, _Binding(self, tenant, scoped))
         if self._files is not None:
             teardown: list[Any] = app.extensions.setdefault("dispatcher.teardown", [])
             teardown.append(partial(self.dispose, tenant))
@@ -720,17 +714,24 @@ class TenantData:
         if EXTENSION in app.extensions:
             raise RuntimeError(f"app {app.name!r} is already bound to a tenant's data")
         scoped = scoped_session(sessionmaker(), scopefunc=_app_context_id)
+        remove_session = self._bind(app, _Binding(self, None, scoped))
+        # Keyed by the context's id(): a session a dead context left (a
+        # teardown that raised before ours) must not reach a new context at
+        # the same address, maybe another tenant's request.
+        appcontext_pushed.connect(remove_session, app, weak=False)
+
+    def _bind(self, app: Flask, binding: _Binding) -> Callable[..., None]:
+        """Store ``binding`` in ``app``, with the 503 for unreachable data and
+        the session's removal at each app context's teardown (returned)."""
         data_flask.answer_unavailable(app, self.retry_after)
-        app.extensions[EXTENSION] = _Binding(self, None, scoped)
+        app.extensions[EXTENSION] = binding
+        scoped = binding.scoped
 
         def remove_session(*_args: Any, **_extra: Any) -> None:
             scoped.remove()
 
         app.teardown_appcontext(remove_session)
-        # Keyed by the context's id(): a session a dead context left (a
-        # teardown that raised before ours) must not reach a new context at
-        # the same address, maybe another tenant's request.
-        appcontext_pushed.connect(remove_session, app, weak=False)
+        return remove_session
 
     @property
     def session(self) -> Session:
