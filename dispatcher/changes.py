@@ -52,6 +52,11 @@ class Operation(StrEnum):
     #: The tenant's data moved to another server: its apps, whose engines
     #: point at the old one, must go. Its names route as before.
     DATA_SERVER = "data_server"
+    #: The tenant's data moved to another tenant-migration revision: its
+    #: apps, built against the old schema, must go.
+    DATA_REVISION = "data_revision"
+    #: Maintenance mode turned on or off (or its message changed).
+    MAINTENANCE = "maintenance"
     #: Not a write: a follower that starts (or resumes) without knowing what
     #: happened before publishes it, and anything may have changed.
     RESYNC = "resync"

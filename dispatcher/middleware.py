@@ -71,6 +71,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -424,6 +425,16 @@ class TenantDispatcher:
             # routes to: look every host up again (path routes cannot clash).
             self._cache.forget_routes(_is_host_key)
         return evicted
+
+    def app_for(self, slug: str) -> AbstractContextManager[WSGIApplication]:
+        """The tenant's app, from this dispatcher's cache and factory, for code
+        outside a request: ``with dispatcher.app_for("acme") as app: ...``.
+
+        See :func:`dispatcher.contexts.app_for`.
+        """
+        from dispatcher.contexts import app_for
+
+        return app_for(self, slug)
 
     def stats(self) -> CacheStats:
         """Hits, misses, builds, evictions and sizes of the app cache."""

@@ -28,7 +28,7 @@ from dispatcher.models.tables import changes as change_table
 from dispatcher.models.tables import domains as domain_table
 from dispatcher.models.tables import tenants as tenant_table
 from dispatcher.models.tables import users as user_table
-from dispatcher.tenant import Tenant, TenantStatus, aware, freeze
+from dispatcher.tenant import Maintenance, Tenant, TenantStatus, aware, freeze
 
 __all__ = [
     "BY_HOST",
@@ -58,6 +58,7 @@ _COLUMNS = (
     tenant_table.c.created_at,
     tenant_table.c.updated_at,
     tenant_table.c.data_server,
+    tenant_table.c.maintenance,
     domain_table.c.host,
 )
 #: Every tenant, one row per domain, ordered by slug then primary domain first.
@@ -135,6 +136,7 @@ def snapshots(rows: Iterable[Row[Any]]) -> list[Tenant]:
                 created_at=aware(first.created_at),
                 updated_at=aware(first.updated_at),
                 data_server=first.data_server,
+                maintenance=Maintenance.from_json(first.maintenance),
             )
         )
     return tenants

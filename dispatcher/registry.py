@@ -55,7 +55,14 @@ from dispatcher.queries import (
     snapshots,
 )
 from dispatcher.rules import DEFAULT_MAX_DOMAINS, TenantRules, check_data_server
-from dispatcher.tenant import NewTenant, Tenant, TenantFields, TenantStatus, thaw
+from dispatcher.tenant import (
+    MAINTENANCE_RETRY_AFTER,
+    NewTenant,
+    Tenant,
+    TenantFields,
+    TenantStatus,
+    thaw,
+)
 from dispatcher.validation import (
     DEFAULT_RESERVED,
     check_config,
@@ -66,6 +73,7 @@ from dispatcher.validation import (
 if TYPE_CHECKING:
     from typing import Unpack
 
+    from dispatcher.ledger import DataResult, LedgerEntry
     from dispatcher.models import Tenant as TenantRow
     from dispatcher.writes import Transaction
 
@@ -454,6 +462,67 @@ class TenantRegistry:
                 min(row.domains, key=lambda d: d.id).is_primary = True
             tx.record(row, Operation.DOMAIN_REMOVED, removed=Names(domains=(host,)))
             return tx.snapshot(row)
+
+    # -- maintenance mode (see dispatcher.maintenance) ----------------------------
+
+    def start_maintenance(
+        self,
+        slug: str,
+        *,
+        retry_after: int = MAINTENANCE_RETRY_AFTER,
+        message: str | None = None,
+    ) -> tuple[Tenant, str]:
+        """Put the tenant in maintenance mode: its visitors get 503.
+
+        Returns its snapshot and a new one-time bypass token (only its hash is
+        stored): the URL :func:`dispatcher.maintenance.bypass_url` makes of it
+        lets one browser through. Calling it again keeps the window (and the
+        cookies it signed) and replaces the message, delay and token.
+        """
+        from dispatcher.maintenance import start
+
+        with self._transaction() as tx:
+            return start(tx, slug, retry_after=retry_after, message=message)
+
+    def end_maintenance(self, slug: str) -> Tenant:
+        """Serve the tenant normally again; every bypass cookie becomes worthless."""
+        from dispatcher.maintenance import end
+
+        with self._transaction() as tx:
+            return end(tx, slug)
+
+    def redeem_bypass(self, slug: str, token: str) -> bool:
+        """Spend the tenant's one-time bypass token: True once, for the right
+        token while the tenant is in maintenance; False otherwise."""
+        from dispatcher.maintenance import redeem
+
+        with self._transaction() as tx:
+            return redeem(tx, slug, token)
+
+    # -- the data-migration ledger (see dispatcher.ledger) -----------------------
+
+    def data_ledger(self, *, behind: str | None = None) -> list[LedgerEntry]:
+        """Each tenant's ledger entry, by slug, in one query; with ``behind``
+        (a target revision) only those not recorded at it, or whose upgrade
+        may still be in flight."""
+        from dispatcher.ledger import read_ledger
+
+        return read_ledger(self.database, behind)
+
+    def mark_data_upgrading(self, slugs: Collection[str], target: str) -> None:
+        """Record that an upgrade of these tenants to ``target`` may be in flight."""
+        from dispatcher.ledger import mark_upgrading
+
+        with self._transaction() as tx:
+            mark_upgrading(tx, slugs, target)
+
+    def record_data_results(self, results: Iterable[DataResult]) -> None:
+        """Record upgrades' outcomes in one transaction; a tenant whose data
+        changed revision gets a change, so every process rebuilds its app."""
+        from dispatcher.ledger import record_results
+
+        with self._transaction() as tx:
+            record_results(tx, results)
 
     def import_tenants(
         self, specs: Iterable[NewTenant], *, batch_size: int = 500

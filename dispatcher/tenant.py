@@ -14,6 +14,8 @@ from types import MappingProxyType
 from typing import Any, Required, TypedDict
 
 __all__ = [
+    "MAINTENANCE_RETRY_AFTER",
+    "Maintenance",
     "NewTenant",
     "Tenant",
     "TenantFields",
@@ -60,6 +62,54 @@ def thaw(value: Any) -> Any:
     return value
 
 
+#: The ``Retry-After`` seconds of a maintenance window unless told otherwise.
+MAINTENANCE_RETRY_AFTER = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Maintenance:
+    """A tenant's maintenance mode: its visitors get 503 with ``Retry-After``.
+
+    ``key`` signs the bypass cookies of this maintenance window (see
+    :mod:`dispatcher.maintenance`): a new window has a new key, so a cookie
+    of an earlier one is worthless. Never shown: not in ``repr`` nor
+    :meth:`to_dict`.
+    """
+
+    since: dt.datetime
+    retry_after: int
+    message: str | None
+    key: str = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public part, JSON-ready: no key."""
+        return {
+            "since": self.since.isoformat(),
+            "retry_after": self.retry_after,
+            "message": self.message,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form (the ``maintenance`` column), key included."""
+        return {**self.to_dict(), "key": self.key}
+
+    @classmethod
+    def from_json(cls, value: Any) -> Maintenance | None:
+        """The stored form read back; None for NULL or anything malformed
+        (a tenant is served rather than stuck behind an unreadable record)."""
+        if not isinstance(value, Mapping):
+            return None
+        try:
+            since = aware(dt.datetime.fromisoformat(value["since"]))
+            retry_after = int(value["retry_after"])
+            key = str(value["key"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        message = value.get("message")
+        text = message if isinstance(message, str) else None
+        return cls(since, retry_after, text, key)
+
+
 @dataclass(frozen=True, slots=True)
 class Tenant:
     """A tenant as the registry saw it at one version; safe to share across threads."""
@@ -82,6 +132,8 @@ class Tenant:
     #: Last, with a default, so snapshots built by keyword before it existed
     #: (tenant apps' own tests) still build.
     data_server: str | None = None
+    #: None, or the maintenance mode the tenant is in (served 503 meanwhile).
+    maintenance: Maintenance | None = None
 
     @property
     def is_active(self) -> bool:
@@ -104,6 +156,9 @@ class Tenant:
             "status": self.status.value,
             "disabled_reason": self.disabled_reason,
             "data_server": self.data_server,
+            "maintenance": (
+                None if self.maintenance is None else self.maintenance.to_dict()
+            ),
             "version": self.version,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),

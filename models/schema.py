@@ -62,6 +62,12 @@ class Tenant(Base):
     disabled_reason: Mapped[str | None]
     data_server: Mapped[str | None]
     version: Mapped[int]
+    data_revision: Mapped[str | None]
+    data_target: Mapped[str | None]
+    data_migrated_at: Mapped[dt.datetime | None]
+    data_error: Mapped[str | None]
+    maintenance: Mapped[dict[str, Any] | None]
+    maintenance_bypass: Mapped[str | None]
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
 

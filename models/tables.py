@@ -112,6 +112,19 @@ tenants = Table(
     Column("version", BigInteger, nullable=False),
     _timestamp("created_at"),
     _timestamp("updated_at", on_update=True),
+    # The data-migration ledger (see dispatcher.ledger): the tenant-migration
+    # revisions its data is at ("" base; NULL never recorded), the revision
+    # an upgrade may be moving it to (a run killed mid-way leaves it), when
+    # the revision was recorded, and the last failed upgrade's error.
+    Column("data_revision", String(255)),
+    Column("data_target", String(255)),
+    Column("data_migrated_at", DateTime(timezone=True)),
+    Column("data_error", Text),
+    # NULL, or the tenant's maintenance mode as JSON (see dispatcher.maintenance):
+    # since, retry_after, message and the key its bypass cookies are signed with.
+    Column("maintenance", JSON),
+    # The SHA-256 (hex) of the unused one-time bypass token; never in snapshots.
+    Column("maintenance_bypass", String(64)),
     CheckConstraint("slug = lower(slug)", name="slug_lower"),
     CheckConstraint("subdomain = lower(subdomain)", name="subdomain_lower"),
     CheckConstraint("path_prefix = lower(path_prefix)", name="path_prefix_lower"),
@@ -156,6 +169,13 @@ changes = Table(
     # where "removed" (same keys) holds those it stopped routing to it; NULL
     # on rows older than revision 0002, read back as "unknown".
     Column("names", JSON),
-    _timestamp("changed_at"),
+    # Indexed: the feed is pruned by age (see dispatcher.retention).
+    Column(
+        "changed_at",
+        DateTime(timezone=True),
+        nullable=False,
+        default=utcnow,
+        index=True,
+    ),
     sqlite_autoincrement=True,
 )
