@@ -32,7 +32,10 @@ A request is dispatched in this order:
    shift (``/<prefix>`` into ``SCRIPT_NAME``) is applied once it is found.
 4. ``default_app``, or 404, for a request that names no known tenant.
 
-A disabled tenant gets ``disabled_app`` (default: 403). While the database is
+A disabled tenant gets ``disabled_app`` (default: 403). A tenant in maintenance
+(``tenantctl maintenance on``) gets ``maintenance_app`` (default: 503 with
+``Retry-After``), except for browsers holding its bypass cookie (see
+:mod:`dispatcher.maintenance_gate`); disabled wins. While the database is
 unreachable, tenants already built keep being served (past ``app_ttl`` for up
 to ``stale_if_error`` more seconds); others get 503.
 
@@ -83,7 +86,7 @@ from werkzeug.exceptions import (
 )
 
 from dispatcher import collector, forks
-from dispatcher.answers import TenantDisabled
+from dispatcher.answers import TenantDisabled, TenantInMaintenance
 from dispatcher.cache import (
     AppCache,
     BuildFailed,
@@ -97,6 +100,7 @@ from dispatcher.cache import (
 from dispatcher.changes import Operation, TenantChange
 from dispatcher.context import ENVIRON_KEY
 from dispatcher.exceptions import InvalidRequest, RegistryUnavailable, SchemaMissing
+from dispatcher.maintenance_gate import MaintenanceGate
 from dispatcher.outage import Outage
 from dispatcher.policy import CachePolicy
 from dispatcher.registry import TenantRegistry
@@ -144,12 +148,16 @@ class TenantDispatcher:
         ``localhost`` or ``127.0.0.1`` (any port); they name no tenant.
     :param default_app: answers requests that name no tenant; None: 404.
     :param disabled_app: answers requests for disabled tenants; None: 403.
+    :param maintenance_app: answers requests for tenants in maintenance,
+        without a bypass; None: 503 with the tenant's ``Retry-After`` and
+        message (:class:`~dispatcher.answers.TenantInMaintenance`).
     :param policy: how many apps are kept, how long, how long a build may
         take, and how often other processes' writes are polled for.
     :param retry_after: ``Retry-After`` seconds sent with 503 answers.
     :param teardown: called once per evicted app that belonged to one
         tenant, after its last response (never for shared apps,
-        ``disabled_app`` nor ``default_app``).
+        ``disabled_app``, ``maintenance_app`` nor ``default_app``; for a
+        tenant in maintenance, only if a bypassing request built its app).
     :param timer: a monotonic clock in seconds.
     """
 
@@ -165,6 +173,7 @@ class TenantDispatcher:
         path_routing_hosts: Collection[str] = (),
         default_app: WSGIApplication | None = None,
         disabled_app: WSGIApplication | None = None,
+        maintenance_app: WSGIApplication | None = None,
         policy: CachePolicy = DEFAULT_POLICY,
         retry_after: int = 5,
         teardown: Teardown = default_teardown,
@@ -188,7 +197,11 @@ class TenantDispatcher:
                 )
         else:
             _check_callable("create_app", create_app)
-        for name, app in (("default_app", default_app), ("disabled_app", disabled_app)):
+        for name, app in (
+            ("default_app", default_app),
+            ("disabled_app", disabled_app),
+            ("maintenance_app", maintenance_app),
+        ):
             if app is not None:
                 _check_callable(name, app)
         _check_callable("teardown", teardown)
@@ -223,13 +236,17 @@ class TenantDispatcher:
         self.resolvers = self._router.resolvers
         self.default_app: WSGIApplication = default_app or NotFound()
         self.disabled_app: WSGIApplication = disabled_app or TenantDisabled()
+        self.maintenance_app: WSGIApplication = maintenance_app or TenantInMaintenance()
         self.retry_after = retry_after
         # By identity: a shared app need not be hashable. The tuple above
-        # and the two attributes keep the objects, so their ids stay theirs.
+        # and the attributes keep the objects, so their ids stay theirs.
         # default_app too: create_app may hand it to a tenant (a landing page
         # for tenants not set up yet), and it serves every unknown name.
         self._shared_ids = frozenset(
-            map(id, (*shared, self.disabled_app, self.default_app))
+            map(
+                id,
+                (*shared, self.disabled_app, self.maintenance_app, self.default_app),
+            )
         )
         self._cache = AppCache(
             self._build,
@@ -336,6 +353,19 @@ class TenantDispatcher:
     def _build(self, tenant: Tenant) -> WSGIApplication:
         if not tenant.is_active:
             return self.disabled_app
+        if tenant.maintenance is not None:
+            # The gate builds the tenant's app only for a bypassing request:
+            # while in maintenance its schema may be mid-upgrade.
+            return MaintenanceGate(
+                tenant,
+                lambda: self._build_own(tenant),
+                self.maintenance_app,
+                self.registry.redeem_bypass,
+            )
+        return self._build_own(tenant)
+
+    def _build_own(self, tenant: Tenant) -> WSGIApplication:
+        """The app ``create_app`` (or the shared app) serves ``tenant`` with."""
         if self.create_app is None:
             return self.shared_apps[0]
         app = self.create_app(tenant)
@@ -344,11 +374,17 @@ class TenantDispatcher:
         return app
 
     def is_shared(self, app: object) -> bool:
-        """Whether ``app`` serves many tenants: a shared app, ``disabled_app``
-        or ``default_app``."""
+        """Whether ``app`` serves many tenants: a shared app, ``disabled_app``,
+        ``maintenance_app`` or ``default_app``."""
         return id(app) in self._shared_ids
 
     def _teardown_tenant_app(self, app: WSGIApplication, tenant: Tenant) -> None:
+        if isinstance(app, MaintenanceGate):
+            # What is torn down is the app behind it, if a bypass built one.
+            built = app.release()
+            if built is None:
+                return
+            app = built
         # Shared apps (disabled_app, default_app too) serve others and belong to
         # whoever made them: never torn down here.
         if not self.is_shared(app):
