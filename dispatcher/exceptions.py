@@ -8,6 +8,7 @@ The tree, so callers can catch as narrowly or as widely as they need::
     ├── InvalidRequest (also ValueError) a request names its tenant malformedly
     │   └── InvalidHost                  its Host header is malformed
     ├── TenantDataError                  a tenant's schema or file clashes or is refused
+    ├── TenantDisabledError              a script or job asked for a disabled tenant
     └── RegistryError
         ├── TenantNotFound (also LookupError)
         ├── Conflict
@@ -80,6 +81,11 @@ class SchemaMissing(RegistryError):
 
 class RegistryUnavailable(RegistryError):
     """The database could not be reached; the caller may retry later."""
+
+
+class TenantDisabledError(DispatcherError):
+    """Code outside a request (a script, a command, a job) asked for a disabled
+    tenant's app; nothing ran in it."""
 
 
 class TenantDataError(DispatcherError):

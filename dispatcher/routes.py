@@ -66,6 +66,7 @@ __all__ = [
     "PathResolver",
     "Resolver",
     "RouteKey",
+    "SlugKey",
     "TenantFinder",
     "normalise_hosts",
     "standard_resolvers",
@@ -103,6 +104,13 @@ class PathKey(RouteKey):
 
 class HeaderKey(RouteKey):
     """A tenant's slug as a trusted gateway sent it in a request header."""
+
+    __slots__ = ()
+
+
+class SlugKey(RouteKey):
+    """A tenant's slug as code outside a request names it
+    (:func:`~dispatcher.contexts.app_for`)."""
 
     __slots__ = ()
 
