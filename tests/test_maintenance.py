@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.cookies import SimpleCookie
 from typing import Any
 
@@ -577,3 +578,18 @@ def test_the_gate_refuses_an_expired_cookie(
 def test_a_gate_needs_a_tenant_in_maintenance(tenants: dict[str, Tenant]) -> None:
     with pytest.raises(ValueError, match="not in maintenance"):
         MaintenanceGate(tenants["acme"], Response, Response(), lambda s, t: False)
+
+
+def test_a_token_is_spent_once_by_racing_processes_registries(
+    registry: TenantRegistry, tenants: dict[str, Tenant], database_url: str
+) -> None:
+    """Each registry has its own engine, as each worker process does."""
+    _, token = registry.start_maintenance("acme")
+    others = [TenantRegistry(database_url) for _ in range(6)]
+    try:
+        with ThreadPoolExecutor(max_workers=len(others)) as pool:
+            results = list(pool.map(lambda r: r.redeem_bypass("acme", token), others))
+    finally:
+        for other in others:
+            other.close()
+    assert sorted(results) == [False] * 5 + [True]
