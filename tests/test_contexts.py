@@ -160,7 +160,7 @@ def test_teardown_handlers_see_the_blocks_exception_and_the_lease_ends(
     dispatcher = make_dispatcher()
     seen: list[BaseException | None] = []
     with dispatcher.app_for("acme") as app:
-        pass
+        assert isinstance(app, Flask)
     app.teardown_appcontext(seen.append)
     with pytest.raises(KeyError), dispatcher.app_for("acme"):
         raise KeyError("broken")

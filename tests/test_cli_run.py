@@ -1,0 +1,216 @@
+"""``tenantctl run`` and ``tenantctl each``, as real processes, on a real
+registry and real tenant data (``tenant_jobs_probe``'s app and commands)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher import TenantRegistry
+from dispatcher.data import TenantData
+from dispatcher.demo.data import Base
+
+TESTS = Path(__file__).parent
+
+Tenantctl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def data(tenant_data_location: dict[str, Any]) -> Iterator[TenantData]:
+    data = TenantData(metadata=Base.metadata, **tenant_data_location)
+    yield data
+    data.dispose()
+
+
+@pytest.fixture
+def tenants(registry: TenantRegistry, data: TenantData) -> None:
+    """acme and beta active, gamma disabled; each with its (empty) notes."""
+    for slug in ("acme", "beta", "gamma"):
+        tenant = registry.create_tenant(
+            slug, owner_email=f"owner@{slug}.test", subdomain=slug
+        )
+        data.create(tenant)
+    registry.disable_tenant("gamma", reason="unpaid")
+
+
+@pytest.fixture
+def tenantctl(
+    database_url: str, tenant_data_location: dict[str, Any], tmp_path: Path
+) -> Tenantctl:
+    environ = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "DISPATCHER_APP_FACTORY": "tenant_jobs_probe:create_app",
+        "DISPATCHER_DEFAULT_APP": "tenant_data_probe:landing",
+        "DISPATCHER_TENANT_DATA": "",
+        "PROBE_DATA_URL": tenant_data_location["url"],
+    }
+    if "directory" in tenant_data_location:
+        environ["PROBE_DATA_DIRECTORY"] = str(tenant_data_location["directory"])
+
+    def run(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dispatcher", "--database-url", database_url]
+            + list(arguments),
+            env=environ,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    return run
+
+
+def one_line_error(finished: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in finished.stderr
+    lines = finished.stderr.strip().splitlines()
+    assert len(lines) == 1, finished.stderr
+    return lines[0]
+
+
+# -- run --------------------------------------------------------------------------
+
+
+def test_run_runs_the_command_in_that_tenant_and_its_data_only(
+    tenants: None, tenantctl: Tenantctl
+) -> None:
+    added = tenantctl("run", "acme", "--", "add-note", "hello")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout == "adding 'hello' to acme\n"
+    acme = tenantctl("run", "acme", "--", "count-notes")
+    beta = tenantctl("run", "beta", "--", "count-notes")
+    assert acme.stdout == "acme has 1 notes\n"
+    assert beta.stdout == "beta has 0 notes\n"
+
+
+def test_run_exits_with_the_commands_status(
+    tenants: None, tenantctl: Tenantctl
+) -> None:
+    finished = tenantctl("run", "acme", "--", "exit-with", "3")
+    assert finished.returncode == 3
+    assert finished.stdout == "exiting with 3\n"
+
+
+def test_run_lists_the_apps_commands_and_flasks(
+    tenants: None, tenantctl: Tenantctl
+) -> None:
+    finished = tenantctl("run", "acme", "--", "--help")
+    assert finished.returncode == 0, finished.stderr
+    for command in ("add-note", "count-notes", "routes", "shell"):
+        assert command in finished.stdout
+
+
+@pytest.mark.parametrize(
+    ("arguments", "code", "words"),
+    [
+        pytest.param(("nobody", "--", "count-notes"), 1, "'nobody'", id="unknown"),
+        pytest.param(("Bad!", "--", "count-notes"), 2, "'Bad!'", id="malformed slug"),
+        pytest.param(("gamma", "--", "count-notes"), 1, "disabled (unpaid)", id="off"),
+        pytest.param(("acme", "--", "nope"), 2, "No such command 'nope'", id="command"),
+        pytest.param(("acme", "--", "add-note"), 2, "Missing argument", id="usage"),
+        pytest.param(("acme", "--"), 2, "name the command", id="no command"),
+        pytest.param(
+            ("acme", "--", "fail-in", "acme"),
+            1,
+            "'fail-in' failed in tenant 'acme': RuntimeError: broken in acme",
+            id="raised",
+        ),
+    ],
+)
+def test_run_refuses_in_one_line(
+    tenants: None,
+    tenantctl: Tenantctl,
+    arguments: tuple[str, ...],
+    code: int,
+    words: str,
+) -> None:
+    finished = tenantctl("run", *arguments)
+    assert finished.returncode == code
+    assert words in one_line_error(finished)
+
+
+def test_run_shows_the_commands_traceback_when_asked(
+    tenants: None, tenantctl: Tenantctl
+) -> None:
+    finished = tenantctl("run", "--traceback", "acme", "--", "fail-in", "acme")
+    assert finished.returncode == 1
+    assert "Traceback" in finished.stderr
+    assert "RuntimeError: broken in acme" in finished.stderr
+
+
+def test_run_in_a_disabled_tenant_when_allowed(
+    tenants: None, tenantctl: Tenantctl
+) -> None:
+    added = tenantctl("run", "--allow-disabled", "gamma", "--", "add-note", "export")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout == "adding 'export' to gamma\n"
+
+
+# -- each -------------------------------------------------------------------------
+
+
+def test_each_runs_in_every_active_tenant(tenants: None, tenantctl: Tenantctl) -> None:
+    finished = tenantctl("each", "--", "count-notes")
+    assert finished.returncode == 0, finished.stderr
+    assert sorted(finished.stdout.splitlines()) == [
+        "acme: acme has 0 notes",
+        "beta: beta has 0 notes",
+    ]
+    assert finished.stderr == "done in 2 tenants\n"
+
+
+def test_each_with_status_disabled(tenants: None, tenantctl: Tenantctl) -> None:
+    finished = tenantctl("each", "--status", "disabled", "--", "count-notes")
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout == "gamma: gamma has 0 notes\n"
+
+
+def test_each_keeps_a_tenants_output_together_in_parallel(
+    tenants: None, tenantctl: Tenantctl
+) -> None:
+    finished = tenantctl("each", "--jobs", "2", "--", "lines", "200")
+    assert finished.returncode == 0, finished.stderr
+    slugs = [line.split(":", 1)[0] for line in finished.stdout.splitlines()]
+    assert len(slugs) == 2 * 400
+    # One block per tenant: the slug changes once.
+    assert sorted(set(slugs)) == ["acme", "beta"]
+    assert sum(a != b for a, b in zip(slugs, slugs[1:], strict=False)) == 1
+
+
+def test_each_runs_every_tenant_in_a_process_of_its_own(
+    tenants: None, tenantctl: Tenantctl
+) -> None:
+    # The command keeps module-level state: one tenant's run never sees
+    # another's.
+    finished = tenantctl("each", "--", "seen")
+    assert sorted(finished.stdout.splitlines()) == [
+        "acme: seen: acme",
+        "beta: seen: beta",
+    ]
+
+
+def test_each_sums_up_the_failures_and_exits_1(
+    tenants: None, tenantctl: Tenantctl
+) -> None:
+    finished = tenantctl("each", "--jobs", "2", "--", "fail-in", "beta")
+    assert finished.returncode == 1
+    assert "acme: fine" in finished.stdout.splitlines()
+    assert (
+        "beta: Error: 'fail-in' failed in tenant 'beta': RuntimeError: broken in beta"
+        in finished.stdout
+    )
+    assert one_line_error(finished) == ("Error: 1 of 2 tenants failed: beta (exit 1)")
+
+
+def test_each_with_no_tenants(registry: TenantRegistry, tenantctl: Tenantctl) -> None:
+    finished = tenantctl("each", "--", "count-notes")
+    assert finished.returncode == 0
+    assert finished.stderr == "no active tenants\n"
