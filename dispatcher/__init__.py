@@ -1,6 +1,7 @@
 """A tenant-aware WSGI dispatcher for Flask: one deployment, one app per customer."""
 
 from dispatcher.answers import TenantDisabled as TenantDisabled
+from dispatcher.answers import TenantInMaintenance as TenantInMaintenance
 from dispatcher.cache import BuildFailed as BuildFailed
 from dispatcher.cache import BuildTimeout as BuildTimeout
 from dispatcher.cache import CacheStats as CacheStats
@@ -70,6 +71,7 @@ __all__ = [
     "Tenant",
     "TenantChange",
     "TenantDisabled",
+    "TenantInMaintenance",
     "TenantDispatcher",
     "TenantExists",
     "TenantNotFound",

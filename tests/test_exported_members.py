@@ -12,6 +12,7 @@ REQUIRED = {
     "OwnerExists",
     "Tenant",
     "TenantDisabled",
+    "TenantInMaintenance",
     "TenantDispatcher",
     "TenantExists",
     "TenantNotFound",
