@@ -60,6 +60,9 @@ class ChangeFollower:
     If the newest generation could not be read at start, the first successful
     poll reads it; apps built meanwhile may predate changes it will never see,
     so it publishes a ``RESYNC`` change and listeners drop what they built.
+    A follower that fell behind changes pruned from the feed reads a
+    ``RESYNC`` there, the prune's marker, and publishes it the same way (see
+    :mod:`dispatcher.retention`).
     """
 
     def __init__(

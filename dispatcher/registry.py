@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -53,6 +54,13 @@ from dispatcher.queries import (
     SNAPSHOTS,
     changes,
     snapshots,
+)
+from dispatcher.retention import (
+    DEFAULT_RETENTION,
+    FeedRetention,
+    Pruned,
+    Pruner,
+    prune,
 )
 from dispatcher.rules import DEFAULT_MAX_DOMAINS, TenantRules, check_data_server
 from dispatcher.tenant import (
@@ -96,6 +104,9 @@ class TenantRegistry:
         a connect, a statement) before it raises :class:`RegistryUnavailable`,
         so a request gets 503 instead of hanging a worker; writes may wait
         ``max(timeout, 30)`` (see :class:`~dispatcher.database.Database`).
+    :param retention: how much of the change feed to keep; this registry's
+        writes prune the rest after their commit (see
+        :mod:`dispatcher.retention`). None: they never prune.
     """
 
     def __init__(
@@ -107,8 +118,13 @@ class TenantRegistry:
         base_domain: str | None = None,
         max_domains: int = DEFAULT_MAX_DOMAINS,
         timeout: float = DEFAULT_TIMEOUT,
+        retention: FeedRetention | None = DEFAULT_RETENTION,
     ) -> None:
         _check_notifier(notifier)
+        if retention is not None and not isinstance(retention, FeedRetention):
+            raise TypeError(
+                f"retention must be a FeedRetention or None, not {retention!r}"
+            )
         #: The engine, its bounded waits and write lock (see dispatcher.database).
         self.database = Database(url_or_engine, timeout=timeout)
         #: The rules every name is checked by before it is written.
@@ -124,6 +140,9 @@ class TenantRegistry:
         #: Subscribe here to hear this registry's writes (at once) and, once
         #: following, every other process's (see ChangeHub.follow).
         self.feed = ChangeHub(self, notifier)
+        #: How much of the feed is kept; None: writes never prune it.
+        self.retention = retention
+        self._pruner = None if retention is None else Pruner(self.database, retention)
 
     @property
     def engine(self) -> Engine:
@@ -196,6 +215,21 @@ class TenantRegistry:
     def latest_generation(self) -> int:
         """The generation of the newest change, or 0 if there is none."""
         return int(self.database.read(LATEST_GENERATION)[0][0])
+
+    def prune_feed(
+        self,
+        retention: FeedRetention | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> Pruned:
+        """Remove the changes ``retention`` (else this registry's, else the
+        default) no longer keeps, now and all of them; the newest always stays.
+
+        A follower that had not read a removed change resynchronises (see
+        :mod:`dispatcher.retention`). ``now``: the time ages count from.
+        """
+        retention = retention or self.retention or DEFAULT_RETENTION
+        return prune(self.database, retention, now=now)
 
     # -- reads ---------------------------------------------------------------------
 
@@ -569,6 +603,9 @@ class TenantRegistry:
             with self.database.write() as session:
                 raise tx.conflict(session, refused) from refused
         self.feed.published(tx.changes)
+        if tx.changes and self._pruner is not None:
+            # After the commit, outside the write lock; never fails the write.
+            self._pruner.after_commit(tx.changes[-1].generation)
 
 
 _STATUS_CHANGES = {

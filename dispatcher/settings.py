@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dispatcher.data import TenantData
+    from dispatcher.retention import FeedRetention
 
 DATABASE_URL_VARIABLE = "DISPATCHER_DATABASE_URL"
 BASE_DOMAIN_VARIABLE = "DISPATCHER_BASE_DOMAIN"
@@ -109,3 +111,34 @@ def import_setting(variable: str, target: str) -> object:
         raise ValueError(
             f"{variable}={target!r} failed to load: {type(e).__name__}: {e}"
         ) from e
+
+
+FEED_MAX_AGE_VARIABLE = "DISPATCHER_FEED_MAX_AGE"
+FEED_MAX_CHANGES_VARIABLE = "DISPATCHER_FEED_MAX_CHANGES"
+
+
+def feed_retention(environ: Mapping[str, str] = os.environ) -> FeedRetention:
+    """How much of the change feed to keep: ``DISPATCHER_FEED_MAX_AGE`` (a
+    duration such as ``7d`` or ``12h``) and ``DISPATCHER_FEED_MAX_CHANGES``;
+    unset or empty, the defaults of :class:`~dispatcher.retention.FeedRetention`.
+
+    :raises ValueError: naming the variable whose value breaks its rule.
+    """
+    from dispatcher.retention import FeedRetention, parse_duration
+
+    retention = FeedRetention()
+    max_age = environ.get(FEED_MAX_AGE_VARIABLE, "").strip()
+    if max_age:
+        try:
+            retention = replace(retention, max_age=parse_duration(max_age))
+        except ValueError as e:
+            raise ValueError(f"{FEED_MAX_AGE_VARIABLE}: {e}") from e
+    max_changes = environ.get(FEED_MAX_CHANGES_VARIABLE, "").strip()
+    if max_changes:
+        if not (max_changes.isascii() and max_changes.isdigit() and int(max_changes)):
+            raise ValueError(
+                f"{FEED_MAX_CHANGES_VARIABLE}={max_changes!r} must be a whole"
+                " number of at least 1"
+            )
+        retention = replace(retention, max_changes=int(max_changes))
+    return retention

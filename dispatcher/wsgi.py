@@ -48,6 +48,10 @@
                                 not follow other processes)
 ``DISPATCHER_DB_TIMEOUT``        seconds a registry read may wait for a lock, a
                                 connection or the server before 503 (default 5)
+``DISPATCHER_FEED_MAX_AGE``     changes older than this (``7d``, ``12h``) are
+                                pruned from the change feed (default 7d)
+``DISPATCHER_FEED_MAX_CHANGES`` the feed keeps at most this many changes
+                                (default 100000; see :mod:`dispatcher.retention`)
 ``DISPATCHER_SECRET_KEY``       the deployment secret tenants' session keys are
                                 derived from (at least 32 bytes; the demo makes
                                 ``dispatcher-secret.key`` when it is unset)
@@ -153,9 +157,14 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
             raise ValueError(f"{_variable_in(str(e))}: {e}") from e
     # No connection yet: engines connect on first use.
     timeout = _number(environ, "DISPATCHER_DB_TIMEOUT", DEFAULT_TIMEOUT, float)
+    # Its errors name their variable already.
+    retention = settings.feed_retention(environ)
     try:
         registry = TenantRegistry(
-            settings.database_url(environ), base_domain=base_domain, timeout=timeout
+            settings.database_url(environ),
+            base_domain=base_domain,
+            timeout=timeout,
+            retention=retention,
         )
     except ValueError as e:
         raise ValueError(f"{_variable_in(str(e))}: {e}") from e

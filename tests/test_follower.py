@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 from forking import held_by_another_thread, run_in_child
+from sqlalchemy import create_engine, delete, insert
 from werkzeug.test import Client
 
 from dispatcher import (
@@ -24,7 +25,10 @@ from dispatcher import (
 )
 from dispatcher.changes import Operation
 from dispatcher.follower import ChangeFollower
+from dispatcher.models.tables import changes as change_table
 from dispatcher.notify import DEFAULT_CHANNEL, PostgresListener, PostgresNotifier
+from dispatcher.retention import FeedRetention
+from dispatcher.tenant import utcnow
 
 RESYNC = Operation.RESYNC
 
@@ -510,3 +514,146 @@ def test_a_follower_nobody_uses_is_collected_and_its_threads_end(
     for thread in threads:
         thread.join(NOTIFY_TIMEOUT)
         assert not thread.is_alive(), thread.name
+
+
+# -- a follower behind the pruned part of the feed (issue 13, part 4) ------------------
+
+
+def _writes(registry: TenantRegistry, count: int) -> list[int]:
+    for i in range(count):
+        registry.update_config("acme", {"i": i})
+    return [c.generation for c in registry.changes_since(0)]
+
+
+def test_a_follower_behind_the_pruned_changes_resyncs_then_goes_on(
+    registry: TenantRegistry, other: TenantRegistry
+) -> None:
+    registry.create_tenant("acme", owner_email="o@x.test")
+    seen: list[TenantChange] = []
+    follower = ChangeFollower(other, seen.append, poll_interval=60)
+    follower.generation = other.latest_generation()
+    generations = _writes(registry, 5)
+
+    registry.prune_feed(FeedRetention(max_changes=2))
+    published = follower.poll()
+
+    assert [(c.generation, c.operation) for c in seen] == [
+        (generations[3], RESYNC),
+        (generations[4], "config"),
+        (generations[5], "config"),
+    ]
+    assert published == 3
+    assert follower.generation == generations[5]
+    registry.update_config("acme", {"after": True})
+    seen.clear()
+    assert follower.poll() == 1
+    assert [c.operation for c in seen] == ["config"]
+
+
+def test_a_follower_that_read_the_last_pruned_change_does_not_resync(
+    registry: TenantRegistry, other: TenantRegistry
+) -> None:
+    registry.create_tenant("acme", owner_email="o@x.test")
+    seen: list[TenantChange] = []
+    follower = ChangeFollower(other, seen.append, poll_interval=60)
+    follower.generation = other.latest_generation()
+    _writes(registry, 3)
+    follower.poll()
+    seen.clear()
+    generations = _writes(registry, 2)
+
+    # Keeps the two it has not read; the marker is the last one it read.
+    registry.prune_feed(FeedRetention(max_changes=2))
+    follower.poll()
+
+    assert [(c.generation, c.operation) for c in seen] == [
+        (generations[-2], "config"),
+        (generations[-1], "config"),
+    ]
+
+
+def test_a_follower_keeping_up_never_resyncs_however_often_the_feed_is_pruned(
+    registry: TenantRegistry, other: TenantRegistry
+) -> None:
+    registry.create_tenant("acme", owner_email="o@x.test")
+    seen: list[TenantChange] = []
+    follower = ChangeFollower(other, seen.append, poll_interval=60)
+    follower.generation = other.latest_generation()
+
+    for i in range(6):
+        registry.update_config("acme", {"i": i})
+        follower.poll()
+        registry.prune_feed(FeedRetention(max_changes=1))
+        follower.poll()
+
+    assert [c.operation for c in seen] == ["config"] * 6
+
+
+def test_a_gap_in_the_generations_causes_no_resync(
+    registry: TenantRegistry, other: TenantRegistry, database_url: str
+) -> None:
+    # A generation no change has: on PostgreSQL a rolled-back insert leaves
+    # one; here a committed row is deleted again, which looks the same.
+    registry.create_tenant("acme", owner_email="o@x.test")
+    seen: list[TenantChange] = []
+    follower = ChangeFollower(other, seen.append, poll_interval=60)
+    follower.generation = start = other.latest_generation()
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            gap = connection.execute(
+                insert(change_table).returning(change_table.c.generation),
+                {"slug": "x", "operation": "config", "changed_at": utcnow()},
+            ).scalar_one()
+            connection.execute(
+                delete(change_table).where(change_table.c.generation == gap)
+            )
+    finally:
+        engine.dispose()
+    [*_, newest] = _writes(registry, 1)
+
+    # Everything but the newest goes: the marker is the follower's own position.
+    registry.prune_feed(FeedRetention(max_changes=1))
+    follower.poll()
+
+    assert start < gap < newest
+    assert [(c.generation, c.operation) for c in seen] == [(newest, "config")]
+
+
+def test_a_dispatcher_behind_the_pruned_changes_drops_its_apps(
+    registry: TenantRegistry, other: TenantRegistry
+) -> None:
+    registry.create_tenant(
+        "acme", owner_email="o@x.test", subdomain="acme", config={"colour": "red"}
+    )
+    registry.create_tenant("beta", owner_email="o@x.test", subdomain="beta")
+    built: list[str] = []
+
+    def counting_create_app(tenant: Tenant) -> Flask:
+        built.append(tenant.slug)
+        return create_app(tenant)
+
+    dispatcher = TenantDispatcher(
+        other,
+        counting_create_app,
+        base_domain="example.com",
+        policy=CachePolicy(poll_interval=60),
+    )
+    client = Client(dispatcher)
+    red = client.get("/", headers={"Host": "acme.example.com"})
+    client.get("/", headers={"Host": "beta.example.com"})
+    follower = other.feed.follow()
+    # Away: acme's change is pruned before this process reads it.
+    registry.update_config("acme", {"colour": "blue"})
+    registry.update_config("beta", {"seen": True})
+    registry.prune_feed(FeedRetention(max_changes=1))
+
+    follower.poll()
+    blue = client.get("/", headers={"Host": "acme.example.com"})
+    client.get("/", headers={"Host": "beta.example.com"})
+    dispatcher.close()
+
+    assert red.json == {"tenant": "acme", "config": {"colour": "red"}}
+    assert blue.json == {"tenant": "acme", "config": {"colour": "blue"}}
+    # Everything built before the resync was built again.
+    assert built == ["acme", "beta", "acme", "beta"]
