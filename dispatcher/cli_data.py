@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -23,7 +23,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from dispatcher.data_move import move_data
 from dispatcher.data_servers import DEFAULT_SERVER
 from dispatcher.database import first_line
-from dispatcher.exceptions import DispatcherError, TenantDataError
+from dispatcher.exceptions import TenantDataError
+from dispatcher.fleet import FleetUpgrade, Outcome, Status, Summary
+from dispatcher.ledger import LedgerEntry, parse_revision
 from dispatcher.settings import TENANT_DATA_VARIABLE
 from dispatcher.tenant import Tenant, utcnow
 
@@ -95,7 +97,9 @@ def _table(header: Sequence[str] | None, rows: Iterable[Sequence[str]]) -> str:
     return table(header, rows)
 
 
-def _revisions(revisions: tuple[str, ...]) -> str:
+def _revisions(revisions: tuple[str, ...] | None) -> str:
+    if revisions is None:
+        return "unknown"
     return ", ".join(revisions) or "base"
 
 
@@ -103,21 +107,67 @@ def _revisions(revisions: tuple[str, ...]) -> str:
 
 
 @data.command("upgrade")
-@click.option("--only", "slug", metavar="SLUG", help="Upgrade this tenant only.")
 @click.option(
     "--revision",
     default="heads",
     show_default=True,
     help="The tenant migration revision to upgrade to.",
 )
+@click.option(
+    "--jobs",
+    default="1",
+    show_default=True,
+    metavar="N",
+    help="Tenants upgraded at once, each job a process with one data connection.",
+)
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="SLUG",
+    help="Upgrade only this tenant (repeat it, or separate slugs with commas).",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="SLUG",
+    help="Leave this tenant alone (repeat it, or separate slugs with commas).",
+)
+@click.option(
+    "--canary",
+    default="0",
+    metavar="K",
+    help="Upgrade K tenants first, and stop there if one of them fails.",
+)
+@click.option(
+    "--maintenance",
+    is_flag=True,
+    help="Put each tenant in maintenance mode during its own upgrade.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON line per tenant, then a summary."
+)
 @click.pass_context
-def upgrade(ctx: click.Context, slug: str | None, revision: str) -> None:
-    """Run the tenant migrations in each tenant's data in turn, or in SLUG's.
+def upgrade(
+    ctx: click.Context,
+    revision: str,
+    jobs: str,
+    only: tuple[str, ...],
+    exclude: tuple[str, ...],
+    canary: str,
+    maintenance: bool,
+    as_json: bool,
+) -> None:
+    """Run the tenant migrations in every tenant's data that is behind.
 
-    One transaction per tenant, one line each; stops at the first failure
-    (exit 1), leaving the tenants before it upgraded and the rest untouched.
+    The ledger (in the registry) says which tenants are behind, in one query;
+    each tenant is upgraded in one transaction, JOBS at a time. A tenant that
+    fails is recorded with its error and skipped; the run goes on and exits 1.
+    Run it again to retry the failed and finish an interrupted run.
+
+    With --maintenance each tenant answers 503 during its own upgrade; one in
+    maintenance mode already stays in it, one whose upgrade failed too.
     """
-    from dispatcher.cli import BadInput, Failed
+    from dispatcher.cli import BadInput, Failed, _progress
 
     tenant_data = _data(ctx)
     if tenant_data.migrations is None:
@@ -127,35 +177,150 @@ def upgrade(ctx: click.Context, slug: str | None, revision: str) -> None:
         )
     if not revision.strip():
         raise BadInput(f"--revision {revision!r} must name a revision, or 'heads'")
+    job_count = _whole("--jobs", jobs, least=1)
+    canary_count = _whole("--canary", canary, least=0)
+    only_slugs, exclude_slugs = _slugs(only), _slugs(exclude)
+    both = only_slugs.keys() & exclude_slugs.keys()
+    if both:
+        raise BadInput(
+            f"--only and --exclude both name tenant {sorted(both)[0]!r};"
+            " name each tenant in one of them"
+        )
     registry = _tenants(ctx, tenant_data)
-    tenants = (
-        [registry.get_tenant(slug)] if slug is not None else registry.list_tenants()
+    fleet = FleetUpgrade(
+        tenant_data,
+        registry,
+        revision.strip(),
+        jobs=job_count,
+        maintenance=maintenance,
     )
-    if not tenants:
-        click.echo("no tenants")
+    entries, named_current = _choose(
+        registry, fleet.behind(), only_slugs, exclude_slugs
+    )
+    targets = parse_revision(fleet.target) or ()
+    target = _revisions(targets)
+    report = _reporter(as_json)
+    for slug in named_current:
+        report(Outcome(slug, Status.CURRENT, targets, targets, None, 0.0))
+    if not entries and not named_current:
+        if as_json:
+            click.echo(json.dumps(Summary().to_json()))
+        else:
+            click.echo(f"nothing to upgrade: no tenant is behind {target}")
         return
-    for done, tenant in enumerate(tenants):
+    with _progress(len(entries), "upgrading tenant data") as bar:
+
+        def reported(outcome: Outcome) -> None:
+            report(outcome)
+            bar.update(1)
+
         try:
-            before = tenant_data.revision(tenant)
-            after = tenant_data.upgrade(tenant, revision)
-        except (DispatcherError, SQLAlchemyError) as e:
-            cause = first_line(e) if isinstance(e, SQLAlchemyError) else str(e)
-            left = len(tenants) - done - 1
-            progress = (
-                f"; {done} tenant(s) upgraded before it, {left} not tried"
-                if slug is None
+            summary = fleet.run(entries, canary=canary_count, report=reported)
+        except KeyboardInterrupt:
+            click.echo(
+                "interrupted: what finished is recorded; run 'tenantctl data"
+                " upgrade' again to finish",
+                err=True,
+            )
+            ctx.exit(130)
+    summary.counts[Status.CURRENT] += len(named_current)
+    if as_json:
+        click.echo(json.dumps(summary.to_json()))
+    else:
+        counts = summary.counts
+        click.echo(
+            f"{counts[Status.UPGRADED]} upgraded, {counts[Status.CURRENT]} at"
+            f" {target} already, {counts[Status.FAILED]} failed"
+            + (f", {summary.not_tried} not tried" if summary.not_tried else "")
+        )
+    if summary.canary_failed:
+        raise Failed(
+            f"the canary failed ({_quoted(summary.failed)}): stopped before the"
+            f" other {summary.not_tried} tenant(s), which are untouched"
+        )
+    if summary.failed:
+        raise Failed(
+            f"{len(summary.failed)} tenant(s) failed ({_quoted(summary.failed)}),"
+            " each recorded with its error; the next run retries them"
+        )
+
+
+def _choose(
+    registry: TenantRegistry,
+    behind: list[LedgerEntry],
+    only: dict[str, str],
+    exclude: dict[str, str],
+) -> tuple[list[LedgerEntry], list[str]]:
+    """The tenants to upgrade, and those ``only`` names that are at the target.
+
+    :raises BadInput: ``only`` or ``exclude`` names a tenant that does not exist.
+    """
+    from dispatcher.cli import BadInput
+
+    found = {entry.slug for entry in behind}
+    # Named tenants the ledger does not list are at the target, or unknown.
+    current = []
+    for slug, spelled in {**only, **exclude}.items():
+        if slug not in found and registry.find_by_slug(slug) is None:
+            option = "--only" if slug in only else "--exclude"
+            raise BadInput(f"{option} {spelled!r} names no tenant; nothing was changed")
+        if slug in only and slug not in found:
+            current.append(slug)
+    entries = [
+        entry
+        for entry in behind
+        if (not only or entry.slug in only) and entry.slug not in exclude
+    ]
+    return entries, current
+
+
+def _reporter(as_json: bool) -> Callable[[Outcome], None]:
+    """Print each tenant's outcome: a JSON line, or a line for people."""
+
+    def report(outcome: Outcome) -> None:
+        if as_json:
+            click.echo(json.dumps(outcome.to_json()))
+        elif outcome.status is Status.UPGRADED:
+            _echo(
+                f"tenant {outcome.slug!r}: upgraded from"
+                f" {_revisions(outcome.before)} to {_revisions(outcome.after)}"
+            )
+        elif outcome.status is Status.CURRENT:
+            _echo(f"tenant {outcome.slug!r}: at {_revisions(outcome.after)} already")
+        else:
+            kept = (
+                f"; left in maintenance mode ('tenantctl maintenance off"
+                f" {outcome.slug}' ends it)"
+                if outcome.left_in_maintenance
                 else ""
             )
-            raise Failed(
-                f"upgrading tenant {tenant.slug!r} failed: {cause}{progress}"
-            ) from e
-        if before == after:
-            _echo(f"tenant {tenant.slug!r}: at {_revisions(after)} already")
-        else:
-            _echo(
-                f"tenant {tenant.slug!r}: upgraded from {_revisions(before)}"
-                f" to {_revisions(after)}"
-            )
+            _echo(f"tenant {outcome.slug!r}: failed: {outcome.error}{kept}")
+
+    return report
+
+
+def _whole(option: str, value: str, *, least: int) -> int:
+    """A whole number of at least ``least``, or bad input naming the option."""
+    from dispatcher.cli import BadInput
+
+    if not _DAYS.fullmatch(value.strip()) or int(value) < least:
+        raise BadInput(f"{option} {value!r} must be a whole number, {least} or more")
+    return int(value)
+
+
+def _slugs(values: Iterable[str]) -> dict[str, str]:
+    """The slugs of repeated or comma-separated options: normalised -> as given."""
+    slugs: dict[str, str] = {}
+    for value in values:
+        for each in value.split(","):
+            if each.strip():
+                slugs.setdefault(each.strip().lower(), each.strip())
+    return slugs
+
+
+def _quoted(slugs: Sequence[str], most: int = 5) -> str:
+    shown = ", ".join(repr(slug) for slug in slugs[:most])
+    return shown + (f" and {len(slugs) - most} more" if len(slugs) > most else "")
 
 
 # -- archives ---------------------------------------------------------------------

@@ -439,7 +439,8 @@ class TenantData:
 
         The tables come from the metadata and, with ``migrations=``, are
         stamped at the migrations' head in the same transaction: a signup costs
-        one ``CREATE TABLE`` per table, not a replay of every revision. Returns
+        one ``CREATE TABLE`` per table, not a replay of every revision (with
+        ``registry=``, the data-migration ledger records the heads). Returns
         the tenant's snapshot after placement (a Provisioner hands it to later
         hooks).
 
@@ -452,7 +453,19 @@ class TenantData:
             self._files.create(
                 name, tenant.slug, tenant_tables(self.metadata), self._stamp
             )
-            return tenant
+        else:
+            self._create_schema(tenant, name)
+        if self.migrations is not None and self.registry is not None:
+            from dispatcher.ledger import DataResult
+
+            # The ledger says where the new data is, so fleet upgrades do not
+            # count it behind; no change is recorded: its apps are new.
+            self.registry.record_data_results(
+                [DataResult(tenant.slug, self.migrations.heads)]
+            )
+        return tenant
+
+    def _create_schema(self, tenant: Tenant, name: str) -> None:
         server = self.server_of(tenant)
         try:
             with self._shared(server).begin() as connection:
@@ -474,7 +487,6 @@ class TenantData:
                 f"data server {server!r} refused to create schema {name!r} of"
                 f" tenant {tenant.slug!r}: {error.orig}"
             ) from error
-        return tenant
 
     def _creation_script(self, schema: str) -> str:
         """The DDL ``create_all`` would run for a new schema, as one script.

@@ -44,18 +44,12 @@ The second module that imports Alembic, after :mod:`dispatcher.migrate`;
 
 from __future__ import annotations
 
+import ast
 import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alembic import context
-from alembic.config import Config
-from alembic.runtime.environment import EnvironmentContext
-from alembic.runtime.migration import MigrationContext, RevisionStep
-from alembic.script import ScriptDirectory
-from alembic.script.revision import RevisionError
-from alembic.util import CommandError
 from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -63,6 +57,8 @@ from dispatcher import forks
 from dispatcher.exceptions import TenantDataError
 
 if TYPE_CHECKING:
+    from alembic.runtime.migration import MigrationContext, RevisionStep
+    from alembic.script import ScriptDirectory
     from sqlalchemy import Connection
 
 __all__ = ["TenantMigrations", "run_migrations"]
@@ -124,6 +120,8 @@ class TenantMigrations:
         self._lock = threading.Lock()
         self._script: ScriptDirectory | None = None
         self._heads: tuple[str, ...] = ()
+        #: (heads,) as the revision files spell them, () if they do not plainly.
+        self._static_heads: tuple[tuple[str, ...], ...] | None = None
         forks.on_fork_in_child(self, TenantMigrations._forked)
 
     def _forked(self) -> None:
@@ -135,9 +133,48 @@ class TenantMigrations:
 
     @property
     def heads(self) -> tuple[str, ...]:
-        """The newest revisions: where :meth:`stamp` puts a new tenant."""
+        """The newest revisions: where :meth:`stamp` puts a new tenant.
+
+        Read from the revision files' text when they spell their ids plainly
+        (Alembic's template does), without importing Alembic: a fleet upgrade
+        with nothing to do compares them with the ledger and stops there.
+        """
+        if self._script is None:
+            with self._lock:
+                if self._static_heads is None:
+                    self._static_heads = _read_heads(self.directory / "versions")
+            if self._static_heads:
+                return self._static_heads[0]
         self._scripts()
         return self._heads
+
+    def resolve(self, revision: str) -> tuple[str, ...]:
+        """The revisions ``revision`` names (``heads``: the heads), sorted.
+
+        :raises TenantDataError: Alembic does not know ``revision``, or it is
+            relative (``+1``): its target depends on each tenant's revision.
+        """
+        if revision == "heads":
+            return tuple(sorted(self.heads))
+        from alembic.script.revision import RevisionError
+        from alembic.util import CommandError
+
+        script = self._scripts()
+        try:
+            found = script.revision_map.get_revisions(revision)
+        except (CommandError, RevisionError, ValueError) as error:
+            raise TenantDataError(
+                f"cannot upgrade to revision {revision!r}: {error}"
+            ) from error
+        named = sorted(
+            each.revision for each in found if each is not None and each != "base"
+        )
+        if not named or revision.startswith(("+", "-")):
+            raise TenantDataError(
+                f"cannot upgrade to revision {revision!r}: name a revision of"
+                f" {str(self.directory)!r} or 'heads'"
+            )
+        return tuple(named)
 
     def stamp(self, connection: Connection, schema: str | None) -> None:
         """Record the heads as the tenant's revisions, in the caller's transaction.
@@ -149,7 +186,7 @@ class TenantMigrations:
         :raises TenantDataError: the schema does not exist, or the tenant has a
             version table already (then :meth:`upgrade` is what moves it).
         """
-        self._scripts()
+        heads = self.heads
         _require_transactions(connection)
         if _State.read(connection, schema).has_version_table:
             raise TenantDataError(
@@ -161,15 +198,25 @@ class TenantMigrations:
         # and compute the steps; the state above already says it is absent.
         table = _version_table(schema)
         table.create(connection, checkfirst=False)
-        if self._heads:
+        if heads:
             connection.execute(
-                table.insert(), [{"version_num": head} for head in self._heads]
+                table.insert(), [{"version_num": head} for head in heads]
             )
 
     def upgrade(
         self, connection: Connection, schema: str | None, revision: str = "heads"
     ) -> tuple[str, ...]:
         """Run the migrations of one tenant up to ``revision``; its revisions after.
+
+        See :meth:`upgrade_from`.
+        """
+        return self.upgrade_from(connection, schema, revision)[1]
+
+    def upgrade_from(
+        self, connection: Connection, schema: str | None, revision: str = "heads"
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Run the migrations of one tenant up to ``revision``; its revisions
+        before and after.
 
         Runs ``env.py`` with ``connection`` (in the caller's transaction, never
         committed here) in ``config.attributes``, statements addressing only
@@ -181,6 +228,11 @@ class TenantMigrations:
         """
         if not isinstance(revision, str) or not revision:
             raise ValueError(f"revision must be a non-empty string, not {revision!r}")
+        from alembic.config import Config
+        from alembic.runtime.environment import EnvironmentContext
+        from alembic.script.revision import RevisionError
+        from alembic.util import CommandError
+
         script = self._scripts()
         _require_transactions(connection)
         if not connection.in_transaction():
@@ -193,7 +245,10 @@ class TenantMigrations:
             {CONNECTION: connection, SCHEMA: schema, _RUNNER: True}
         )
 
+        before: list[tuple[str, ...]] = []
+
         def steps(heads: Any, _context: MigrationContext) -> list[RevisionStep]:
+            before.append(tuple(heads))  # read by Alembic anyway: no query more
             return script._upgrade_revs(revision, heads)
 
         try:
@@ -217,7 +272,8 @@ class TenantMigrations:
         finally:
             connection.execution_options(schema_translate_map=translate)
         state.leave(connection)
-        return _migration_context(connection, schema).get_current_heads()
+        after = _migration_context(connection, schema).get_current_heads()
+        return (before[0] if before else after), after
 
     def current(self, connection: Connection, schema: str | None) -> tuple[str, ...]:
         """The tenant's revisions: ``()`` when it has no version table.
@@ -232,6 +288,10 @@ class TenantMigrations:
         script = self._script
         if script is not None:
             return script
+        from alembic.script import ScriptDirectory
+        from alembic.script.revision import RevisionError
+        from alembic.util import CommandError
+
         with self._lock:
             if self._script is None:
                 try:
@@ -318,6 +378,9 @@ def run_migrations(target_metadata: MetaData | None = None) -> None:
     :raises alembic.util.CommandError: called outside such a run (plain
         ``alembic upgrade`` prints its message).
     """
+    from alembic import context
+    from alembic.util import CommandError
+
     try:
         attributes = context.config.attributes
     except (AttributeError, NameError):  # env.py imported outside Alembic
@@ -365,6 +428,8 @@ def _version_table(schema: str | None) -> Table:
 
 
 def _migration_context(connection: Connection, schema: str | None) -> MigrationContext:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(
         connection,
         opts={"version_table": VERSION_TABLE, "version_table_schema": schema},
@@ -389,3 +454,57 @@ def _where(connection: Connection, schema: str | None) -> str:
         (f"tenant file {row[2]!r}" for row in files if row[1] == "main" and row[2]),
         "the tenant's SQLite file",
     )
+
+
+def _read_heads(versions: Path) -> tuple[tuple[str, ...], ...]:
+    """``(heads,)`` from the revision files' text, or ``()`` when any of them
+    names its revision or down revisions otherwise than as plain literals
+    (Alembic, which runs each file, then reads them).
+
+    The files are Alembic's (``versions/*.py``, not ``__init__`` nor
+    ``.#`` lock files); a file with ``depends_on`` also defers to Alembic.
+    """
+    revisions: set[str] = set()
+    downs: set[str] = set()
+    try:
+        paths = sorted(versions.glob("*.py"))
+        for path in paths:
+            if path.name.startswith((".#", "__init__")):
+                continue
+            values = _literals(ast.parse(path.read_bytes(), str(path)))
+            revision, down = values.get("revision"), values.get("down_revision")
+            if not isinstance(revision, str) or values.get("depends_on"):
+                return ()
+            if isinstance(down, str):
+                downs.add(down)
+            elif isinstance(down, tuple | list) and all(
+                isinstance(each, str) for each in down
+            ):
+                downs.update(down)
+            elif down is not None:
+                return ()
+            revisions.add(revision)
+    except (OSError, SyntaxError, ValueError):
+        return ()
+    if not revisions or not downs <= revisions:
+        return ()
+    return (tuple(sorted(revisions - downs)),)
+
+
+def _literals(module: ast.Module) -> dict[str, Any]:
+    """The module-level ``name = literal`` (or ``name: T = literal``) of the
+    three names Alembic reads; a name assigned twice or not plainly is absent."""
+    found: dict[str, Any] = {}
+    wanted = ("revision", "down_revision", "depends_on")
+    for node in module.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if isinstance(target, ast.Name) and target.id in wanted:
+            if target.id in found:
+                raise ValueError(f"{target.id} is assigned twice")
+            found[target.id] = ast.literal_eval(value)
+    return found

@@ -358,14 +358,54 @@ def test_upgrade_only_one_tenant(
     data.create(acme)
     data.create(other)
     result = succeeded(tenantctl("data", "upgrade", "--only", "acme"))
-    assert result.stdout == "tenant 'acme': upgraded from 0001 to 0002\n"
+    assert result.stdout.splitlines() == [
+        "tenant 'acme': upgraded from 0001 to 0002",
+        "1 upgraded, 0 at 0002 already, 0 failed",
+    ]
     result = succeeded(tenantctl("data", "upgrade", "--only", "acme"))
-    assert result.stdout == "tenant 'acme': at 0002 already\n"
+    assert result.stdout.splitlines() == [
+        "tenant 'acme': at 0002 already",
+        "0 upgraded, 1 at 0002 already, 0 failed",
+    ]
     assert newer.revision(other) == ("0001",)
-    failed(tenantctl("data", "upgrade", "--only", "nobody"), 1, "'nobody'")
 
 
-def test_upgrade_every_tenant_stops_at_the_first_failure(
+@pytest.fixture
+def three(data: TenantData, registry: TenantRegistry) -> dict[str, Tenant]:
+    """acme, bravo and charlie at 0001; the ledger has not heard of them."""
+    made = {}
+    for slug in ("acme", "bravo", "charlie"):
+        made[slug] = registry.create_tenant(slug, owner_email=f"o@{slug}.test")
+        data.create(made[slug])
+    return made
+
+
+def test_upgrade_only_several_tenants_and_exclude_others(
+    tenantctl: Tenantctl,
+    three: dict[str, Tenant],
+    registry: TenantRegistry,
+    newer: TenantData,
+) -> None:
+    result = succeeded(tenantctl("data", "upgrade", "--exclude", "charlie"))
+    assert result.stdout.splitlines()[:2] == [
+        "tenant 'acme': upgraded from 0001 to 0002",
+        "tenant 'bravo': upgraded from 0001 to 0002",
+    ]
+    assert newer.revision(three["charlie"]) == ("0001",)
+    result = succeeded(tenantctl("data", "upgrade", "--only", "Acme,charlie"))
+    assert result.stdout.splitlines() == [
+        "tenant 'acme': at 0002 already",
+        "tenant 'charlie': upgraded from 0001 to 0002",
+        "1 upgraded, 1 at 0002 already, 0 failed",
+    ]
+    result = succeeded(
+        tenantctl("data", "upgrade", "--only", "acme", "--only", "bravo")
+    )
+    assert result.stdout.splitlines()[-1] == "0 upgraded, 2 at 0002 already, 0 failed"
+    assert registry.data_ledger(behind="0002") == []
+
+
+def test_upgrade_records_a_failing_tenant_and_goes_on(
     tenantctl: Tenantctl, data: TenantData, registry: TenantRegistry, newer: TenantData
 ) -> None:
     made = {
@@ -375,21 +415,130 @@ def test_upgrade_every_tenant_stops_at_the_first_failure(
     data.create(made["acme"])
     data.create(made["zeta"])  # bare has no data: its upgrade fails
     result = tenantctl("data", "upgrade")
-    assert result.stdout == "tenant 'acme': upgraded from 0001 to 0002\n"
     failed(
         result,
         1,
-        "upgrading tenant 'bare' failed:",
-        "; 1 tenant(s) upgraded before it, 1 not tried",
+        "1 tenant(s) failed ('bare'), each recorded with its error;"
+        " the next run retries them",
     )
-    assert newer.revision(made["zeta"]) == ("0001",)
-    # Without bare, the rest follows.
+    lines = result.stdout.splitlines()
+    assert lines[0] == "tenant 'acme': upgraded from 0001 to 0002"
+    # SQLite: "tenant 'bare' has no data"; PostgreSQL: "tenant schema ... does
+    # not exist" (found by the upgrade's first query, not a query of its own).
+    assert lines[1].startswith("tenant 'bare': failed: tenant ")
+    assert "has no data" in lines[1] or "does not exist" in lines[1]
+    assert lines[2:] == [
+        "tenant 'zeta': upgraded from 0001 to 0002",
+        "2 upgraded, 0 at 0002 already, 1 failed",
+    ]
+    assert newer.revision(made["zeta"]) == ("0002",)
+    [bare] = registry.data_ledger(behind="0002")
+    assert bare.slug == "bare" and bare.error is not None
+    # The next run tries bare only; without it, there is nothing left to do.
+    result = tenantctl("data", "upgrade")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[-1] == "0 upgraded, 0 at 0002 already, 1 failed"
     registry.delete_tenant("bare")
     result = succeeded(tenantctl("data", "upgrade"))
-    assert result.stdout.splitlines() == [
-        "tenant 'acme': at 0002 already",
-        "tenant 'zeta': upgraded from 0001 to 0002",
+    assert result.stdout == "nothing to upgrade: no tenant is behind 0002\n"
+
+
+def test_upgrade_json_is_a_line_per_tenant_and_a_summary(
+    tenantctl: Tenantctl, three: dict[str, Tenant], newer: TenantData
+) -> None:
+    result = succeeded(tenantctl("data", "upgrade", "--json"))
+    *tenants, summary = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [
+        (t["slug"], t["status"], t["from"], t["to"], t["error"]) for t in tenants
+    ] == [
+        (slug, "upgraded", ["0001"], ["0002"], None)
+        for slug in ("acme", "bravo", "charlie")
     ]
+    assert all(isinstance(t["seconds"], float) for t in tenants)
+    assert summary["summary"]["upgraded"] == 3
+    assert summary["summary"]["failed"] == 0
+    again = succeeded(tenantctl("data", "upgrade", "--json"))
+    assert json.loads(again.stdout)["summary"]["upgraded"] == 0
+
+
+def test_upgrade_canary_stops_when_one_fails(
+    tenantctl: Tenantctl, data: TenantData, registry: TenantRegistry, newer: TenantData
+) -> None:
+    made = {
+        slug: registry.create_tenant(slug, owner_email=f"o@{slug}.test")
+        for slug in ("acme", "bare", "charlie", "delta")
+    }
+    for slug in ("acme", "charlie", "delta"):
+        data.create(made[slug])
+    result = tenantctl("data", "upgrade", "--canary", "2")
+    failed(
+        result,
+        1,
+        "the canary failed ('bare'): stopped before the other 2 tenant(s),"
+        " which are untouched",
+    )
+    assert result.stdout.splitlines()[-1] == (
+        "1 upgraded, 0 at 0002 already, 1 failed, 2 not tried"
+    )
+    for slug in ("charlie", "delta"):
+        assert newer.revision(made[slug]) == ("0001",)
+    entries = {entry.slug: entry for entry in registry.data_ledger()}
+    assert (entries["charlie"].revision, entries["charlie"].target) == (None, None)
+    # A canary that passes goes on with the rest.
+    registry.delete_tenant("bare")
+    result = succeeded(tenantctl("data", "upgrade", "--canary", "1"))
+    assert result.stdout.splitlines() == [
+        "tenant 'charlie': upgraded from 0001 to 0002",
+        "tenant 'delta': upgraded from 0001 to 0002",
+        "2 upgraded, 0 at 0002 already, 0 failed",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        pytest.param(
+            ("--jobs", "0"), "--jobs '0' must be a whole number, 1 or more", id="jobs 0"
+        ),
+        pytest.param(("--jobs", "two"), "--jobs 'two'", id="jobs text"),
+        pytest.param(
+            ("--canary", "-1"),
+            "--canary '-1' must be a whole number, 0 or more",
+            id="canary -1",
+        ),
+        pytest.param(
+            ("--only", "nobody"), "--only 'nobody' names no tenant", id="unknown only"
+        ),
+        pytest.param(
+            ("--only", "acme,nobody"),
+            "--only 'nobody' names no tenant",
+            id="one unknown of several",
+        ),
+        pytest.param(
+            ("--exclude", "nobody"),
+            "--exclude 'nobody' names no tenant",
+            id="unknown exclude",
+        ),
+        pytest.param(
+            ("--only", "acme", "--exclude", "acme"),
+            "--only and --exclude both name tenant 'acme'",
+            id="conflict",
+        ),
+        pytest.param(("--revision", " "), "--revision ' '", id="blank revision"),
+    ],
+)
+def test_upgrade_bad_input_changes_nothing(
+    tenantctl: Tenantctl,
+    three: dict[str, Tenant],
+    registry: TenantRegistry,
+    newer: TenantData,
+    args: tuple[str, ...],
+    fragment: str,
+) -> None:
+    failed(tenantctl("data", "upgrade", *args), 2, fragment)
+    for slug, tenant in three.items():
+        assert newer.revision(tenant) == ("0001",), slug
+    assert {(e.revision, e.target) for e in registry.data_ledger()} == {(None, None)}
 
 
 def test_upgrade_to_an_unknown_revision_fails(
@@ -400,6 +549,16 @@ def test_upgrade_to_an_unknown_revision_fails(
     failed(tenantctl("data", "upgrade", "--revision", " "), 2, "--revision ' '")
 
 
+def test_upgrade_to_a_named_revision(
+    tenantctl: Tenantctl, newer: TenantData, acme: Tenant, registry: TenantRegistry
+) -> None:
+    result = succeeded(tenantctl("data", "upgrade", "--revision", "0001"))
+    assert result.stdout.splitlines()[0] == "tenant 'acme': at 0001 already"
+    assert registry.data_ledger(behind="0001") == []
+    result = succeeded(tenantctl("data", "upgrade", "--revision", "0002"))
+    assert result.stdout.splitlines()[0] == "tenant 'acme': upgraded from 0001 to 0002"
+
+
 def test_upgrade_needs_migrations(
     tenantctl: Tenantctl, use: Use, tenant_data_location: dict[str, Any]
 ) -> None:
@@ -408,7 +567,8 @@ def test_upgrade_needs_migrations(
 
 
 def test_upgrade_of_no_tenants(tenantctl: Tenantctl, data: TenantData) -> None:
-    assert succeeded(tenantctl("data", "upgrade")).stdout == "no tenants\n"
+    result = succeeded(tenantctl("data", "upgrade"))
+    assert result.stdout == "nothing to upgrade: no tenant is behind 0001\n"
 
 
 # -- servers and moves (two PostgreSQL databases stand for two servers) -------------
