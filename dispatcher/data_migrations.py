@@ -57,7 +57,9 @@ from dispatcher import forks
 from dispatcher.exceptions import TenantDataError
 
 if TYPE_CHECKING:
-    from alembic.runtime.migration import MigrationContext, RevisionStep
+    from collections.abc import Collection, Mapping
+
+    from alembic.runtime.migration import MigrationContext, MigrationInfo, RevisionStep
     from alembic.script import ScriptDirectory
     from sqlalchemy import Connection
 
@@ -67,6 +69,10 @@ __all__ = ["TenantMigrations", "run_migrations"]
 CONNECTION = "connection"
 SCHEMA = "tenant_schema"
 _RUNNER = "dispatcher.tenant_migrations"
+#: The run's own: whether the version table exists, and the heads after
+#: each migration applied (Alembic's ``on_version_apply``).
+_HAS_VERSION_TABLE = "dispatcher.has_version_table"
+_HEADS = "dispatcher.heads"
 
 VERSION_TABLE = "alembic_version"
 
@@ -147,6 +153,11 @@ class TenantMigrations:
                 return self._static_heads[0]
         self._scripts()
         return self._heads
+
+    def load(self) -> None:
+        """Read every revision now (importing Alembic), not at the first
+        upgrade: processes forked afterwards inherit them."""
+        self._scripts()
 
     def resolve(self, revision: str) -> tuple[str, ...]:
         """The revisions ``revision`` names (``heads``: the heads), sorted.
@@ -238,17 +249,31 @@ class TenantMigrations:
         if not connection.in_transaction():
             connection.begin()  # the caller's, committed or rolled back by it
         state = _State.read(connection, schema)
+        before = _heads_in(connection, schema) if state.has_version_table else ()
+        try:
+            # Alembic's own plan, without running env.py: a tenant at the
+            # target costs these two queries, not a run.
+            # Typed as one revision; Alembic's own calls pass the heads tuple.
+            if not script._upgrade_revs(revision, before):  # type: ignore[arg-type]
+                return before, before
+        except (CommandError, RevisionError) as error:
+            raise TenantDataError(
+                f"cannot upgrade {_where(connection, schema)} to revision"
+                f" {revision!r}: {error}"
+            ) from error
         translate = connection.get_execution_options().get("schema_translate_map")
         config = Config()
         config.set_main_option("script_location", str(self.directory))
         config.attributes.update(
-            {CONNECTION: connection, SCHEMA: schema, _RUNNER: True}
+            {
+                CONNECTION: connection,
+                SCHEMA: schema,
+                _RUNNER: True,
+                _HAS_VERSION_TABLE: state.has_version_table,
+            }
         )
 
-        before: list[tuple[str, ...]] = []
-
         def steps(heads: Any, _context: MigrationContext) -> list[RevisionStep]:
-            before.append(tuple(heads))  # read by Alembic anyway: no query more
             return script._upgrade_revs(revision, heads)
 
         try:
@@ -272,8 +297,10 @@ class TenantMigrations:
         finally:
             connection.execution_options(schema_translate_map=translate)
         state.leave(connection)
-        after = _migration_context(connection, schema).get_current_heads()
-        return (before[0] if before else after), after
+        applied = config.attributes.get(_HEADS)
+        if applied:  # heads after the last migration, as Alembic wrote them
+            return before, tuple(applied)
+        return before, _heads_in(connection, schema)
 
     def current(self, connection: Connection, schema: str | None) -> tuple[str, ...]:
         """The tenant's revisions: ``()`` when it has no version table.
@@ -282,7 +309,7 @@ class TenantMigrations:
         """
         if not _State.read(connection, schema).has_version_table:
             return ()
-        return _migration_context(connection, schema).get_current_heads()
+        return _heads_in(connection, schema)
 
     def _scripts(self) -> ScriptDirectory:
         script = self._script
@@ -389,12 +416,29 @@ def run_migrations(target_metadata: MetaData | None = None) -> None:
         raise CommandError(_OUTSIDE)
     connection: Connection = attributes[CONNECTION]
     schema: str | None = attributes[SCHEMA]
+
+    def applied(
+        ctx: MigrationContext,
+        step: MigrationInfo,
+        heads: Collection[Any],
+        run_args: Mapping[str, Any],
+    ) -> None:
+        attributes[_HEADS] = sorted(heads)
+
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         version_table=VERSION_TABLE,
         version_table_schema=schema,
+        on_version_apply=applied,
     )
+    if attributes.get(_HAS_VERSION_TABLE):
+        # The run found the version table already; Alembic would look it up
+        # again (a catalog query, the dearest statement of a one-column
+        # migration) before reading it.
+        migration_context = context.get_context()
+        if hasattr(migration_context, "_has_version_table"):
+            migration_context._has_version_table = lambda: True  # type: ignore[method-assign]
     with context.begin_transaction():
         context.run_migrations()
 
@@ -427,13 +471,15 @@ def _version_table(schema: str | None) -> Table:
     )
 
 
-def _migration_context(connection: Connection, schema: str | None) -> MigrationContext:
-    from alembic.runtime.migration import MigrationContext
-
-    return MigrationContext.configure(
-        connection,
-        opts={"version_table": VERSION_TABLE, "version_table_schema": schema},
-    )
+def _heads_in(connection: Connection, schema: str | None) -> tuple[str, ...]:
+    """The version table's rows, sorted: one query, as the caller knows the
+    table exists (Alembic's ``get_current_heads`` would look it up first, a
+    catalog query dearer than the read)."""
+    table = VERSION_TABLE
+    if schema is not None:
+        table = f"{_quoted(connection, schema)}.{VERSION_TABLE}"
+    found = connection.exec_driver_sql(f"SELECT version_num FROM {table}")
+    return tuple(sorted(row[0] for row in found))
 
 
 def _quoted(connection: Connection, schema: str) -> str:

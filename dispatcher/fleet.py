@@ -242,6 +242,10 @@ class _Jobs:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
+            migrations = self._work.tenant_data.migrations
+            if migrations is not None:
+                migrations.load()  # once here, not once per job
+
             # Forked: the children inherit the work (tenant snapshots are not
             # picklable) and nothing is imported again.
             self._pool = ProcessPoolExecutor(

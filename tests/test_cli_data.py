@@ -709,3 +709,64 @@ def test_the_installed_script_finds_the_data_and_never_shows_a_traceback(
         assert completed.returncode == code, completed.stderr
         assert "Traceback" not in completed.stderr
         assert len(completed.stderr.splitlines()) == 1, completed.stderr
+
+
+# -- upgrade --maintenance (last: it needs dispatcher.maintenance) -----------------
+
+
+def maintenance_changes(registry: TenantRegistry, since: int) -> list[tuple[str, str]]:
+    return [
+        (change.slug, change.operation.value)
+        for change in registry.changes_since(since)
+        if change.operation.value in ("maintenance", "data_revision")
+    ]
+
+
+def test_upgrade_with_maintenance_takes_each_tenant_down_for_its_own_upgrade(
+    tenantctl: Tenantctl,
+    three: dict[str, Tenant],
+    registry: TenantRegistry,
+    newer: TenantData,
+) -> None:
+    generation = registry.latest_generation()
+    succeeded(tenantctl("data", "upgrade", "--maintenance", "--only", "acme,bravo"))
+    changes = maintenance_changes(registry, generation)
+    # On, off, for one tenant after the other; then the ledger's record.
+    assert changes[:4] == [
+        ("acme", "maintenance"),
+        ("acme", "maintenance"),
+        ("bravo", "maintenance"),
+        ("bravo", "maintenance"),
+    ]
+    assert sorted(changes[4:]) == [
+        ("acme", "data_revision"),
+        ("bravo", "data_revision"),
+    ]
+    for slug in ("acme", "bravo", "charlie"):
+        assert registry.get_tenant(slug).maintenance is None
+
+
+def test_upgrade_with_maintenance_leaves_a_tenant_in_it_already_and_a_failed_one(
+    tenantctl: Tenantctl,
+    data: TenantData,
+    registry: TenantRegistry,
+    newer: TenantData,
+) -> None:
+    for slug in ("acme", "bare"):
+        tenant = registry.create_tenant(slug, owner_email=f"o@{slug}.test")
+        if slug == "acme":
+            data.create(tenant)
+    registry.start_maintenance("acme", message="moving house")
+    generation = registry.latest_generation()
+    result = tenantctl("data", "upgrade", "--maintenance")
+    failed(result, 1, "1 tenant(s) failed ('bare')")
+    lines = result.stdout.splitlines()
+    assert lines[0] == "tenant 'acme': upgraded from 0001 to 0002"
+    assert lines[1].endswith(
+        "; left in maintenance mode ('tenantctl maintenance off bare' ends it)"
+    )
+    acme = registry.get_tenant("acme")
+    assert acme.maintenance is not None and acme.maintenance.message == "moving house"
+    assert registry.get_tenant("bare").maintenance is not None
+    assert maintenance_changes(registry, generation)[0] == ("bare", "maintenance")
+    assert ("acme", "maintenance") not in maintenance_changes(registry, generation)

@@ -369,3 +369,59 @@ def test_a_new_tenants_data_is_recorded_at_the_heads(
         assert Operation.DATA_REVISION not in operations
     finally:
         data.dispose()
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_records_what_finished_and_the_next_run_finishes(
+    fleet: Any,
+    registry: TenantRegistry,
+    database_url: str,
+    tenant_data_location: dict[str, Any],
+    releases: tuple[Path, Path],
+    tmp_path: Path,
+    jobs: str,
+) -> None:
+    data, tenants = fleet
+    put_item(data, tenants["t3"], "block")
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    environ = environment(tenant_data_location, releases[1], gate)
+    process = subprocess.Popen(
+        upgrade_args(database_url, "--jobs", jobs),
+        env=environ,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (gate / "reached").exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "t3's upgrade never started"
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGINT)
+        # One job: the interrupt lands in t3's migration, which rolls back.
+        # Several: the jobs ignore it, t3 finishes once let through.
+        (gate / "release").touch()
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.splitlines() == [
+        "interrupted: what finished is recorded; run 'tenantctl data upgrade'"
+        " again to finish"
+    ]
+    upgraded = {line.split("'")[1] for line in out.splitlines() if "upgraded" in line}
+    for entry in registry.data_ledger():
+        if entry.slug in upgraded:  # reported, so recorded
+            assert (entry.revision, entry.target) == (("0002",), None)
+    assert_ledger_true(registry, data)
+    finish = run(database_url, environ, "--jobs", jobs)
+    assert finish.returncode == 0, finish.stderr
+    assert registry.data_ledger(behind="0002") == []
+    for slug, tenant in tenants.items():
+        assert data.revision(tenant) == ("0002",), slug
