@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -211,6 +212,10 @@ def upgrade(
     with _progress(len(entries), "upgrading tenant data") as bar:
 
         def reported(outcome: Outcome) -> None:
+            if sys.stderr.isatty():
+                # Clear the bar's line: the tenant's line takes it, and the
+                # bar is drawn again below.
+                click.echo("\r\x1b[K", nl=False, err=True)
             report(outcome)
             bar.update(1)
 

@@ -18,8 +18,9 @@ from dispatcher.data import TenantData
 URL_VARIABLE = "FLEET_DATA_URL"
 DIRECTORY_VARIABLE = "FLEET_DATA_DIRECTORY"
 MIGRATIONS_VARIABLE = "FLEET_MIGRATIONS"
-#: A directory where the gated migration says it was reached ("reached") and
-#: waits to be let through ("release").
+#: A directory where the gated migration says it was reached ("reached",
+#: holding the pid of the process running it) and waits to be let through
+#: ("release").
 GATE_VARIABLE = "FLEET_GATE"
 
 #: A tenant migration adding a column to ``items``. In a tenant holding an
@@ -47,7 +48,7 @@ def upgrade():
     op.add_column("items", sa.Column("note", sa.String(50)))
     gate = os.environ.get("FLEET_GATE")
     if gate and _holds("block"):
-        Path(gate, "reached").touch()
+        Path(gate, "reached").write_text(str(os.getpid()))
         deadline = time.monotonic() + 60
         while not Path(gate, "release").exists():
             if time.monotonic() > deadline:

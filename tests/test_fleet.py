@@ -114,6 +114,22 @@ def json_lines(stdout: str) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     return {line["slug"]: line for line in tenants}, summary["summary"]
 
 
+def gone(pid: int) -> bool:
+    """Whether the process ended (a zombie counts: nothing may reap it here),
+    waiting for it at most 30 s."""
+    deadline = time.monotonic() + 30
+    status = Path(f"/proc/{pid}/status")
+    while time.monotonic() < deadline:
+        try:
+            state = status.read_text().split("State:")[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def assert_ledger_true(registry: TenantRegistry, data: TenantData) -> None:
     """Each tenant's data is at its recorded revision, or at the in-flight
     target; nothing is recorded at a revision its data is not at."""
@@ -161,6 +177,8 @@ def test_a_killed_run_leaves_the_ledger_true_and_the_next_run_finishes(
             process.kill()
             process.communicate()
     assert process.returncode == -signal.SIGKILL
+    # The job running t3 dies with the run (with one job, it is the run).
+    assert gone(int((gate / "reached").read_text()))
     # t3 was mid-migration: rolled back, at its old revision.
     assert data.revision(tenants["t3"]) == ("0001",)
     assert_ledger_true(registry, data)
