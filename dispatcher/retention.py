@@ -37,6 +37,7 @@ import datetime as dt
 import logging
 import re
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -69,8 +70,8 @@ log = logging.getLogger(__name__)
 #: A process away (paused, partitioned, a laptop asleep) for up to a week
 #: catches up change by change instead of dropping every app it built.
 DEFAULT_MAX_AGE = dt.timedelta(days=7)
-#: About 4 MiB of feed; catching up on more, a page of 1000 per query, costs
-#: more than the one resync that replaces it.
+#: About 20 MiB on PostgreSQL. A follower further behind resynchronises once
+#: instead of replaying more than 100 pages of changes.
 DEFAULT_MAX_CHANGES = 100_000
 #: The feed may grow by this many changes between two automatic prunes.
 DEFAULT_PRUNE_EVERY = 1000
@@ -231,9 +232,16 @@ def prune(
     if retention.max_changes is not None and count_floor is not None:
         keep_from = count_floor
     removed = batches = start = 0
+    held = 0.0
     while max_batches is None or batches < max_batches:
+        if held and not database.is_postgres:
+            # SQLite's waiting writers poll for the lock (sleeping up to 100
+            # ms between tries) rather than queue for it, as PostgreSQL's do:
+            # taking it again at once would starve them for the whole prune.
+            time.sleep(held)
         batches += 1
         with database.write_connection() as connection:
+            began = time.monotonic()  # the lock is taken: held from here
             rows = connection.execute(
                 _OLDEST, {"start": start, "limit": retention.batch_size + 1}
             ).all()
@@ -244,6 +252,7 @@ def prune(
                 connection.execute(_DELETE_BELOW, {"start": start, "below": marker})
                 connection.execute(_MARK, {"marker": marker})
                 start = marker
+        held = time.monotonic() - began
         removed += changes
         if not changes or len(prefix) < len(rows):
             return Pruned(removed, newest, done=True)
