@@ -400,3 +400,44 @@ def test_the_server_reads_its_retention_from_the_environment(
     assert retention == FeedRetention(max_age=dt.timedelta(hours=36), max_changes=5000)
     with pytest.raises(ValueError, match="DISPATCHER_FEED_MAX_CHANGES='0' must be"):
         make_application({**environ, "DISPATCHER_FEED_MAX_CHANGES": "0"})
+
+
+def test_a_failed_prune_never_fails_the_write(
+    database_url: str,
+    writer: TenantRegistry,
+    engine: Engine,
+    backend: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    write(writer, 5)
+    # The database refuses every delete from the feed.
+    with engine.begin() as connection:
+        if backend == "sqlite":
+            connection.exec_driver_sql(
+                "CREATE TRIGGER keep_feed BEFORE DELETE ON tenant_changes"
+                " BEGIN SELECT RAISE(ABORT, 'the feed is kept'); END"
+            )
+        else:
+            connection.exec_driver_sql(
+                "CREATE FUNCTION keep_feed() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION 'the feed is kept'; END $$"
+            )
+            connection.exec_driver_sql(
+                "CREATE TRIGGER keep_feed BEFORE DELETE ON tenant_changes"
+                " FOR EACH ROW EXECUTE FUNCTION keep_feed()"
+            )
+    registry = TenantRegistry(
+        database_url, retention=FeedRetention(max_changes=1, prune_every=10)
+    )
+    try:
+        with caplog.at_level("WARNING", logger="dispatcher.retention"):
+            tenant = registry.update_config("acme", {"written": True})
+            registry.update_config("acme", {"again": True})
+    finally:
+        registry.close()
+
+    assert tenant.config["written"] is True
+    assert summarise(writer.database).changes == 7
+    # Logged once: the next writes do not try again before prune_every.
+    [record] = caplog.records
+    assert record.getMessage() == "pruning the change feed failed"
