@@ -92,7 +92,8 @@ class Outcome:
     def result(self) -> DataResult:
         """What the ledger records of it."""
         if self.status is Status.FAILED:
-            # Rolled back, or upgraded and then failing to end maintenance.
+            # Rolled back or unknown (after None: the ledger keeps its
+            # in-flight mark), or upgraded and then failing to end maintenance.
             changed = self.after is not None and self.after != self.before
             return DataResult(self.slug, self.after, changed, self.error)
         return DataResult(self.slug, self.after, self.status is Status.UPGRADED)
@@ -266,7 +267,7 @@ class _Jobs:
             for entry in entries:
                 yield self._work.upgrade(entry.slug)
             return
-        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, wait
 
         # At most two tenants queued per job: Ctrl-C leaves little to cancel.
         todo = iter(entries)
@@ -283,6 +284,11 @@ class _Jobs:
                 done, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     yield future.result()
+        except BrokenExecutor as error:
+            raise TenantDataError(
+                "a job's process died (killed, or out of memory); the tenants it"
+                " had in flight stay marked in the ledger: run the upgrade again"
+            ) from error
         except KeyboardInterrupt:
             for future in running:
                 future.cancel()

@@ -77,12 +77,14 @@ _RECORD = (
         data_error=bindparam("error"),
     )
 )
-#: A failure whose revision is unknown: what was recorded stays true (the
-#: upgrade rolled back).
+#: A failure whose revision is unknown: the recorded revision and in-flight
+#: mark stay. A failed upgrade rolled back, unless it failed at its commit,
+#: where nobody knows: "at data_revision, or at data_target" stays true either
+#: way, and the next run looks at the tenant again.
 _RECORD_ERROR = (
     update(tenant_table)
     .where(tenant_table.c.slug == bindparam("key"))
-    .values(data_target=None, data_error=bindparam("error"))
+    .values(data_error=bindparam("error"))
 )
 
 
@@ -120,9 +122,8 @@ class LedgerEntry:
 class DataResult:
     """One tenant's upgrade, to record once its transaction has ended.
 
-    ``revision``: the revisions its data is at now (after a failure: before,
-    the transaction was rolled back), None when unknown (what was recorded
-    stays). ``changed``: its data
+    ``revision``: the revisions its data is at now; None when unknown (a
+    failure): what was recorded stays, in-flight mark included. ``changed``: its data
     moved revision, so its apps must be rebuilt.
     """
 

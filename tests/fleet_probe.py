@@ -24,7 +24,8 @@ MIGRATIONS_VARIABLE = "FLEET_MIGRATIONS"
 GATE_VARIABLE = "FLEET_GATE"
 
 #: A tenant migration adding a column to ``items``. In a tenant holding an
-#: item titled "block" it waits at the gate; one titled "fail" makes it fail.
+#: item titled "block" it waits at the gate; "fail" makes it fail; "die"
+#: kills the process running it.
 GATED_REVISION = """
 import os
 import time
@@ -56,6 +57,8 @@ def upgrade():
             time.sleep(0.02)
     if _holds("fail"):
         raise RuntimeError("this tenant refuses revision 0002")
+    if _holds("die"):  # the process running the migration is killed
+        os.kill(os.getpid(), 9)
 
 
 def downgrade():

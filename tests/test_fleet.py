@@ -245,7 +245,7 @@ def test_a_failing_tenant_is_recorded_and_skipped_and_retried_next_run(
     assert (lines["t1"]["from"], lines["t1"]["to"]) == (["0001"], ["0002"])
     assert data.revision(tenants["t2"]) == ("0001",)  # rolled back, whole
     [behind] = registry.data_ledger(behind="0002")
-    assert (behind.slug, behind.revision, behind.target) == ("t2", ("0001",), None)
+    assert (behind.slug, behind.revision, behind.target) == ("t2", ("0001",), "0002")
     assert behind.error is not None and "refuses revision 0002" in behind.error
     assert_ledger_true(registry, data)
     # The next run looks at t2 only; once its data is fixed, it goes through.
@@ -443,3 +443,28 @@ def test_ctrl_c_records_what_finished_and_the_next_run_finishes(
     assert registry.data_ledger(behind="0002") == []
     for slug, tenant in tenants.items():
         assert data.revision(tenant) == ("0002",), slug
+
+
+def test_a_job_that_dies_stops_the_run_with_one_line_and_the_ledger_true(
+    fleet: Any,
+    registry: TenantRegistry,
+    database_url: str,
+    tenant_data_location: dict[str, Any],
+    releases: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    data, tenants = fleet
+    put_item(data, tenants["t2"], "die")
+    environ = environment(tenant_data_location, releases[1], tmp_path)
+    died = run(database_url, environ, "--jobs", "2")
+    assert died.returncode == 1
+    assert "Traceback" not in died.stderr
+    [line] = died.stderr.splitlines()
+    assert "a job's process died" in line
+    assert data.revision(tenants["t2"]) == ("0001",)
+    assert_ledger_true(registry, data)
+    with data.sessionmaker_for(tenants["t2"])() as session, session.begin():
+        session.query(Item).delete()
+    again = run(database_url, environ, "--jobs", "2")
+    assert again.returncode == 0, again.stderr
+    assert registry.data_ledger(behind="0002") == []
