@@ -33,6 +33,7 @@ from dispatcher.settings import (
     DATABASE_URL_VARIABLE,
     DEFAULT_BASE_DOMAIN,
     TENANT_DATA_VARIABLE,
+    feed_retention,
     parse_base_domain,
     tenant_data,
 )
@@ -87,8 +88,15 @@ def _registry(ctx: click.Context) -> TenantRegistry:
     obj: dict[str, Any] = ctx.ensure_object(dict)
     if "registry" not in obj:
         try:
+            # The server's retention: this process's first write prunes.
+            retention = feed_retention()
+        except ValueError as e:
+            raise BadInput(str(e)) from e  # it names the variable
+        try:
             obj["registry"] = TenantRegistry(
-                obj["database_url"], base_domain=obj["base_domain"]
+                obj["database_url"],
+                base_domain=obj["base_domain"],
+                retention=retention,
             )
         except ValueError as e:
             # The registry's message names the argument it refused.

@@ -292,6 +292,7 @@ def test_add_with_every_option(registry: TenantRegistry, tenantctl: Tenantctl) -
         "status": "active",
         "disabled_reason": None,
         "data_server": None,
+        "maintenance": None,
         "version": registry.latest_generation(),
     }
     # The JSON printed is the tenant as stored, and as `show --json` prints it.

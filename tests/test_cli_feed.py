@@ -186,3 +186,46 @@ def test_show_an_empty_feed(registry: TenantRegistry, database_url: str) -> None
     shown = CliRunner().invoke(cli, ["--database-url", database_url, "feed", "show"])
 
     assert (shown.exit_code, shown.output) == (0, "the feed is empty\n")
+
+
+def test_tenantctl_writes_prune_with_the_servers_retention(
+    writer: TenantRegistry, database_url: str, tmp_path: Path
+) -> None:
+    # A process's first write prunes: tenantctl's must keep what the server
+    # keeps (DISPATCHER_FEED_*), not the library's defaults.
+    done = tenantctl(
+        database_url,
+        tmp_path,
+        "config",
+        "set",
+        "acme",
+        "plan",
+        "pro",
+        DISPATCHER_FEED_MAX_CHANGES="2",
+    )
+
+    assert done.returncode == 0, done.stderr
+    kept = [c for c in writer.changes_since(0) if c.operation.value != "resync"]
+    assert len(kept) == 2
+
+
+def test_tenantctl_refuses_a_bad_retention_setting(
+    writer: TenantRegistry, database_url: str, tmp_path: Path
+) -> None:
+    before = generations(writer)
+
+    done = tenantctl(
+        database_url,
+        tmp_path,
+        "config",
+        "set",
+        "acme",
+        "plan",
+        "pro",
+        DISPATCHER_FEED_MAX_AGE="soon",
+    )
+
+    assert done.returncode == 2
+    assert "DISPATCHER_FEED_MAX_AGE" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert generations(writer) == before
