@@ -102,3 +102,10 @@ def add_note(body: str) -> str:
 
 def count_notes() -> int:
     return data().session.scalar(select(func.count()).select_from(Note)) or 0
+
+
+def where_am_i() -> tuple[int, int, str]:
+    """The worker's process, the app's identity and the tenant's slug."""
+    from flask import current_app
+
+    return os.getpid(), id(current_app._get_current_object()), current_tenant.slug  # type: ignore[attr-defined]
