@@ -4,6 +4,7 @@ registry and real tenant data (``tenant_jobs_probe``'s app and commands)."""
 from __future__ import annotations
 
 import os
+import pty
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -40,9 +41,10 @@ def tenants(registry: TenantRegistry, data: TenantData) -> None:
 
 
 @pytest.fixture
-def tenantctl(
-    database_url: str, tenant_data_location: dict[str, Any], tmp_path: Path
-) -> Tenantctl:
+def tenantctl_environ(
+    tenant_data_location: dict[str, Any],
+) -> dict[str, str]:
+    """The deployment's variables: the probe's app on the test's tenant data."""
     environ = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
@@ -53,12 +55,22 @@ def tenantctl(
     }
     if "directory" in tenant_data_location:
         environ["PROBE_DATA_DIRECTORY"] = str(tenant_data_location["directory"])
+    return environ
 
+
+@pytest.fixture
+def tenantctl_command(database_url: str) -> list[str]:
+    return [sys.executable, "-m", "dispatcher", "--database-url", database_url]
+
+
+@pytest.fixture
+def tenantctl(
+    tenantctl_command: list[str], tenantctl_environ: dict[str, str], tmp_path: Path
+) -> Tenantctl:
     def run(*arguments: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "dispatcher", "--database-url", database_url]
-            + list(arguments),
-            env=environ,
+            [*tenantctl_command, *arguments],
+            env=tenantctl_environ,
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -214,3 +226,44 @@ def test_each_with_no_tenants(registry: TenantRegistry, tenantctl: Tenantctl) ->
     finished = tenantctl("each", "--", "count-notes")
     assert finished.returncode == 0
     assert finished.stderr == "no active tenants\n"
+
+
+def test_each_shows_progress_on_a_terminal(
+    tenants: None,
+    tenantctl_command: list[str],
+    tenantctl_environ: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    # stderr on a terminal (a pseudo-terminal here), stdout on a pipe.
+    terminal, stderr = pty.openpty()
+    try:
+        each = subprocess.Popen(
+            [*tenantctl_command, "each", "--", "count-notes"],
+            env=tenantctl_environ,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+        os.close(stderr)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(terminal, 4096)
+            except OSError:  # EIO: the other end closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+        stdout, _ = each.communicate(timeout=120)
+    finally:
+        os.close(terminal)
+    assert each.returncode == 0
+    assert b"\r1/2 tenants, 0 failed" in shown
+    assert b"\r2/2 tenants, 0 failed" in shown
+    assert shown.endswith(b"done in 2 tenants\r\n")
+    # The progress line is the terminal's alone.
+    assert sorted(stdout.decode().splitlines()) == [
+        "acme: acme has 0 notes",
+        "beta: beta has 0 notes",
+    ]
