@@ -72,8 +72,9 @@ def run(
 ) -> None:
     """Run one of a tenant app's Flask commands in that tenant.
 
-    Put the command after '--': tenantctl run acme -- send-digest --dry-run.
-    The exit status is the command's.
+    Options go before SLUG, the command and its arguments after '--':
+    tenantctl run acme -- send-digest --dry-run. The exit status is the
+    command's; '-- --help' lists the commands.
     """
     if command[0] == "--":
         # After SLUG, click passes the separator on with the rest.
@@ -203,8 +204,9 @@ def each(ctx: click.Context, status: str, jobs: int, command: tuple[str, ...]) -
     """Run one of the tenant apps' Flask commands in every tenant.
 
     Put the command after '--': tenantctl each --jobs 4 -- send-digest.
-    Each tenant's output is printed whole, its lines prefixed with the slug;
-    the exit status is 1 if the command failed in any tenant.
+    Each tenant runs in a process of its own ('tenantctl run'); its output is
+    printed whole when it ends, each line prefixed with its slug. The exit
+    status is 1 if the command failed in any tenant.
     """
     from dispatcher.cli import Failed, _registry
 
