@@ -3,11 +3,13 @@ dispatcher's own cache, on real tenant data (SQLite files or PG schemas)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from flask import Flask, current_app, has_request_context, request, url_for
+from helpers import WAIT, Background, Timer
 from sqlalchemy import func, select
 from werkzeug.test import Client
 
@@ -138,6 +140,41 @@ def test_a_built_app_is_reused_and_a_cold_one_built_once_for_both(
     assert again is cold
     assert first is not cold
     assert dispatcher.stats().builds == 2
+
+
+def test_a_cold_build_is_shared_with_the_requests_that_want_it_meanwhile(
+    make_dispatcher: Callable[..., TenantDispatcher],
+    built: Built,
+    tenants: dict[str, Tenant],
+) -> None:
+    building = threading.Event()
+    release = threading.Event()
+
+    def slow_create_app(tenant: Tenant) -> Flask:
+        building.set()
+        release.wait(WAIT)
+        return built.create_app(tenant)
+
+    timer = Timer()
+    dispatcher = make_dispatcher(create_app=slow_create_app, timer=timer)
+
+    def script() -> Any:
+        with dispatcher.app_for("acme") as app:
+            return app
+
+    in_cache = timer.watch(2)
+    script_run = Background(script)
+    assert building.wait(WAIT)
+    request_run = Background(
+        lambda: Client(dispatcher).get("http://acme.example.com/").text
+    )
+    assert in_cache.wait(WAIT)  # the request is in the cache while it builds
+    release.set()
+    app = script_run.join()
+    assert request_run.join() == "acme: 0 notes"
+    assert built.builds == ["acme"]
+    with dispatcher.app_for("acme") as again:
+        assert again is app
 
 
 def test_the_app_is_leased_until_the_block_ends(
