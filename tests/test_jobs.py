@@ -332,3 +332,18 @@ def test_run_in_tenant_on_a_given_dispatcher(
     assert isinstance(raised.value, TenantNotFound)
     with pytest.raises(TenantNotFound, match="'beta'"):
         run_in_tenant("beta", tenant_identity(acme), slug_here)
+
+
+def test_enqueue_in_a_request_takes_current_tenant(
+    dispatcher: TenantDispatcher,
+    registry: TenantRegistry,
+    data: TenantData,
+    queue: Queue,
+) -> None:
+    from dispatcher import current_tenant
+
+    acme = create(registry, data, "acme")
+    with dispatcher.app_for("acme"):
+        job = enqueue(queue, current_tenant, slug_here)
+    assert job.meta["tenant"] == "acme"
+    assert job.args[:2] == ("acme", tenant_identity(acme))
