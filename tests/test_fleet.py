@@ -27,6 +27,7 @@ from dispatcher import Tenant, TenantRegistry
 from dispatcher.changes import Operation
 from dispatcher.data import TenantData
 from dispatcher.data_migrations import TenantMigrations
+from dispatcher.fleet import Status
 from dispatcher.ledger import parse_revision
 
 TENANTCTL = Path(sys.executable).with_name("tenantctl")
@@ -468,3 +469,61 @@ def test_a_job_that_dies_stops_the_run_with_one_line_and_the_ledger_true(
     again = run(database_url, environ, "--jobs", "2")
     assert again.returncode == 0, again.stderr
     assert registry.data_ledger(behind="0002") == []
+
+
+def test_an_upgraded_tenants_app_is_rebuilt_and_a_current_ones_kept(
+    registry: TenantRegistry,
+    tenant_data_location: dict[str, Any],
+    releases: tuple[Path, Path],
+) -> None:
+    """The DATA_REVISION change reaches the dispatcher through the feed."""
+    from flask import Flask
+    from werkzeug.test import Client
+
+    from dispatcher import TenantDispatcher
+    from dispatcher.fleet import FleetUpgrade
+
+    v1, v2 = releases
+    old = TenantData(
+        metadata=Base.metadata, migrations=v1, registry=registry, **tenant_data_location
+    )
+    new = TenantData(metadata=Base.metadata, migrations=v2, **tenant_data_location)
+    builds: list[str] = []
+
+    def create_app(tenant: Tenant) -> Flask:
+        builds.append(tenant.slug)
+        app = Flask(tenant.slug)
+        app.add_url_rule("/", "index", lambda: tenant.slug)
+        return app
+
+    dispatcher = TenantDispatcher(registry, create_app, base_domain="example.test")
+    client = Client(dispatcher)
+    try:
+        for slug in ("web", "shop"):
+            old.create(
+                registry.create_tenant(
+                    slug, owner_email=f"o@{slug}.test", subdomain=slug
+                )
+            )
+        # shop is at the target already (its ledger says 0001, its data 0002).
+        assert new.upgrade(registry.get_tenant("shop")) == ("0002",)
+        for slug in ("web", "shop"):
+            assert (
+                client.get("/", headers={"Host": f"{slug}.example.test"}).text == slug
+            )
+        assert sorted(builds) == ["shop", "web"]
+        fleet = FleetUpgrade(new, registry)
+        summary = fleet.run(fleet.behind())
+        assert (summary.counts[Status.UPGRADED], summary.counts[Status.CURRENT]) == (
+            1,
+            1,
+        )
+        for slug in ("web", "shop"):
+            assert (
+                client.get("/", headers={"Host": f"{slug}.example.test"}).text == slug
+            )
+        assert sorted(builds) == ["shop", "web", "web"]
+    finally:
+        dispatcher.close()
+        old.dispose()
+        new.dispose()
