@@ -32,9 +32,11 @@ so code outside a request never runs on a tenant deleted, disabled or
 changed moments ago, even before this process's change follower hears of it.
 An unknown slug raises :exc:`~dispatcher.exceptions.TenantNotFound`, a
 disabled tenant :exc:`~dispatcher.exceptions.TenantDisabledError`, a
-malformed slug :exc:`~dispatcher.exceptions.InvalidName`. A tenant in
-maintenance mode is let in: operators fix its data while its visitors get
-503.
+malformed slug :exc:`~dispatcher.exceptions.InvalidName`;
+``allow_disabled=True`` lets a disabled tenant in, on an app built for the
+block alone. A tenant in maintenance mode is let in, on its own app (the one
+behind the gate that answers its visitors 503): operators fix its data
+meanwhile.
 """
 
 from __future__ import annotations
