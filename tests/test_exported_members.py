@@ -12,6 +12,7 @@ REQUIRED = {
     "OwnerExists",
     "Tenant",
     "TenantDisabled",
+    "TenantDisabledError",
     "TenantDispatcher",
     "TenantExists",
     "TenantInMaintenance",
