@@ -21,8 +21,8 @@ from dispatcher.exceptions import OwnerExists as OwnerExists
 from dispatcher.exceptions import RegistryError as RegistryError
 from dispatcher.exceptions import RegistryUnavailable as RegistryUnavailable
 from dispatcher.exceptions import SchemaMissing as SchemaMissing
-from dispatcher.exceptions import TenantExists as TenantExists
 from dispatcher.exceptions import TenantDisabledError as TenantDisabledError
+from dispatcher.exceptions import TenantExists as TenantExists
 from dispatcher.exceptions import TenantNotFound as TenantNotFound
 from dispatcher.exceptions import TooManyDomains as TooManyDomains
 from dispatcher.middleware import TenantDispatcher as TenantDispatcher
