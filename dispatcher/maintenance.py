@@ -31,7 +31,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from dispatcher.changes import Operation
-from dispatcher.context import tenant_url
 from dispatcher.exceptions import InvalidName, TenantNotFound
 from dispatcher.tenant import Maintenance, Tenant, utcnow
 from dispatcher.validation import shown
@@ -197,6 +196,10 @@ def bypass_url(
     canonical address (see :func:`~dispatcher.context.tenant_url`), its
     primary domain, subdomain or ``<base_domain>/<path prefix>``, then
     :data:`BYPASS_PATH` and the token. Raises ValueError if it has none."""
+    # Imported here: dispatcher.context loads Flask, which tenantctl's other
+    # commands (this module is imported to register its group) never need.
+    from dispatcher.context import tenant_url
+
     return tenant_url(
         tenant, BYPASS_PATH + token, base_domain=base_domain, scheme=scheme
     )

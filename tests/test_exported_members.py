@@ -66,3 +66,20 @@ def test_star_import_gives_all() -> None:
 
 def test_required_names_exported() -> None:
     assert REQUIRED <= set(dispatcher.__all__)
+
+
+def test_every_name_in_all_has_a_home() -> None:
+    # Imported on first use: a name in __all__ must say where it lives.
+    assert sorted(dispatcher._HOMES) == sorted(dispatcher.__all__)
+
+
+def test_importing_the_package_loads_no_flask() -> None:
+    import subprocess
+    import sys
+
+    probe = "import sys, dispatcher; print('flask' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+
+    assert done.stdout.strip() == "False"
