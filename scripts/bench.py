@@ -4,6 +4,7 @@
     python scripts/bench.py --quick    # smaller counts, a smoke test
     python scripts/bench.py --only 9 10 11   # just these rows (tenant data)
     python scripts/bench.py --only 12 13 14 15 16 17   # issue 12's rows
+    python scripts/bench.py --only 18  # fleet upgrades (PostgreSQL; bench_fleet.py)
     DISPATCHER_BENCH_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
         python scripts/bench.py        # adds the PostgreSQL rows
 
@@ -18,8 +19,10 @@ of its own (``bench_churn.py``) beside today's code (the tree of commit
 ``BEFORE_SCALING``): traces from ``traces.py``, the hit ratio against Belady's
 optimum, the realistic app of ``realistic_app.py``, the shared-app mode
 against django-tenants' per-request queries, and under gunicorn + wrk
-(``bench_server.py``, also runnable alone). Every figure is printed with the
-target it is held to; nothing here is a test.
+(``bench_server.py``, also runnable alone). Row 18 (issue 13, PostgreSQL)
+upgrades the data of 1,000 tenant schemas with ``tenantctl data upgrade``
+against a hand-written loop of plain Alembic (``bench_fleet.py``). Every
+figure is printed with the target it is held to; nothing here is a test.
 """
 
 from __future__ import annotations
@@ -1535,7 +1538,7 @@ def bench_shared(
 # -- driver --------------------------------------------------------------------
 
 #: Rows are numbered 1 to ROWS in the printed table; ``--only`` picks some.
-ROWS = 17
+ROWS = 18
 
 
 def postgres_schema_url(base: str) -> tuple[str, Callable[[], None]]:
@@ -1694,6 +1697,14 @@ def main() -> None:
                     rows += bench_server.server_rows(seconds, warmup, scale)
                 if 17 in wanted:
                     rows += bench_server.rss_rows()
+    if 18 in wanted:
+        if not pg:
+            rows.append(("18. fleet upgrade", "not measured", "needs PostgreSQL"))
+        else:
+            from bench_fleet import bench_fleet
+
+            fleet = bench_fleet(pg, tenants=1000 // scale, noop_tenants=10_000 // scale)
+            rows += [(f"18. {what}", figure, note) for what, figure, note in fleet]
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
     print("| measure | figure | against |")
     print("|---|---|---|")
