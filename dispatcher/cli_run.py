@@ -13,10 +13,14 @@ tenantctl's ``--database-url`` and ``--base-domain``. The command runs inside
 data session work as in a request. The commands are the app's ``app.cli``
 ones and Flask's own (``shell``, ``routes``), as ``flask`` would offer them.
 
-``each`` runs ``tenantctl run`` once per tenant, each in a process of its own
-(``--jobs`` of them at a time): a command may keep module-level state or not
-be thread-safe, and nothing one tenant's run leaves behind can reach the
-next's. Each tenant's output (stdout and stderr) is captured and printed
+``each`` builds the dispatcher once and runs every tenant's command in a
+child process forked from its own (``--jobs`` of them at a time): a command
+may keep module-level state or not be thread-safe, and nothing one tenant's
+run leaves behind can reach the next's, yet a tenant costs a fork, not a new
+interpreter importing everything again. The parent never builds a tenant's
+app and holds no database connection when it forks; :mod:`dispatcher.forks`
+resets the rest in each child. Each tenant's output (stdout and stderr, at
+the file descriptors: a subprocess's or C code's too) is captured and printed
 whole when it ends, each line prefixed with the slug, so parallel runs never
 interleave; a summary of the failures ends it.
 
@@ -26,14 +30,15 @@ it shares with it are imported when a command runs (``tests/test_layering.py``).
 
 from __future__ import annotations
 
+import importlib
 import os
-import subprocess
+import signal
 import sys
+import tempfile
 import traceback
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -204,39 +209,45 @@ def each(ctx: click.Context, status: str, jobs: int, command: tuple[str, ...]) -
     """Run one of the tenant apps' Flask commands in every tenant.
 
     Put the command after '--': tenantctl each --jobs 4 -- send-digest.
-    Each tenant runs in a process of its own ('tenantctl run'); its output is
-    printed whole when it ends, each line prefixed with its slug. The exit
-    status is 1 if the command failed in any tenant.
+    Each tenant runs in a process of its own, forked from this one; its
+    output is printed whole when it ends, each line prefixed with its slug.
+    The exit status is 1 if the command failed in any tenant.
     """
-    from dispatcher.cli import Failed, _registry
+    from dispatcher.cli import Failed
 
-    slugs = [tenant.slug for tenant in _registry(ctx).list_tenants(status)]
+    dispatcher = _dispatcher(ctx)
+    slugs = [tenant.slug for tenant in dispatcher.registry.list_tenants(status)]
     if not slugs:
         click.echo(f"no {status} tenants", err=True)
         return
-    obj: dict[str, Any] = ctx.obj
-    environ = {
-        **os.environ,
-        # Through the environment, not argv: a URL's password stays out of ps.
-        DATABASE_URL_VARIABLE: obj["database_url"],
-        BASE_DOMAIN_VARIABLE: obj["base_domain"] or "",
-    }
-    options = ["--allow-disabled"] if status == TenantStatus.DISABLED else []
+    # A pooled connection used by two processes would interleave their
+    # messages: the children open their own.
+    dispatcher.registry.engine.dispose()
+    # What every run imports (tenantctl itself does not): once, here.
+    for name in ("dispatcher.contexts", "flask.cli", "flask.testing"):
+        importlib.import_module(name)
     progress = _Progress(len(slugs))
     failures: list[_Outcome] = []
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        runs = [
-            pool.submit(_run_one, slug, [*options, slug, "--", *command], environ)
-            for slug in slugs
-        ]
-        for done in as_completed(runs):
-            outcome = done.result()
-            progress.clear()
-            for line in outcome.output.splitlines():
-                click.echo(f"{outcome.slug}: {line}")
-            if outcome.code != 0:
-                failures.append(outcome)
-            progress.advance(failed=len(failures))
+
+    def show(outcome: _Outcome) -> None:
+        progress.clear()
+        for line in outcome.output.splitlines():
+            click.echo(f"{outcome.slug}: {line}")
+        if outcome.code != 0:
+            failures.append(outcome)
+        progress.advance(failed=len(failures))
+
+    _run_forked(
+        lambda slug: _run_in_child(
+            dispatcher,
+            slug,
+            command,
+            allow_disabled=status == TenantStatus.DISABLED,
+        ),
+        slugs,
+        jobs=jobs,
+        show=show,
+    )
     progress.clear()
     if failures:
         listed = ", ".join(
@@ -247,18 +258,121 @@ def each(ctx: click.Context, status: str, jobs: int, command: tuple[str, ...]) -
     click.echo(f"done in {len(slugs)} tenants", err=True)
 
 
-def _run_one(slug: str, arguments: list[str], environ: dict[str, str]) -> _Outcome:
-    """``tenantctl run`` in a process of its own, its output captured."""
-    finished = subprocess.run(
-        [sys.executable, "-m", "dispatcher", "run", *arguments],
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        check=False,
-    )
-    output = finished.stdout.decode("utf-8", "replace")
-    return _Outcome(slug, finished.returncode, output)
+def _run_forked(
+    child: Callable[[str], int],
+    slugs: Sequence[str],
+    *,
+    jobs: int,
+    show: Callable[[_Outcome], None],
+) -> None:
+    """``child(slug)`` for each slug in a child process forked from this one,
+    at most ``jobs`` at a time; ``show`` gets each outcome as its child ends.
+
+    This process must have no other thread and no pooled connection: the
+    children would share them. If this one is interrupted, the children are
+    terminated.
+    """
+    running: dict[int, tuple[str, IO[bytes]]] = {}
+
+    def reap() -> None:
+        pid, status = os.waitpid(-1, 0)
+        if pid not in running:  # not ours: started by something else in here
+            return
+        slug, output = running.pop(pid)
+        with output:
+            output.seek(0)
+            text = output.read().decode("utf-8", "replace")
+        show(_Outcome(slug, os.waitstatus_to_exitcode(status), text))
+
+    try:
+        for slug in slugs:
+            while len(running) >= jobs:
+                reap()
+            # A file, not a pipe: the child never blocks on a full pipe while
+            # this process waits for another child.
+            output = tempfile.TemporaryFile()
+            running[_fork(child, slug, output)] = (slug, output)
+        while running:
+            reap()
+    finally:
+        for pid, (_, left) in running.items():
+            os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
+            left.close()
+
+
+def _fork(child: Callable[[str], int], slug: str, output: IO[bytes]) -> int:
+    """Fork a child that runs ``child(slug)`` with its stdin on /dev/null and
+    its stdout and stderr in ``output``, and exits with its status; its pid."""
+    # What Python still buffers would be written again by every child.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError as e:  # too many processes, no memory
+        from dispatcher.cli import Failed
+
+        raise Failed(f"could not fork a process for tenant {slug!r}: {e}") from e
+    if pid != 0:
+        return pid
+    code = 1
+    try:
+        nothing = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(nothing, 0)
+        os.close(nothing)
+        # At the descriptors, so a subprocess's or C code's output is caught.
+        os.dup2(output.fileno(), 1)
+        os.dup2(output.fileno(), 2)
+        code = child(slug)
+    finally:
+        # Never back into the parent's code: no atexit handler, no click
+        # cleanup of the parent's (its registry's close, say) runs here.
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _run_in_child(
+    dispatcher: TenantDispatcher,
+    slug: str,
+    command: Sequence[str],
+    *,
+    allow_disabled: bool,
+) -> int:
+    """What ``tenantctl run SLUG -- COMMAND`` does, in a forked child: the
+    command's exit status, an error as its one line on stderr."""
+    from dispatcher.cli import BadInput, Failed
+    from dispatcher.exceptions import DispatcherError, InvalidConfig, InvalidName
+
+    try:
+        try:
+            return run_command(dispatcher, slug, command, allow_disabled=allow_disabled)
+        finally:
+            dispatcher.close()
+            dispatcher.registry.close()
+    except SystemExit as e:  # the command's sys.exit()
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        click.echo(e.code, err=True)
+        return 1
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    # As tenantctl's own group turns them into one line.
+    except (InvalidName, InvalidConfig) as e:
+        error: click.ClickException = BadInput(str(e))
+    except DispatcherError as e:
+        error = Failed(str(e))
+    except Exception as e:
+        error = Failed(
+            f"{command[0]!r} failed in tenant {slug!r}: {type(e).__name__}: {e}"
+        )
+    error.show()
+    return error.exit_code
 
 
 class _Progress:

@@ -1,8 +1,10 @@
 """``tenantctl run`` and ``tenantctl each``, as real processes, on a real
-registry and real tenant data (``tenant_jobs_probe``'s app and commands)."""
+registry and real tenant data (``tenant_jobs_probe``'s app and commands, and
+``tenant_run_probe``'s)."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import subprocess
@@ -79,6 +81,12 @@ def tenantctl(
         )
 
     return run
+
+
+@pytest.fixture
+def run_probe(tenantctl_environ: dict[str, str]) -> None:
+    """The deployment's app is ``tenant_run_probe``'s."""
+    tenantctl_environ["DISPATCHER_APP_FACTORY"] = "tenant_run_probe:create_app"
 
 
 def one_line_error(finished: subprocess.CompletedProcess[str]) -> str:
@@ -201,12 +209,81 @@ def test_each_runs_every_tenant_in_a_process_of_its_own(
     tenants: None, tenantctl: Tenantctl
 ) -> None:
     # The command keeps module-level state: one tenant's run never sees
-    # another's.
-    finished = tenantctl("each", "--", "seen")
-    assert sorted(finished.stdout.splitlines()) == [
-        "acme: seen: acme",
-        "beta: seen: beta",
+    # another's, though the same parent forks both, one after the other.
+    finished = tenantctl("each", "--jobs", "1", "--", "seen")
+    assert finished.stdout.splitlines() == ["acme: seen: acme", "beta: seen: beta"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
+def test_each_forks_every_tenants_process_from_its_own(
+    tenants: None,
+    run_probe: None,
+    tenantctl_command: list[str],
+    tenantctl_environ: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    command = [*tenantctl_command, "each", "--jobs", "2", "--", "process"]
+    each = subprocess.Popen(
+        command,
+        env=tenantctl_environ,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stdout, stderr = each.communicate(timeout=120)
+    assert each.returncode == 0, stderr
+    processes = dict(line.split(": ", 1) for line in stdout.splitlines())
+    assert sorted(processes) == ["acme", "beta"]
+    seen = [json.loads(process) for process in processes.values()]
+    # Children of tenantctl itself, still running its command line: no
+    # 'tenantctl run' (no new interpreter) was started for a tenant.
+    assert [process["parent"] for process in seen] == [each.pid, each.pid]
+    assert [process["argv"] for process in seen] == [command, command]
+    assert len({process["pid"] for process in seen} - {each.pid}) == 2
+
+
+def test_each_captures_output_at_the_descriptors(
+    tenants: None, run_probe: None, tenantctl: Tenantctl
+) -> None:
+    # Written past sys.stdout: to the descriptors, and by a subprocess.
+    finished = tenantctl("each", "--jobs", "2", "--", "outside-python")
+    assert finished.returncode == 0, finished.stderr
+    lines = finished.stdout.splitlines()
+    for slug in ("acme", "beta"):
+        assert f"{slug}: descriptor 1 in {slug}" in lines
+        assert f"{slug}: descriptor 2 in {slug}" in lines
+        assert f"{slug}: a subprocess" in lines
+        assert f"{slug}: its stderr" in lines
+    assert finished.stderr == "done in 2 tenants\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "shown"),
+    [
+        pytest.param(("exit-with", "3"), 3, "exiting with 3", id="sys.exit"),
+        pytest.param(
+            ("nope",), 2, "Error: tenant '{slug}': No such command 'nope'.", id="usage"
+        ),
+    ],
+)
+def test_each_sums_up_each_tenants_exit_status(
+    tenants: None,
+    tenantctl: Tenantctl,
+    command: tuple[str, ...],
+    code: int,
+    shown: str,
+) -> None:
+    finished = tenantctl("each", "--", *command)
+    assert finished.returncode == 1
+    assert finished.stdout.splitlines() == [
+        f"acme: {shown.format(slug='acme')}",
+        f"beta: {shown.format(slug='beta')}",
     ]
+    assert one_line_error(finished) == (
+        f"Error: 2 of 2 tenants failed: acme (exit {code}), beta (exit {code})"
+    )
 
 
 def test_each_sums_up_the_failures_and_exits_1(
