@@ -94,7 +94,10 @@ def _retention(max_age: str | None, max_changes: str | None) -> FeedRetention:
             raise BadInput(f"--max-age: {e}") from e
     if max_changes is not None:
         changes["max_changes"] = _count(max_changes)
-    return dataclasses.replace(retention, **changes)
+    try:
+        return dataclasses.replace(retention, **changes)
+    except ValueError as e:
+        raise BadInput(f"--max-changes {max_changes!r}: {e}") from e
 
 
 def _count(text: str) -> int:

@@ -82,6 +82,9 @@ DEFAULT_BATCH_SIZE = 1000
 AUTO_BATCHES = 10
 
 _MARKER = Operation.RESYNC.value
+#: The largest count a retention may name: its SQL (an OFFSET, a LIMIT) binds
+#: it as a signed 64-bit integer.
+MAX_COUNT = 2**62
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"([0-9]+)\s*([smhdw])")
 
@@ -117,8 +120,14 @@ class FeedRetention:
 
 
 def _check_count(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not 1 <= value <= MAX_COUNT
+    ):
+        raise ValueError(
+            f"{name} must be a whole number from 1 to {MAX_COUNT}, not {value!r}"
+        )
 
 
 #: What a registry keeps unless told otherwise.
@@ -138,7 +147,12 @@ def parse_duration(text: str) -> dt.timedelta:
     seconds = sum(int(number) * _UNITS[unit] for number, unit in parts)
     if seconds == 0:
         raise ValueError(f"duration {text!r} must be longer than zero")
-    return dt.timedelta(seconds=seconds)
+    try:
+        return dt.timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(
+            f"duration {text!r} must be at most {dt.timedelta.max.days} days"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +236,12 @@ def prune(
     :param max_batches: stop after this many batches; None: until done.
     """
     now = utcnow() if now is None else now
-    cutoff = None if retention.max_age is None else now - retention.max_age
+    cutoff = None
+    if retention.max_age is not None:
+        try:
+            cutoff = now - retention.max_age
+        except OverflowError:
+            pass  # before the year 1: no change is that old
     skip = (retention.max_changes or 1) - 1
     bounds = database.read(_BOUNDS, {"skip": skip})[0]
     newest, count_floor = int(bounds.newest), bounds.count_floor

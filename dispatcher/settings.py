@@ -140,5 +140,8 @@ def feed_retention(environ: Mapping[str, str] = os.environ) -> FeedRetention:
                 f"{FEED_MAX_CHANGES_VARIABLE}={max_changes!r} must be a whole"
                 " number of at least 1"
             )
-        retention = replace(retention, max_changes=int(max_changes))
+        try:
+            retention = replace(retention, max_changes=int(max_changes))
+        except ValueError as e:
+            raise ValueError(f"{FEED_MAX_CHANGES_VARIABLE}: {e}") from e
     return retention
