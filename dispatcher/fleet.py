@@ -314,13 +314,13 @@ class _Work:
         entry = self.entries[slug]
         tenant = entry.tenant
         started = time.perf_counter()
-        # A tenant in maintenance already stays in it: the operator put it there.
-        own_maintenance = self.maintenance and tenant.maintenance is None
         entered = False
         before: tuple[str, ...] | None = entry.revision
         after: tuple[str, ...] | None = None
         try:
-            if own_maintenance:
+            # A tenant in maintenance already stays in it: the operator put it
+            # there, maybe after the run read the ledger, so it is read now.
+            if self.maintenance and self.registry.get_tenant(slug).maintenance is None:
                 self.registry.start_maintenance(slug)
                 entered = True
             before, after = _upgrade(self.tenant_data, tenant, self.revision)

@@ -4,12 +4,19 @@ review, fixed in the commit that added it."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from cli_data_probe import Base
 from click.testing import CliRunner
+from test_cli_data import write_migrations
 
 from dispatcher import TenantRegistry
 from dispatcher.cli import cli
+from dispatcher.data import TenantData
+from dispatcher.fleet import FleetUpgrade, Status
 from dispatcher.retention import FeedRetention, parse_duration
 
 
@@ -93,3 +100,45 @@ def test_feed_prune_with_huge_values_is_one_line_or_works(
         assert named in result.output
         assert fed.changes_since(0) == before
     fed.close()
+
+
+# -- --maintenance and a window the operator opened after the run started ---------
+
+
+@pytest.fixture
+def behind_fleet(
+    registry: TenantRegistry, tenant_data_location: dict[str, Any], tmp_path: Path
+) -> Iterator[TenantData]:
+    """Tenants t1 and t2 with data at 0001, recorded so; the data at 0002."""
+    made = TenantData(
+        metadata=Base.metadata,
+        migrations=write_migrations(tmp_path / "v1", "0001"),
+        registry=registry,
+        **tenant_data_location,
+    )
+    newer = TenantData(
+        metadata=Base.metadata,
+        migrations=write_migrations(tmp_path / "v2", "0001", "0002"),
+        **tenant_data_location,
+    )
+    try:
+        for slug in ("t1", "t2"):
+            made.create(registry.create_tenant(slug, owner_email=f"o@{slug}.test"))
+        yield newer
+    finally:
+        made.dispose()
+        newer.dispose()
+
+
+def test_maintenance_an_operator_started_during_the_run_is_left_alone(
+    registry: TenantRegistry, behind_fleet: TenantData
+) -> None:
+    fleet = FleetUpgrade(behind_fleet, registry, maintenance=True)
+    entries = fleet.behind()  # read as the run starts: t1 not in maintenance
+    registry.start_maintenance("t1", message="Back at 14:00")
+    summary = fleet.run(entries)
+    assert summary.counts[Status.UPGRADED] == 2
+    window = registry.get_tenant("t1").maintenance
+    assert window is not None, "the run ended the operator's maintenance"
+    assert window.message == "Back at 14:00"
+    assert registry.get_tenant("t2").maintenance is None
