@@ -235,7 +235,9 @@ class _Jobs:
             fleet.revision,
             fleet.maintenance,
         )
-        self._size = fleet.jobs
+        # A forked pool starts all its processes at once: no more than there
+        # are tenants to upgrade.
+        self._size = min(fleet.jobs, len(self._work.entries))
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> _Jobs:

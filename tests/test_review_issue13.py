@@ -4,6 +4,7 @@ review, fixed in the commit that added it."""
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from test_cli_data import write_migrations
 from dispatcher import TenantRegistry
 from dispatcher.cli import cli
 from dispatcher.data import TenantData
-from dispatcher.fleet import FleetUpgrade, Status
+from dispatcher.fleet import FleetUpgrade, Outcome, Status
 from dispatcher.retention import FeedRetention, parse_duration
 
 
@@ -142,3 +143,22 @@ def test_maintenance_an_operator_started_during_the_run_is_left_alone(
     assert window is not None, "the run ended the operator's maintenance"
     assert window.message == "Back at 14:00"
     assert registry.get_tenant("t2").maintenance is None
+
+
+# -- --jobs beyond the tenants to upgrade -----------------------------------------
+
+
+def test_a_run_forks_no_more_jobs_than_it_has_tenants(
+    registry: TenantRegistry, behind_fleet: TenantData
+) -> None:
+    """--jobs 64 with two tenants behind forks two processes, not 64 (forked
+    pools start every worker at once)."""
+    fleet = FleetUpgrade(behind_fleet, registry, jobs=64)
+    children: list[int] = []
+
+    def report(outcome: Outcome) -> None:
+        children.append(len(multiprocessing.active_children()))
+
+    summary = fleet.run(fleet.behind(), report=report)
+    assert summary.counts[Status.UPGRADED] == 2
+    assert max(children) <= 2
