@@ -26,7 +26,7 @@ from dispatcher.data_servers import DEFAULT_SERVER
 from dispatcher.database import first_line
 from dispatcher.exceptions import TenantDataError
 from dispatcher.fleet import FleetUpgrade, Outcome, Status, Summary
-from dispatcher.ledger import LedgerEntry, parse_revision
+from dispatcher.ledger import DataResult, LedgerEntry, parse_revision
 from dispatcher.settings import TENANT_DATA_VARIABLE
 from dispatcher.tenant import Tenant, utcnow
 
@@ -383,15 +383,20 @@ def archive_(ctx: click.Context, slug: str) -> None:
 def restore(ctx: click.Context, archive: str, slug: str, other_tenant: bool) -> None:
     """Make ARCHIVE the data of tenant SLUG again; SLUG must have no data."""
     tenant_data = _data(ctx)
-    tenant = _tenants(ctx, tenant_data).get_tenant(slug)
+    registry = _tenants(ctx, tenant_data)
+    tenant = registry.get_tenant(slug)
     restored = tenant_data.restore(archive, tenant, other_tenant=other_tenant)
     _echo(
         f"restored archive {archive!r} as the data of tenant {restored.slug!r}"
         f" on data server {tenant_data.server_of(restored)!r}"
     )
     if tenant_data.migrations is not None:
+        revision = tenant_data.revision(restored)
+        # The ledger said where the data it replaced was: the next fleet
+        # upgrade must find this one behind.
+        registry.record_data_results([DataResult(restored.slug, revision, True)])
         _echo(
-            f"it is at revision {_revisions(tenant_data.revision(restored))} as"
+            f"it is at revision {_revisions(revision)} as"
             f" archived; 'tenantctl data upgrade --only {restored.slug}' upgrades it"
         )
 

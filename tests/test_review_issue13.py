@@ -10,15 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_cli_data
 from cli_data_probe import Base
 from click.testing import CliRunner
-from test_cli_data import write_migrations
+from test_cli_data import Tenantctl, Use, write_migrations
 
 from dispatcher import TenantRegistry
 from dispatcher.cli import cli
 from dispatcher.data import TenantData
 from dispatcher.fleet import FleetUpgrade, Outcome, Status
+from dispatcher.ledger import DataResult
 from dispatcher.retention import FeedRetention, parse_duration
+
+# tenantctl (CliRunner on this test's registry) and use (the deployment's data).
+tenantctl = test_cli_data.tenantctl
+use = test_cli_data.use
 
 
 @pytest.fixture
@@ -162,3 +168,48 @@ def test_a_run_forks_no_more_jobs_than_it_has_tenants(
     summary = fleet.run(fleet.behind(), report=report)
     assert summary.counts[Status.UPGRADED] == 2
     assert max(children) <= 2
+
+
+# -- restoring an archive older than the data it replaces --------------------------
+
+
+def test_a_restored_archive_is_upgraded_by_the_next_run(
+    tenantctl: Tenantctl,
+    use: Use,
+    registry: TenantRegistry,
+    tenant_data_location: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """acme's data archived at 0001, the ledger at 0002 (data created anew and
+    archived), the old archive restored: the ledger must say 0001, or no
+    fleet run ever upgrades it."""
+    acme = registry.create_tenant("acme", owner_email="o@acme.test")
+    old = TenantData(
+        metadata=Base.metadata,
+        migrations=write_migrations(tmp_path / "v1", "0001"),
+        **tenant_data_location,
+    )
+    try:
+        old.create(acme)
+        archive = old.archive(acme)
+    finally:
+        old.dispose()
+    assert archive is not None
+    new = use(
+        TenantData(
+            metadata=Base.metadata,
+            migrations=write_migrations(tmp_path / "v2", "0001", "0002"),
+            registry=registry,
+            **tenant_data_location,
+        )
+    )
+    # As acme's data created anew at 0002 and archived again records it.
+    registry.record_data_results([DataResult("acme", ("0002",))])
+
+    restored = tenantctl("data", "restore", archive, "acme")
+    assert restored.exit_code == 0, restored.output
+    assert new.revision(acme) == ("0001",)
+    upgraded = tenantctl("data", "upgrade", "--only", "acme")
+    assert upgraded.exit_code == 0, upgraded.output
+    assert "tenant 'acme': upgraded from 0001 to 0002" in upgraded.output
+    assert new.revision(acme) == ("0002",)
