@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 import os
 import pty
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -257,6 +260,48 @@ def test_each_captures_output_at_the_descriptors(
         assert f"{slug}: a subprocess" in lines
         assert f"{slug}: its stderr" in lines
     assert finished.stderr == "done in 2 tenants\n"
+
+
+def test_each_interrupted_ends_its_children(
+    tenants: None,
+    run_probe: None,
+    tenantctl_command: list[str],
+    tenantctl_environ: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    each = subprocess.Popen(
+        [*tenantctl_command, "each", "--jobs", "2", "--", "hang", str(tmp_path)],
+        env=tenantctl_environ,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pid_files = [tmp_path / "acme.pid", tmp_path / "beta.pid"]
+    children: list[int] = []
+    try:
+        ends = time.monotonic() + 60
+        while not all(path.exists() for path in pid_files):
+            assert time.monotonic() < ends, "the children never started"
+            assert each.poll() is None, each.communicate()
+            threading.Event().wait(0.05)
+        children = [int(path.read_text()) for path in pid_files]
+        each.send_signal(signal.SIGINT)  # Ctrl-C
+        _, stderr = each.communicate(timeout=60)
+        assert each.returncode == 1
+        assert stderr == "\nAborted!\n"  # click's, no traceback
+        for child in children:
+            with pytest.raises(ProcessLookupError):
+                os.kill(child, 0)
+    finally:
+        each.kill()
+        each.wait(timeout=60)
+        for child in children:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 @pytest.mark.parametrize(
