@@ -249,7 +249,11 @@ class TenantMigrations:
         if not connection.in_transaction():
             connection.begin()  # the caller's, committed or rolled back by it
         state = _State.read(connection, schema)
-        before = _heads_in(connection, schema) if state.has_version_table else ()
+        # Locked on PostgreSQL: another run upgrading this tenant now (two
+        # fleet upgrades at once) is waited for, and its revisions read after
+        # it, instead of replaying its migrations and failing at its commit.
+        lock = connection.dialect.name == "postgresql"
+        before = _heads_in(connection, schema, lock) if state.has_version_table else ()
         try:
             # Alembic's own plan, without running env.py: a tenant at the
             # target costs these two queries, not a run.
@@ -471,14 +475,17 @@ def _version_table(schema: str | None) -> Table:
     )
 
 
-def _heads_in(connection: Connection, schema: str | None) -> tuple[str, ...]:
+def _heads_in(
+    connection: Connection, schema: str | None, lock: bool = False
+) -> tuple[str, ...]:
     """The version table's rows, sorted: one query, as the caller knows the
     table exists (Alembic's ``get_current_heads`` would look it up first, a
-    catalog query dearer than the read)."""
+    catalog query dearer than the read); ``lock``: ``FOR UPDATE``."""
     table = VERSION_TABLE
     if schema is not None:
         table = f"{_quoted(connection, schema)}.{VERSION_TABLE}"
-    found = connection.exec_driver_sql(f"SELECT version_num FROM {table}")
+    for_update = " FOR UPDATE" if lock else ""
+    found = connection.exec_driver_sql(f"SELECT version_num FROM {table}{for_update}")
     return tuple(sorted(row[0] for row in found))
 
 

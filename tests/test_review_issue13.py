@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,9 @@ import pytest
 import test_cli_data
 from cli_data_probe import Base
 from click.testing import CliRunner
+from sqlalchemy import make_url, text
 from test_cli_data import Tenantctl, Use, write_migrations
+from test_fleet import environment, json_lines, upgrade_args
 
 from dispatcher import TenantRegistry
 from dispatcher.cli import cli
@@ -213,3 +217,62 @@ def test_a_restored_archive_is_upgraded_by_the_next_run(
     assert upgraded.exit_code == 0, upgraded.output
     assert "tenant 'acme': upgraded from 0001 to 0002" in upgraded.output
     assert new.revision(acme) == ("0002",)
+
+
+# -- two runs upgrading one tenant at once -----------------------------------------
+
+
+def test_a_run_upgrading_a_tenant_another_run_has_in_flight_waits_for_it(
+    database_url: str,
+    backend: str,
+    registry: TenantRegistry,
+    behind_fleet: TenantData,
+    tenant_data_location: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """Two 'tenantctl data upgrade' runs at once: the second finds t1 being
+    upgraded by the first (its transaction open here), waits for it, and finds
+    it at 0002, instead of replaying 0002 and failing (and recording an error)
+    once the first commits."""
+    if backend != "postgresql":
+        pytest.skip("a tenant's schema is upgraded under a row lock on PostgreSQL")
+    migrations = behind_fleet.migrations
+    assert migrations is not None
+    t1 = registry.get_tenant("t1")
+    application = make_url(tenant_data_location["url"]).query["application_name"]
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"
+        " AND wait_event_type = 'Lock'"
+    )
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    environ = environment(tenant_data_location, tmp_path / "v2", gate)
+    engine = behind_fleet.engine_for(t1)
+    with engine.connect() as watcher, engine.begin() as first:
+        migrations.upgrade_from(first, behind_fleet.schema_name(t1))
+        second = subprocess.Popen(
+            upgrade_args(database_url, "--only", "t1", "--json"),
+            env=environ,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            # pg_stat_activity is read once per transaction: one per look.
+            while not watcher.execute(waiting, {"name": application}).scalar():
+                watcher.rollback()
+                assert second.poll() is None, second.communicate()
+                assert time.monotonic() < deadline, "the second run never waited"
+                time.sleep(0.05)
+        except BaseException:
+            second.kill()
+            second.wait()
+            raise
+    stdout, stderr = second.communicate(timeout=60)
+    assert second.returncode == 0, stderr
+    outcomes, summary = json_lines(stdout)
+    assert outcomes["t1"]["status"] == "current"
+    [entry] = [each for each in registry.data_ledger() if each.slug == "t1"]
+    assert (entry.revision, entry.target, entry.error) == (("0002",), None, None)
