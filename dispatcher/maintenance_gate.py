@@ -93,6 +93,9 @@ class MaintenanceGate:
         self._lock = threading.Lock()
         self._app: WSGIApplication | None = None
         self._released = False
+        # Tokens the registry answered for (each is spent, or never will be):
+        # a leaked link replayed costs it no write transaction per request.
+        self._answered: set[str] = set()
 
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
@@ -140,13 +143,14 @@ class MaintenanceGate:
         slug = self.tenant.slug
         # Checked here first: only a token this window's key signed may cost
         # a registry write.
-        if not token_is_genuine(token, slug, self.window):
+        if token in self._answered or not token_is_genuine(token, slug, self.window):
             return _no_store(InvalidBypass(), environ, start_response)
         try:
             redeemed = self._redeem(slug, token)
         except RegistryError:
             answer = ServiceUnavailable(retry_after=self.window.retry_after)
             return answer(environ, start_response)
+        self._answered.add(token)
         if not redeemed:
             return _no_store(InvalidBypass(), environ, start_response)
         root = environ.get("SCRIPT_NAME", "")

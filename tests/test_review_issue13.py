@@ -18,12 +18,17 @@ from click.testing import CliRunner
 from sqlalchemy import make_url, text
 from test_cli_data import Tenantctl, Use, write_migrations
 from test_fleet import environment, json_lines, upgrade_args
+from werkzeug.exceptions import NotFound
+from werkzeug.test import Client
 
 from dispatcher import TenantRegistry
+from dispatcher.answers import TenantInMaintenance
 from dispatcher.cli import cli
 from dispatcher.data import TenantData
 from dispatcher.fleet import FleetUpgrade, Outcome, Status
 from dispatcher.ledger import DataResult
+from dispatcher.maintenance import BYPASS_PATH
+from dispatcher.maintenance_gate import MaintenanceGate
 from dispatcher.retention import FeedRetention, parse_duration
 
 # tenantctl (CliRunner on this test's registry) and use (the deployment's data).
@@ -276,3 +281,27 @@ def test_a_run_upgrading_a_tenant_another_run_has_in_flight_waits_for_it(
     assert outcomes["t1"]["status"] == "current"
     [entry] = [each for each in registry.data_ledger() if each.slug == "t1"]
     assert (entry.revision, entry.target, entry.error) == (("0002",), None, None)
+
+
+# -- a spent bypass token replayed -------------------------------------------------
+
+
+def test_a_spent_bypass_token_replayed_never_reaches_the_registry_again(
+    registry: TenantRegistry,
+) -> None:
+    """A one-time token seen once (spent or refused) is refused by the gate
+    itself: replaying a leaked link costs no write transaction per request."""
+    registry.create_tenant("acme", owner_email="o@acme.test")
+    tenant, token = registry.start_maintenance("acme")
+    asked: list[str] = []
+
+    def redeem(slug: str, token: str) -> bool:
+        asked.append(token)
+        return registry.redeem_bypass(slug, token)
+
+    gate = MaintenanceGate(tenant, NotFound, TenantInMaintenance(), redeem)
+    client = Client(gate)
+    assert client.get(BYPASS_PATH + token).status_code == 303
+    for _ in range(3):
+        assert client.get(BYPASS_PATH + token).status_code == 403
+    assert asked == [token]
