@@ -329,6 +329,12 @@ class _Work:
             if entered:
                 self.registry.end_maintenance(slug)
                 entered = False
+        except KeyboardInterrupt:
+            # Ctrl-C in this process (one job): the tenant's transaction rolled
+            # back (or committed): its data is consistent; serve it again.
+            if entered:
+                self.registry.end_maintenance(slug)
+            raise
         except Exception as error:
             # A boundary: whatever one tenant's migration raises (its own code
             # may raise anything) is its failure, recorded; the run goes on.

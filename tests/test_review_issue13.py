@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,11 +15,12 @@ from typing import Any
 
 import pytest
 import test_cli_data
+import test_fleet
 from cli_data_probe import Base
 from click.testing import CliRunner
 from sqlalchemy import make_url, text
 from test_cli_data import Tenantctl, Use, write_migrations
-from test_fleet import environment, json_lines, upgrade_args
+from test_fleet import environment, json_lines, put_item, upgrade_args
 from werkzeug.exceptions import NotFound
 from werkzeug.test import Client
 
@@ -305,3 +308,52 @@ def test_a_spent_bypass_token_replayed_never_reaches_the_registry_again(
     for _ in range(3):
         assert client.get(BYPASS_PATH + token).status_code == 403
     assert asked == [token]
+
+
+# -- Ctrl-C during a tenant's upgrade with --maintenance ---------------------------
+
+fleet = test_fleet.fleet
+releases = test_fleet.releases
+
+
+def test_ctrl_c_with_maintenance_and_one_job_leaves_no_tenant_in_maintenance(
+    fleet: Any,
+    registry: TenantRegistry,
+    database_url: str,
+    tenant_data_location: dict[str, Any],
+    releases: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    """One job: the interrupt lands in t3's migration, which rolls back; t3's
+    data is at its old revision, and the window the run opened for it ends
+    (else t3 answers 503 until someone notices, and the next run, finding it
+    in maintenance, takes the window for the operator's and keeps it)."""
+    data, tenants = fleet
+    put_item(data, tenants["t3"], "block")
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    environ = environment(tenant_data_location, releases[1], gate)
+    process = subprocess.Popen(
+        upgrade_args(database_url, "--jobs", "1", "--maintenance"),
+        env=environ,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (gate / "reached").exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "t3's upgrade never started"
+            time.sleep(0.02)
+        assert registry.get_tenant("t3").maintenance is not None
+        os.kill(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert data.revision(tenants["t3"]) == ("0001",)
+    assert registry.get_tenant("t3").maintenance is None
