@@ -234,8 +234,8 @@ def upgrade(
     else:
         counts = summary.counts
         click.echo(
-            f"{counts[Status.UPGRADED]} upgraded, {counts[Status.CURRENT]} at"
-            f" {target} already, {counts[Status.FAILED]} failed"
+            f"{counts[Status.UPGRADED]} upgraded, {counts[Status.CURRENT]} needed"
+            f" nothing, {counts[Status.FAILED]} failed"
             + (f", {summary.not_tried} not tried" if summary.not_tried else "")
         )
     if summary.canary_failed:

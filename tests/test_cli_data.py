@@ -360,12 +360,12 @@ def test_upgrade_only_one_tenant(
     result = succeeded(tenantctl("data", "upgrade", "--only", "acme"))
     assert result.stdout.splitlines() == [
         "tenant 'acme': upgraded from 0001 to 0002",
-        "1 upgraded, 0 at 0002 already, 0 failed",
+        "1 upgraded, 0 needed nothing, 0 failed",
     ]
     result = succeeded(tenantctl("data", "upgrade", "--only", "acme"))
     assert result.stdout.splitlines() == [
         "tenant 'acme': at 0002 already",
-        "0 upgraded, 1 at 0002 already, 0 failed",
+        "0 upgraded, 1 needed nothing, 0 failed",
     ]
     assert newer.revision(other) == ("0001",)
 
@@ -396,12 +396,12 @@ def test_upgrade_only_several_tenants_and_exclude_others(
     assert result.stdout.splitlines() == [
         "tenant 'acme': at 0002 already",
         "tenant 'charlie': upgraded from 0001 to 0002",
-        "1 upgraded, 1 at 0002 already, 0 failed",
+        "1 upgraded, 1 needed nothing, 0 failed",
     ]
     result = succeeded(
         tenantctl("data", "upgrade", "--only", "acme", "--only", "bravo")
     )
-    assert result.stdout.splitlines()[-1] == "0 upgraded, 2 at 0002 already, 0 failed"
+    assert result.stdout.splitlines()[-1] == "0 upgraded, 2 needed nothing, 0 failed"
     assert registry.data_ledger(behind="0002") == []
 
 
@@ -429,7 +429,7 @@ def test_upgrade_records_a_failing_tenant_and_goes_on(
     assert "has no data" in lines[1] or "does not exist" in lines[1]
     assert lines[2:] == [
         "tenant 'zeta': upgraded from 0001 to 0002",
-        "2 upgraded, 0 at 0002 already, 1 failed",
+        "2 upgraded, 0 needed nothing, 1 failed",
     ]
     assert newer.revision(made["zeta"]) == ("0002",)
     [bare] = registry.data_ledger(behind="0002")
@@ -437,7 +437,7 @@ def test_upgrade_records_a_failing_tenant_and_goes_on(
     # The next run tries bare only; without it, there is nothing left to do.
     result = tenantctl("data", "upgrade")
     assert result.exit_code == 1
-    assert result.stdout.splitlines()[-1] == "0 upgraded, 0 at 0002 already, 1 failed"
+    assert result.stdout.splitlines()[-1] == "0 upgraded, 0 needed nothing, 1 failed"
     registry.delete_tenant("bare")
     result = succeeded(tenantctl("data", "upgrade"))
     assert result.stdout == "nothing to upgrade: no tenant is behind 0002\n"
@@ -478,7 +478,7 @@ def test_upgrade_canary_stops_when_one_fails(
         " which are untouched",
     )
     assert result.stdout.splitlines()[-1] == (
-        "1 upgraded, 0 at 0002 already, 1 failed, 2 not tried"
+        "1 upgraded, 0 needed nothing, 1 failed, 2 not tried"
     )
     for slug in ("charlie", "delta"):
         assert newer.revision(made[slug]) == ("0001",)
@@ -490,7 +490,7 @@ def test_upgrade_canary_stops_when_one_fails(
     assert result.stdout.splitlines() == [
         "tenant 'charlie': upgraded from 0001 to 0002",
         "tenant 'delta': upgraded from 0001 to 0002",
-        "2 upgraded, 0 at 0002 already, 0 failed",
+        "2 upgraded, 0 needed nothing, 0 failed",
     ]
 
 
@@ -773,3 +773,23 @@ def test_upgrade_with_maintenance_leaves_a_tenant_in_it_already_and_a_failed_one
     assert registry.get_tenant("bare").maintenance is not None
     assert maintenance_changes(registry, generation)[0] == ("bare", "maintenance")
     assert ("acme", "maintenance") not in maintenance_changes(registry, generation)
+
+
+def test_upgrade_to_an_older_revision_claims_no_tenant_is_at_it(
+    tenantctl: Tenantctl,
+    three: dict[str, Tenant],
+    registry: TenantRegistry,
+    newer: TenantData,
+) -> None:
+    succeeded(tenantctl("data", "upgrade"))
+
+    result = succeeded(
+        tenantctl("data", "upgrade", "--only", "acme", "--revision", "0001")
+    )
+
+    # Alembic never downgrades on upgrade: acme stays at 0002, and says so.
+    assert newer.revision(three["acme"]) == ("0002",)
+    assert result.stdout.splitlines() == [
+        "tenant 'acme': at 0002 already",
+        "0 upgraded, 1 needed nothing, 0 failed",
+    ]

@@ -259,7 +259,7 @@ def test_a_failing_tenant_is_recorded_and_skipped_and_retried_next_run(
     assert fixed.returncode == 0, fixed.stderr
     assert fixed.stdout.splitlines() == [
         "tenant 't2': upgraded from 0001 to 0002",
-        "1 upgraded, 0 at 0002 already, 0 failed",
+        "1 upgraded, 0 needed nothing, 0 failed",
     ]
     nothing = run(database_url, environ, "--jobs", jobs)
     assert (nothing.returncode, nothing.stdout) == (
