@@ -166,7 +166,9 @@ def upgrade(
     Run it again to retry the failed and finish an interrupted run.
 
     With --maintenance each tenant answers 503 during its own upgrade; one in
-    maintenance mode already stays in it, one whose upgrade failed too.
+    maintenance mode already stays in it, one whose upgrade failed too. A
+    window a data upgrade opened (a failed or killed run) ends once a run,
+    with or without --maintenance, has the tenant at the target.
     """
     from dispatcher.cli import BadInput, Failed, _progress
 
@@ -233,10 +235,16 @@ def upgrade(
         click.echo(json.dumps(summary.to_json()))
     else:
         counts = summary.counts
+        left = summary.left_in_maintenance
         click.echo(
             f"{counts[Status.UPGRADED]} upgraded, {counts[Status.CURRENT]} needed"
             f" nothing, {counts[Status.FAILED]} failed"
             + (f", {summary.not_tried} not tried" if summary.not_tried else "")
+            + (
+                f"; {len(left)} left in maintenance mode: {_quoted(left)}"
+                if left
+                else ""
+            )
         )
     if summary.canary_failed:
         raise Failed(
@@ -294,8 +302,8 @@ def _reporter(as_json: bool) -> Callable[[Outcome], None]:
             _echo(f"tenant {outcome.slug!r}: at {_revisions(outcome.after)} already")
         else:
             kept = (
-                f"; left in maintenance mode ('tenantctl maintenance off"
-                f" {outcome.slug}' ends it)"
+                "; left in maintenance mode (the run that upgrades it ends it,"
+                f" or 'tenantctl maintenance off {outcome.slug}')"
                 if outcome.left_in_maintenance
                 else ""
             )
@@ -537,6 +545,10 @@ def show(ctx: click.Context, slug: str, as_json: bool) -> None:
     tenant_data = _data(ctx)
     tenant = _tenants(ctx, tenant_data).get_tenant(slug)
     shown = _show(tenant_data, tenant)
+    if tenant.maintenance is not None:
+        # Who opened it: a data upgrade's window ends with the run that has
+        # the tenant at the target; an operator's with 'maintenance off'.
+        shown["maintenance"] = tenant.maintenance.opened_by or "operator"
     if as_json:
         click.echo(json.dumps(shown, indent=2))
         return

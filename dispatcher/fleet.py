@@ -40,6 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from dispatcher.database import first_line
 from dispatcher.exceptions import DispatcherError, TenantDataError
 from dispatcher.ledger import DataResult, LedgerEntry, ledger_revision
+from dispatcher.maintenance import DATA_UPGRADE
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ProcessPoolExecutor
@@ -74,8 +75,8 @@ class Outcome:
     after: tuple[str, ...] | None
     error: str | None
     seconds: float
-    #: True when the run put the tenant in maintenance and left it there
-    #: (its upgrade failed); the operator ends it.
+    #: True when the tenant is left in a window a fleet upgrade opened (its
+    #: upgrade failed): the run that upgrades it ends it, or the operator.
     left_in_maintenance: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -105,6 +106,8 @@ class Summary:
 
     counts: dict[Status, int] = field(default_factory=lambda: dict.fromkeys(Status, 0))
     failed: list[str] = field(default_factory=list)
+    #: Tenants left in a window a fleet upgrade opened.
+    left_in_maintenance: list[str] = field(default_factory=list)
     canary_failed: bool = False
     not_tried: int = 0
     seconds: float = 0.0
@@ -113,12 +116,15 @@ class Summary:
         self.counts[outcome.status] += 1
         if outcome.status is Status.FAILED:
             self.failed.append(outcome.slug)
+        if outcome.left_in_maintenance:
+            self.left_in_maintenance.append(outcome.slug)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "summary": {
                 **{status.value: count for status, count in self.counts.items()},
                 "failed_tenants": self.failed,
+                "left_in_maintenance": self.left_in_maintenance,
                 "canary_failed": self.canary_failed,
                 "not_tried": self.not_tried,
                 "seconds": round(self.seconds, 3),
@@ -134,6 +140,11 @@ class FleetUpgrade:
     :param maintenance: each tenant is put in maintenance mode for its own
         upgrade; one already in it is left in it, one whose upgrade failed
         stays in it.
+
+    A window a fleet upgrade opened (``opened_by`` :data:`DATA_UPGRADE`: a
+    run killed, or the upgrade failed) is the run's own, with or without
+    ``maintenance``: it ends once the tenant is at the target. An operator's
+    window (``tenantctl maintenance on``, even on a run's) is never ended.
     """
 
     def __init__(
@@ -320,20 +331,27 @@ class _Work:
         before: tuple[str, ...] | None = entry.revision
         after: tuple[str, ...] | None = None
         try:
-            # A tenant in maintenance already stays in it: the operator put it
-            # there, maybe after the run read the ledger, so it is read now.
-            if self.maintenance and self.registry.get_tenant(slug).maintenance is None:
-                self.registry.start_maintenance(slug)
-                entered = True
+            # An earlier run's window is this run's to end. Ending checks the
+            # window is still a run's: an operator may have taken it since.
+            entered = _opened_by_a_run(tenant)
+            if self.maintenance and not entered:
+                # An operator's window stays theirs: maybe opened after the run
+                # read the ledger, so it is read now.
+                now = self.registry.get_tenant(slug)
+                if now.maintenance is None:
+                    now, _ = self.registry.start_maintenance(
+                        slug, opened_by=DATA_UPGRADE
+                    )
+                entered = _opened_by_a_run(now)
             before, after = _upgrade(self.tenant_data, tenant, self.revision)
             if entered:
-                self.registry.end_maintenance(slug)
+                self.registry.end_maintenance(slug, opened_by=DATA_UPGRADE)
                 entered = False
         except KeyboardInterrupt:
             # Ctrl-C in this process (one job): the tenant's transaction rolled
             # back (or committed): its data is consistent; serve it again.
             if entered:
-                self.registry.end_maintenance(slug)
+                self.registry.end_maintenance(slug, opened_by=DATA_UPGRADE)
             raise
         except Exception as error:
             # A boundary: whatever one tenant's migration raises (its own code
@@ -355,6 +373,11 @@ class _Work:
                 self.tenant_data.dispose(tenant)  # a file's engine each: let go
         status = Status.CURRENT if before == after else Status.UPGRADED
         return Outcome(slug, status, before, after, None, time.perf_counter() - started)
+
+
+def _opened_by_a_run(tenant: Tenant) -> bool:
+    window = tenant.maintenance
+    return window is not None and window.opened_by == DATA_UPGRADE
 
 
 def _message(error: Exception) -> str:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BYPASS_PATH",
     "COOKIE_LIFETIME",
+    "DATA_UPGRADE",
     "MAX_MESSAGE",
     "MAX_RETRY_AFTER",
     "bypass_url",
@@ -56,6 +57,9 @@ __all__ = [
     "token_is_genuine",
 ]
 
+#: ``opened_by`` of the windows a fleet upgrade (``tenantctl data upgrade``)
+#: opens: a later run ends them once it has the tenant at its target.
+DATA_UPGRADE = "data upgrade"
 #: Where a bypass token is redeemed, under the tenant's root.
 BYPASS_PATH = "/_maintenance/bypass/"
 #: Seconds a bypass cookie lets its browser through (Laravel's: 12 hours).
@@ -72,21 +76,32 @@ _MAX_TOKEN = 128
 
 
 def start(
-    tx: Transaction, slug: str, *, retry_after: int, message: str | None
+    tx: Transaction,
+    slug: str,
+    *,
+    retry_after: int,
+    message: str | None,
+    opened_by: str | None = None,
 ) -> tuple[Tenant, str]:
     """Start (or update) the tenant's maintenance window; a new bypass token.
 
     An ongoing window keeps its start and key, so the cookies it signed stay
-    valid; its delay, message and token are replaced.
+    valid; its delay, message and token are replaced. ``opened_by`` names the
+    tool opening it (None: an operator); once an operator has started a
+    window, it is theirs, so no tool ends it.
     """
     retry_after = check_retry_after(retry_after)
     message = normalise_message(message)
     row = tx.tenant(slug)
     current = Maintenance.from_json(row.maintenance)
     if current is None:
-        window = Maintenance(utcnow(), retry_after, message, secrets.token_hex(32))
+        key = secrets.token_hex(32)
+        window = Maintenance(utcnow(), retry_after, message, key, opened_by)
     else:
-        window = replace(current, retry_after=retry_after, message=message)
+        owner = opened_by if current.opened_by == opened_by else None
+        window = replace(
+            current, retry_after=retry_after, message=message, opened_by=owner
+        )
     token = new_token(row.slug, window)
     row.maintenance = window.to_json()
     row.maintenance_bypass = token_hash(token)
@@ -94,10 +109,14 @@ def start(
     return tx.snapshot(row), token
 
 
-def end(tx: Transaction, slug: str) -> Tenant:
+def end(tx: Transaction, slug: str, *, opened_by: str | None = None) -> Tenant:
     """End the tenant's maintenance window and its key; writes nothing if
-    there is none."""
+    there is none, or (with ``opened_by``) if that tool did not open it."""
     row = tx.tenant(slug)
+    if opened_by is not None:
+        current = Maintenance.from_json(row.maintenance)
+        if current is None or current.opened_by != opened_by:
+            return tx.snapshot(row)
     if row.maintenance is not None or row.maintenance_bypass is not None:
         row.maintenance = None
         row.maintenance_bypass = None

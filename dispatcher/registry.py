@@ -505,6 +505,7 @@ class TenantRegistry:
         *,
         retry_after: int = MAINTENANCE_RETRY_AFTER,
         message: str | None = None,
+        opened_by: str | None = None,
     ) -> tuple[Tenant, str]:
         """Put the tenant in maintenance mode: its visitors get 503.
 
@@ -512,18 +513,23 @@ class TenantRegistry:
         stored): the URL :func:`dispatcher.maintenance.bypass_url` makes of it
         lets one browser through. Calling it again keeps the window (and the
         cookies it signed) and replaces the message, delay and token.
+        ``opened_by`` names the tool opening it; None (an operator) makes the
+        window the operator's, which no tool ends.
         """
         from dispatcher.maintenance import start
 
         with self._transaction() as tx:
-            return start(tx, slug, retry_after=retry_after, message=message)
+            return start(
+                tx, slug, retry_after=retry_after, message=message, opened_by=opened_by
+            )
 
-    def end_maintenance(self, slug: str) -> Tenant:
-        """Serve the tenant normally again; every bypass cookie becomes worthless."""
+    def end_maintenance(self, slug: str, *, opened_by: str | None = None) -> Tenant:
+        """Serve the tenant normally again; every bypass cookie becomes worthless.
+        With ``opened_by``, only if that tool opened the window."""
         from dispatcher.maintenance import end
 
         with self._transaction() as tx:
-            return end(tx, slug)
+            return end(tx, slug, opened_by=opened_by)
 
     def redeem_bypass(self, slug: str, token: str) -> bool:
         """Spend the tenant's one-time bypass token: True once, for the right

@@ -74,12 +74,18 @@ class Maintenance:
     :mod:`dispatcher.maintenance`): a new window has a new key, so a cookie
     of an earlier one is worthless. Never shown: not in ``repr`` nor
     :meth:`to_dict`.
+
+    ``opened_by`` names the tool that opened the window (a fleet upgrade's is
+    :data:`~dispatcher.maintenance.DATA_UPGRADE`), so a later run of it knows
+    the window for its own and ends it; None: an operator, whose window no
+    tool ends. Stored, never shown to visitors.
     """
 
     since: dt.datetime
     retry_after: int
     message: str | None
     key: str = field(repr=False)
+    opened_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The public part, JSON-ready: no key."""
@@ -90,8 +96,12 @@ class Maintenance:
         }
 
     def to_json(self) -> dict[str, Any]:
-        """The stored form (the ``maintenance`` column), key included."""
-        return {**self.to_dict(), "key": self.key}
+        """The stored form (the ``maintenance`` column), key included; no
+        ``opened_by`` for an operator's, as in rows written before it existed."""
+        stored = {**self.to_dict(), "key": self.key}
+        if self.opened_by is not None:
+            stored["opened_by"] = self.opened_by
+        return stored
 
     @classmethod
     def from_json(cls, value: Any) -> Maintenance | None:
@@ -107,7 +117,9 @@ class Maintenance:
             return None
         message = value.get("message")
         text = message if isinstance(message, str) else None
-        return cls(since, retry_after, text, key)
+        opened_by = value.get("opened_by")
+        tool = opened_by if isinstance(opened_by, str) else None
+        return cls(since, retry_after, text, key, tool)
 
 
 @dataclass(frozen=True, slots=True)

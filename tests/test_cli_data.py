@@ -766,13 +766,38 @@ def test_upgrade_with_maintenance_leaves_a_tenant_in_it_already_and_a_failed_one
     lines = result.stdout.splitlines()
     assert lines[0] == "tenant 'acme': upgraded from 0001 to 0002"
     assert lines[1].endswith(
-        "; left in maintenance mode ('tenantctl maintenance off bare' ends it)"
+        "; left in maintenance mode (the run that upgrades it ends it, or"
+        " 'tenantctl maintenance off bare')"
+    )
+    assert lines[2] == (
+        "1 upgraded, 0 needed nothing, 1 failed; 1 left in maintenance mode: 'bare'"
     )
     acme = registry.get_tenant("acme")
     assert acme.maintenance is not None and acme.maintenance.message == "moving house"
     assert registry.get_tenant("bare").maintenance is not None
     assert maintenance_changes(registry, generation)[0] == ("bare", "maintenance")
     assert ("acme", "maintenance") not in maintenance_changes(registry, generation)
+    shown = json.loads(succeeded(tenantctl("data", "show", "bare", "--json")).stdout)
+    assert shown["maintenance"] == "data upgrade"
+    shown = json.loads(succeeded(tenantctl("data", "show", "acme", "--json")).stdout)
+    assert shown["maintenance"] == "operator"
+
+
+def test_an_operator_taking_a_runs_window_keeps_it_through_the_next_run(
+    tenantctl: Tenantctl,
+    data: TenantData,
+    registry: TenantRegistry,
+    newer: TenantData,
+) -> None:
+    bare = registry.create_tenant("bare", owner_email="o@bare.test")
+    failed(tenantctl("data", "upgrade", "--maintenance"), 1, "('bare')")
+    succeeded(tenantctl("maintenance", "on", "bare", "--message", "mine now"))
+    data.create(bare)  # at 0001: the next run upgrades it
+    succeeded(tenantctl("data", "upgrade"))
+    window = registry.get_tenant("bare").maintenance
+    assert window is not None and window.message == "mine now"
+    shown = json.loads(succeeded(tenantctl("data", "show", "bare", "--json")).stdout)
+    assert shown["maintenance"] == "operator"
 
 
 def test_upgrade_to_an_older_revision_claims_no_tenant_is_at_it(

@@ -29,6 +29,7 @@ from dispatcher.data import TenantData
 from dispatcher.data_migrations import TenantMigrations
 from dispatcher.fleet import Status
 from dispatcher.ledger import parse_revision
+from dispatcher.maintenance import DATA_UPGRADE
 
 TENANTCTL = Path(sys.executable).with_name("tenantctl")
 TESTS = Path(__file__).resolve().parent
@@ -388,6 +389,99 @@ def test_a_new_tenants_data_is_recorded_at_the_heads(
         assert Operation.DATA_REVISION not in operations
     finally:
         data.dispose()
+
+
+@pytest.mark.parametrize(
+    "second_run", [["--maintenance"], []], ids=["with-maintenance", "without"]
+)
+def test_a_killed_maintenance_run_leaves_its_window_and_the_next_run_ends_it(
+    fleet: Any,
+    registry: TenantRegistry,
+    database_url: str,
+    tenant_data_location: dict[str, Any],
+    releases: tuple[Path, Path],
+    tmp_path: Path,
+    second_run: list[str],
+) -> None:
+    data, tenants = fleet
+    put_item(data, tenants["t3"], "block")
+    registry.start_maintenance("t5", message="moving house")  # an operator's
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    environ = environment(tenant_data_location, releases[1], gate)
+    process = subprocess.Popen(
+        upgrade_args(database_url, "--maintenance", "--json"),
+        env=environ,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (gate / "reached").exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "t3's upgrade never started"
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+        process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    assert gone(int((gate / "reached").read_text()))
+    # The run died inside t3's window: it stays, recorded as the run's.
+    left = registry.get_tenant("t3").maintenance
+    assert left is not None and left.opened_by == DATA_UPGRADE
+
+    (gate / "release").touch()
+    second = run(database_url, environ, "--json", *second_run)
+    assert second.returncode == 0, second.stderr
+    lines, summary = json_lines(second.stdout)
+    assert lines["t3"]["status"] == "upgraded"
+    assert summary["left_in_maintenance"] == []
+    for slug in SLUGS:
+        if slug != "t5":
+            assert registry.get_tenant(slug).maintenance is None, slug
+    # The operator's window is theirs to end, run after run.
+    kept = registry.get_tenant("t5").maintenance
+    assert kept is not None and kept.message == "moving house"
+    assert kept.opened_by is None
+
+
+def test_a_failed_tenant_keeps_the_runs_window_until_a_run_upgrades_it(
+    fleet: Any,
+    registry: TenantRegistry,
+    database_url: str,
+    tenant_data_location: dict[str, Any],
+    releases: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    data, tenants = fleet
+    put_item(data, tenants["t2"], "fail")
+    environ = environment(tenant_data_location, releases[1], tmp_path)
+    first = run(database_url, environ, "--maintenance", "--json")
+    assert first.returncode == 1
+    lines, summary = json_lines(first.stdout)
+    assert lines["t2"]["left_in_maintenance"] is True
+    assert summary["left_in_maintenance"] == ["t2"]
+    # A run without --maintenance that fails again keeps it, and says so.
+    again = run(database_url, environ)
+    assert again.returncode == 1
+    assert again.stdout.splitlines() == [
+        "tenant 't2': failed: RuntimeError: this tenant refuses revision 0002;"
+        " left in maintenance mode (the run that upgrades it ends it, or"
+        " 'tenantctl maintenance off t2')",
+        "0 upgraded, 0 needed nothing, 1 failed; 1 left in maintenance mode: 't2'",
+    ]
+    window = registry.get_tenant("t2").maintenance
+    assert window is not None and window.opened_by == DATA_UPGRADE
+    with data.sessionmaker_for(tenants["t2"])() as session, session.begin():
+        session.query(Item).delete()
+    fixed = run(database_url, environ)
+    assert fixed.returncode == 0, fixed.stderr
+    assert registry.get_tenant("t2").maintenance is None
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])

@@ -26,6 +26,7 @@ from dispatcher.exceptions import InvalidName
 from dispatcher.maintenance import (
     BYPASS_PATH,
     COOKIE_LIFETIME,
+    DATA_UPGRADE,
     MAX_MESSAGE,
     bypass_url,
     check_retry_after,
@@ -191,6 +192,39 @@ def test_starting_again_keeps_the_window_and_replaces_the_token(
     assert (second.maintenance.retry_after, second.maintenance.message) == (5, "Soon")
     assert not registry.redeem_bypass("acme", old_token)
     assert registry.redeem_bypass("acme", new)
+
+
+def test_a_tools_window_is_ended_by_that_tool_until_an_operator_takes_it(
+    registry: TenantRegistry, tenants: dict[str, Tenant]
+) -> None:
+    started, _ = registry.start_maintenance("acme", opened_by=DATA_UPGRADE)
+    assert started.maintenance is not None
+    assert started.maintenance.opened_by == DATA_UPGRADE
+    assert "opened_by" not in started.to_dict()["maintenance"]  # not for visitors
+    ended = registry.end_maintenance("acme", opened_by=DATA_UPGRADE)
+    assert ended.maintenance is None
+
+    registry.start_maintenance("acme", opened_by=DATA_UPGRADE)
+    taken, _ = registry.start_maintenance("acme", message="mine")
+    assert taken.maintenance is not None and taken.maintenance.opened_by is None
+    # The tool finds the window is no longer its own: nothing is written.
+    before = registry.latest_generation()
+    assert registry.end_maintenance("acme", opened_by=DATA_UPGRADE) == taken
+    assert registry.latest_generation() == before
+    # Nor does a tool starting it again take the operator's window.
+    again, _ = registry.start_maintenance("acme", opened_by=DATA_UPGRADE)
+    assert again.maintenance is not None and again.maintenance.opened_by is None
+    assert registry.end_maintenance("acme").maintenance is None
+
+
+def test_a_window_stored_without_opened_by_is_an_operators() -> None:
+    stored = {**WINDOW.to_json()}
+    assert "opened_by" not in stored
+    assert Maintenance.from_json(stored) == WINDOW
+    assert WINDOW.opened_by is None
+    ours = Maintenance(WINDOW.since, 60, None, "k" * 64, DATA_UPGRADE)
+    assert Maintenance.from_json(ours.to_json()) == ours
+    assert Maintenance.from_json({**stored, "opened_by": 7}) == WINDOW
 
 
 def test_a_token_is_redeemed_once_and_only_for_its_tenant(
