@@ -93,8 +93,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from sqlalchemy.schema import CreateSchema
 
-from dispatcher import data_flask, data_move, forks
-from dispatcher.context import ENVIRON_KEY
+from dispatcher import data_move, forks
 from dispatcher.data_archives import Archive, archived_name, list_schemas
 from dispatcher.data_servers import DEFAULT_SERVER, Servers
 from dispatcher.data_sqlite import SqliteFiles
@@ -696,6 +695,8 @@ class TenantData:
                     "db.metadata is not this TenantData's metadata; build it as"
                     " TenantData(url, metadata=db.metadata)"
                 )
+            from dispatcher import data_flask
+
             data_flask.bind_flask_sqlalchemy(db, app, engine)
         self._bind(app, _Binding(self, tenant, scoped))
         if self._files is not None:
@@ -735,6 +736,9 @@ class TenantData:
     def _bind(self, app: Flask, binding: _Binding) -> Callable[..., None]:
         """Store ``binding`` in ``app``, with the 503 for unreachable data and
         the session's removal at each app context's teardown (returned)."""
+        # Imported here, as Flask is: tenantctl's data commands never bind apps.
+        from dispatcher import data_flask
+
         data_flask.answer_unavailable(app, self.retry_after)
         app.extensions[EXTENSION] = binding
         scoped = binding.scoped
@@ -769,6 +773,8 @@ class TenantData:
     def _request_session(self, scoped: scoped_session[Session], app: str) -> Session:
         """A shared app's session: on the data of the request's tenant."""
         from flask import has_request_context, request
+
+        from dispatcher.context import ENVIRON_KEY
 
         tenant = request.environ.get(ENVIRON_KEY) if has_request_context() else None
         if not isinstance(tenant, Tenant):

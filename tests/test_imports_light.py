@@ -176,3 +176,17 @@ def test_a_failed_migration_at_start_stops_gunicorns_master(tmp_path: Path) -> N
     )
     assert done.returncode != 0
     assert "DISPATCHER_MIGRATE='perhaps' must be 1 or 0" in done.stderr
+
+
+def test_tenant_data_loads_no_flask_until_an_app_is_bound() -> None:
+    # tenantctl's data commands (a no-op fleet upgrade must take under a
+    # second) import the deployment's TenantData; Flask is for binding apps.
+    import subprocess
+    import sys
+
+    probe = "import sys, dispatcher.data; print('flask' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+
+    assert done.stdout.strip() == "False"
