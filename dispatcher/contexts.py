@@ -147,12 +147,10 @@ class TenantApp:
         if not self.allow_disabled:
             reason = f" ({tenant.disabled_reason})" if tenant.disabled_reason else ""
             raise TenantDisabledError(f"tenant {tenant.slug!r} is disabled{reason}")
-        if dispatcher.create_app is None:
-            app = dispatcher.shared_apps[0]
-        else:
-            app = dispatcher.create_app(tenant)
-        if not dispatcher.is_shared(app):
-            self._contexts.callback(dispatcher.teardown, app, tenant)
+        # Built and torn down by the dispatcher's own steps (the collector's
+        # freeze after it and cut after it; a shared app is left alone).
+        app = dispatcher._build_own(tenant)
+        self._contexts.callback(dispatcher._teardown_tenant_app, app, tenant)
         return app, tenant
 
     def _push(self, app: Flask, tenant: Tenant) -> None:

@@ -349,3 +349,25 @@ def test_a_block_is_entered_once(
         pass
     with pytest.raises(RuntimeError, match="entered already"), block:
         pytest.fail("entered")
+
+
+def test_a_disabled_tenants_app_built_for_a_block_is_managed_as_any_build(
+    make_dispatcher: Callable[..., TenantDispatcher],
+    registry: TenantRegistry,
+    built: Built,
+    tenants: dict[str, Tenant],
+) -> None:
+    # Built and torn down through the dispatcher's own steps, so the
+    # collector freezes after it and cuts its cycles after, as for a request's.
+    from dispatcher import collector
+    from dispatcher.contexts import app_for
+
+    dispatcher = make_dispatcher()
+    registry.disable_tenant("acme")
+    before = collector.stats().apps_frozen
+
+    with app_for(dispatcher, "acme", allow_disabled=True):
+        pass
+
+    assert built.teardowns == ["acme"]
+    assert collector.stats().apps_frozen == before + (1 if collector.managed() else 0)
