@@ -71,16 +71,22 @@ class Failed(_OneLine):
     exit_code = 1
 
 
+def one_line(error: DispatcherError) -> BadInput | Failed:
+    """The registry's error as tenantctl shows it: a name or config it refused
+    is bad input (exit 2), anything else a failure (exit 1)."""
+    if isinstance(error, InvalidName | InvalidConfig):
+        return BadInput(str(error))
+    return Failed(str(error))
+
+
 class _Group(click.Group):
     """Turns the registry's errors into one-line messages with the right exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (InvalidName, InvalidConfig) as e:
-            raise BadInput(str(e)) from e
         except DispatcherError as e:
-            raise Failed(str(e)) from e
+            raise one_line(e) from e
 
 
 def _registry(ctx: click.Context) -> TenantRegistry:

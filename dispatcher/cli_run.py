@@ -343,8 +343,8 @@ def _run_in_child(
 ) -> int:
     """What ``tenantctl run SLUG -- COMMAND`` does, in a forked child: the
     command's exit status, an error as its one line on stderr."""
-    from dispatcher.cli import BadInput, Failed
-    from dispatcher.exceptions import DispatcherError, InvalidConfig, InvalidName
+    from dispatcher.cli import Failed, one_line
+    from dispatcher.exceptions import DispatcherError
 
     try:
         try:
@@ -362,11 +362,8 @@ def _run_in_child(
     except click.ClickException as e:
         e.show()
         return e.exit_code
-    # As tenantctl's own group turns them into one line.
-    except (InvalidName, InvalidConfig) as e:
-        error: click.ClickException = BadInput(str(e))
     except DispatcherError as e:
-        error = Failed(str(e))
+        error: click.ClickException = one_line(e)  # as tenantctl's group does
     except Exception as e:
         error = Failed(
             f"{command[0]!r} failed in tenant {slug!r}: {type(e).__name__}: {e}"
