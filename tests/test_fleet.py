@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,33 @@ def upgrade_args(database_url: str, *args: str) -> list[str]:
     return [str(TENANTCTL), "--database-url", database_url, "data", "upgrade", *args]
 
 
+@contextmanager
+def stopped_at_the_gate(
+    database_url: str, environ: dict[str, str], gate: Path, *args: str
+) -> Iterator[subprocess.Popen[str]]:
+    """A ``data upgrade`` run with ``args``, once t3's migration waits at
+    ``gate``; killed after the block if it still runs."""
+    process = subprocess.Popen(
+        upgrade_args(database_url, *args),
+        env=environ,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (gate / "reached").exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "t3's upgrade never started"
+            time.sleep(0.02)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 def run(
     database_url: str, environ: dict[str, str], *args: str
 ) -> subprocess.CompletedProcess[str]:
@@ -158,26 +187,11 @@ def test_a_killed_run_leaves_the_ledger_true_and_the_next_run_finishes(
     gate = tmp_path / "gate"
     gate.mkdir()
     environ = environment(tenant_data_location, releases[1], gate)
-    process = subprocess.Popen(
-        upgrade_args(database_url, "--jobs", jobs, "--json"),
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not (gate / "reached").exists():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "t3's upgrade never started"
-            time.sleep(0.02)
+    with stopped_at_the_gate(
+        database_url, environ, gate, "--jobs", jobs, "--json"
+    ) as process:
         os.kill(process.pid, signal.SIGKILL)
         process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == -signal.SIGKILL
     # The job running t3 dies with the run (with one job, it is the run).
     assert gone(int((gate / "reached").read_text()))
@@ -409,26 +423,11 @@ def test_a_killed_maintenance_run_leaves_its_window_and_the_next_run_ends_it(
     gate = tmp_path / "gate"
     gate.mkdir()
     environ = environment(tenant_data_location, releases[1], gate)
-    process = subprocess.Popen(
-        upgrade_args(database_url, "--maintenance", "--json"),
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not (gate / "reached").exists():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "t3's upgrade never started"
-            time.sleep(0.02)
+    with stopped_at_the_gate(
+        database_url, environ, gate, "--maintenance", "--json"
+    ) as process:
         os.kill(process.pid, signal.SIGKILL)
         process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == -signal.SIGKILL
     assert gone(int((gate / "reached").read_text()))
     # The run died inside t3's window: it stays, recorded as the run's.
@@ -499,29 +498,12 @@ def test_ctrl_c_records_what_finished_and_the_next_run_finishes(
     gate = tmp_path / "gate"
     gate.mkdir()
     environ = environment(tenant_data_location, releases[1], gate)
-    process = subprocess.Popen(
-        upgrade_args(database_url, "--jobs", jobs),
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not (gate / "reached").exists():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "t3's upgrade never started"
-            time.sleep(0.02)
+    with stopped_at_the_gate(database_url, environ, gate, "--jobs", jobs) as process:
         os.kill(process.pid, signal.SIGINT)
         # One job: the interrupt lands in t3's migration, which rolls back.
         # Several: the jobs ignore it, t3 finishes once let through.
         (gate / "release").touch()
         out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == 130, err
     assert "Traceback" not in err
     assert err.splitlines() == [

@@ -20,7 +20,13 @@ from cli_data_probe import Base
 from click.testing import CliRunner
 from sqlalchemy import make_url, text
 from test_cli_data import Tenantctl, Use, write_migrations
-from test_fleet import environment, json_lines, put_item, upgrade_args
+from test_fleet import (
+    environment,
+    json_lines,
+    put_item,
+    stopped_at_the_gate,
+    upgrade_args,
+)
 from werkzeug.exceptions import NotFound
 from werkzeug.test import Client
 
@@ -333,27 +339,12 @@ def test_ctrl_c_with_maintenance_and_one_job_leaves_no_tenant_in_maintenance(
     gate = tmp_path / "gate"
     gate.mkdir()
     environ = environment(tenant_data_location, releases[1], gate)
-    process = subprocess.Popen(
-        upgrade_args(database_url, "--jobs", "1", "--maintenance"),
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not (gate / "reached").exists():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "t3's upgrade never started"
-            time.sleep(0.02)
+    with stopped_at_the_gate(
+        database_url, environ, gate, "--jobs", "1", "--maintenance"
+    ) as process:
         assert registry.get_tenant("t3").maintenance is not None
         os.kill(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 130, stderr
     assert data.revision(tenants["t3"]) == ("0001",)
     assert registry.get_tenant("t3").maintenance is None
