@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING
 
 from cachetools import TTLCache
 
+from dispatcher.counts import HIT
 from dispatcher.entries import Apps, Entry, default_teardown
 from dispatcher.entries import Teardown as Teardown
 from dispatcher.entries import Timer as Timer
@@ -89,6 +90,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_POLICY = CachePolicy()
+
+
+def _hit(app: WSGIApplication) -> int:
+    return HIT
 
 
 def _owned(app: WSGIApplication) -> bool:
@@ -227,6 +232,8 @@ class AppCache:
     :param shared: whether an app ``build`` returned serves many tenants; such
         entries are bounded by ``policy.max_tenants`` instead of ``max_apps``
         and are not counted as builds.
+    :param outcome: what a request an app ``build`` returned serves counts
+        as (see :class:`Entry`); the cache only keeps it with the entry.
     """
 
     def __init__(
@@ -237,11 +244,13 @@ class AppCache:
         teardown: Teardown = default_teardown,
         timer: Timer = time.monotonic,
         shared: Callable[[WSGIApplication], bool] = _owned,
+        outcome: Callable[[WSGIApplication], int] = _hit,
     ) -> None:
         if not isinstance(policy, CachePolicy):
             raise TypeError(f"policy must be a CachePolicy, not {policy!r}")
         self._build = build
         self._is_shared = shared
+        self._outcome = outcome
         self.policy = policy
         self._teardown = teardown
         self._timer = timer
@@ -495,7 +504,9 @@ class AppCache:
         # Kept stale_if_error longer: not served, unless the database is down
         # when it is due for a rebuild. Fixed here, once: see dispatcher.entries.
         kept_until = expires_at + self.policy.stale_window
-        entry = Entry(app, tenant, expires_at, self._teardown, kept_until)
+        entry = Entry(
+            app, tenant, expires_at, self._teardown, kept_until, self._outcome(app)
+        )
         store = self._store(app)
         with self._lock:
             if store is self._apps:

@@ -17,7 +17,8 @@ followers poll.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -110,6 +111,10 @@ class TenantChange:
     added: Names | None = None
     #: The names the change stopped routing to the tenant.
     removed: Names = NO_NAMES
+    #: When the write was recorded (UTC, the writer's clock); None for a
+    #: ``RESYNC`` no write made. A follower's lag is measured from it; not
+    #: part of what the change is (equal changes may be read at other times).
+    changed_at: datetime | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         # Operation("bogus") raises ValueError naming the value.
@@ -131,7 +136,12 @@ class TenantChange:
 
     @classmethod
     def from_row(
-        cls, generation: int, slug: str, operation: str, names: Any
+        cls,
+        generation: int,
+        slug: str,
+        operation: str,
+        names: Any,
+        changed_at: datetime | None = None,
     ) -> TenantChange:
         """A change read back from the feed, whatever version wrote its names.
 
@@ -142,12 +152,13 @@ class TenantChange:
         try:
             op = Operation(operation)
         except ValueError:
-            return cls(generation, slug, Operation.RESYNC)
+            return cls(generation, slug, Operation.RESYNC, changed_at=changed_at)
         if not isinstance(names, Mapping):
-            return cls(generation, slug, op)  # older than the column: unknown
+            # Older than the column: the names are unknown.
+            return cls(generation, slug, op, changed_at=changed_at)
         # Rows written before removed names were kept have no "removed".
         removed = Names.from_json(names.get("removed") or {})
-        return cls(generation, slug, op, Names.from_json(names), removed)
+        return cls(generation, slug, op, Names.from_json(names), removed, changed_at)
 
 
 class ChangeSource(Protocol):

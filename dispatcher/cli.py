@@ -648,8 +648,10 @@ from dispatcher.cli_feed import feed as _feed_group  # noqa: E402
 from dispatcher.cli_maintenance import maintenance as _maintenance_group  # noqa: E402
 from dispatcher.cli_run import each as _each_command  # noqa: E402
 from dispatcher.cli_run import run as _run_command  # noqa: E402
+from dispatcher.cli_status import status as _status_command  # noqa: E402
 
 cli.add_command(_feed_group)
 cli.add_command(_maintenance_group)
 cli.add_command(_run_command)
 cli.add_command(_each_command)
+cli.add_command(_status_command)

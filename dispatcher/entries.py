@@ -71,6 +71,9 @@ class Entry:
     :param expires_at: served until then (the hit path reads it with no lock).
     :param kept_until: held by the cache until then, at least ``expires_at``:
         past ``expires_at`` it may still be served while the database is down.
+    :param outcome: what a request served by it counts as (an index into
+        :data:`dispatcher.counts.OUTCOMES`: a hit, or a disabled or
+        maintenance answer).
     """
 
     __slots__ = (
@@ -79,6 +82,7 @@ class Entry:
         "expires_at",
         "kept_until",
         "used",
+        "outcome",
         "keys",
         "retired",
         "leases",
@@ -92,6 +96,7 @@ class Entry:
         expires_at: float,
         teardown: Teardown,
         kept_until: float | None = None,
+        outcome: int = 0,
     ) -> None:
         if kept_until is not None and kept_until < expires_at:
             raise ValueError(
@@ -104,6 +109,7 @@ class Entry:
         self.kept_until = expires_at if kept_until is None else kept_until
         #: Hit since capacity eviction last looked (its second chance).
         self.used = False
+        self.outcome = outcome
         #: The routing keys that lead to it.
         self.keys: set[Hashable] = set()
         self.retired = False

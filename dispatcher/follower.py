@@ -78,6 +78,9 @@ class ChangeFollower:
         self.publish = publish
         self.poll_interval = poll_interval
         self.generation: int | None = None
+        #: ``time.monotonic()`` when the feed was last read; None before (a
+        #: readiness check compares it with ``poll_interval``).
+        self.read_at: float | None = None
         self._pid: int | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -99,6 +102,7 @@ class ChangeFollower:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads = []
+        self.read_at = None
 
     @property
     def running(self) -> bool:
@@ -117,6 +121,7 @@ class ChangeFollower:
             # A fresh start, also after fork: the parent's threads are gone.
             try:
                 self.generation = self.source.latest_generation()
+                self.read_at = time.monotonic()
             except Exception as e:
                 # The poll thread asks again, then publishes RESYNC; it warns
                 # if it cannot either, once for the whole outage.
@@ -168,6 +173,7 @@ class ChangeFollower:
     def _poll(self) -> int:
         if self.generation is None:
             self.generation = self.source.latest_generation()
+            self.read_at = time.monotonic()
             self.publish(TenantChange(self.generation, "", Operation.RESYNC))
             return 0
         published = 0
@@ -178,6 +184,7 @@ class ChangeFollower:
                 self.generation = change.generation
             published += len(changes)
             if len(changes) < _PAGE:
+                self.read_at = time.monotonic()
                 return published
 
 

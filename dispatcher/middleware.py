@@ -85,7 +85,7 @@ from werkzeug.exceptions import (
     ServiceUnavailable,
 )
 
-from dispatcher import collector, forks
+from dispatcher import collector, counts, forks
 from dispatcher.answers import TenantDisabled, TenantInMaintenance
 from dispatcher.cache import (
     AppCache,
@@ -99,6 +99,7 @@ from dispatcher.cache import (
 )
 from dispatcher.changes import Operation, TenantChange
 from dispatcher.context import ENVIRON_KEY
+from dispatcher.counts import NO_OBSERVER, OUTCOMES, Observer
 from dispatcher.exceptions import InvalidRequest, RegistryUnavailable, SchemaMissing
 from dispatcher.maintenance_gate import MaintenanceGate
 from dispatcher.outage import Outage
@@ -114,7 +115,7 @@ from dispatcher.routes import (
     standard_resolvers,
 )
 from dispatcher.streams import Leases, guard_input
-from dispatcher.tenant import Tenant
+from dispatcher.tenant import Tenant, utcnow
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -254,6 +255,7 @@ class TenantDispatcher:
             teardown=self._teardown_tenant_app,
             timer=timer,
             shared=self.is_shared,
+            outcome=self._outcome_of,
         )
         self.teardown = teardown
         # The hit path's lookups, without a call: Host -> HostKey -> entry;
@@ -262,7 +264,12 @@ class TenantDispatcher:
         self._headers = self._router.headers
         self._routes = self._cache.routes
         self._timer = timer
-        self._hot_hits = 0
+        # Requests by outcome (dispatcher.counts): the hit path adds to
+        # _hot[entry.outcome], every other request to _slow[outcome].
+        self._hot = [0] * len(OUTCOMES)
+        self._slow = [0] * len(OUTCOMES)
+        #: Hears lookups, builds and changes applied (dispatcher.metrics sets it).
+        self.observer: Observer = NO_OBSERVER
         # Wraps the tenant apps' response bodies; counts those never closed.
         self._leases = Leases()
         self._outage = Outage(timer, log)
@@ -298,7 +305,7 @@ class TenantDispatcher:
             entry.leases.append(None)
             if not entry.retired:
                 entry.used = True
-                self._hot_hits += 1
+                self._hot[entry.outcome] += 1
                 environ[ENVIRON_KEY] = entry.tenant
                 try:
                     body = entry.app(environ, start_response)
@@ -312,27 +319,40 @@ class TenantDispatcher:
     def _dispatch(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
+        slow = self._slow
         try:
             key, match = self._router.resolve(environ)
         except InvalidRequest as e:
+            slow[counts.BAD_HOST] += 1
             return BadRequest(str(e))(environ, start_response)
         find = match.find
         if key is None or find is None:  # the router lets no key go without find
+            slow[counts.NO_TENANT] += 1
             return self.default_app(environ, start_response)
         try:
             # Lease first: a hit (a path route, say) then builds no closure.
-            entry = self._cache.lease(key) or self._cache.load(
-                key, lambda: self._lookup(find)
-            )
+            entry = self._cache.lease(key)
+            if entry is not None:
+                slow[entry.outcome] += 1
+            else:
+                entry = self._cache.load(key, lambda: self._lookup(find))
+                if entry is None:
+                    slow[counts.UNKNOWN] += 1
+                else:
+                    hit = entry.outcome == counts.HIT
+                    slow[counts.MISS if hit else entry.outcome] += 1
         except (RegistryUnavailable, SchemaMissing):
             # Logged once per outage, by the lookup that met it first.
             self._outage.refused()
+            slow[counts.UNAVAILABLE] += 1
             return self._unavailable(environ, start_response)
         except BuildTimeout as e:
             # The cache warns once when a build overruns and backs it off.
             log.debug("%s", e)
+            slow[counts.UNAVAILABLE] += 1
             return self._unavailable(environ, start_response)
         except BuildFailed:
+            slow[counts.FAILED] += 1
             return InternalServerError()(environ, start_response)
         if entry is None:
             return self.default_app(environ, start_response)
@@ -341,12 +361,17 @@ class TenantDispatcher:
 
     def _lookup(self, find: Callable[[TenantFinder], Tenant | None]) -> Tenant | None:
         """``find(registry)`` after starting to follow changes; notes outages."""
+        started = self._timer()
         try:
             self._follow()
             tenant = find(self.registry)
         except (RegistryUnavailable, SchemaMissing) as e:
+            self.observer.looked_up(self._timer() - started, "error")
             self._outage.failed(e)
             raise
+        self.observer.looked_up(
+            self._timer() - started, "unknown" if tenant is None else "found"
+        )
         self._outage.succeeded()
         return tenant
 
@@ -368,10 +393,20 @@ class TenantDispatcher:
         """The app ``create_app`` (or the shared app) serves ``tenant`` with."""
         if self.create_app is None:
             return self.shared_apps[0]
+        started = self._timer()
         app = self.create_app(tenant)
         if not self.is_shared(app):
+            self.observer.built(self._timer() - started)
             collector.built(app)
         return app
+
+    def _outcome_of(self, app: WSGIApplication) -> int:
+        """What a request ``app`` serves counts as (see :mod:`dispatcher.counts`)."""
+        if app is self.disabled_app:
+            return counts.DISABLED
+        if isinstance(app, MaintenanceGate):
+            return counts.MAINTENANCE
+        return counts.HIT
 
     def is_shared(self, app: object) -> bool:
         """Whether ``app`` serves many tenants: a shared app, ``disabled_app``,
@@ -427,6 +462,12 @@ class TenantDispatcher:
 
     def _on_change(self, change: TenantChange) -> None:
         self.invalidate(change)
+        # A RESYNC may be a pruned change's marker: its time says nothing.
+        written = change.changed_at
+        lag = None
+        if written is not None and change.operation is not Operation.RESYNC:
+            lag = (utcnow() - written).total_seconds()
+        self.observer.applied(change, lag)
 
     def evict(self, slug: str) -> bool:
         """Drop ``slug``'s app now; the next request builds a fresh one."""
@@ -477,9 +518,17 @@ class TenantDispatcher:
         stats = self._cache.stats()
         return replace(
             stats,
-            hits=stats.hits + self._hot_hits,
+            hits=stats.hits + sum(self._hot),
             leaked_leases=self._leases.leaked,
         )
+
+    def outcomes(self) -> dict[str, int]:
+        """Requests answered by outcome since this object was made (a forked
+        worker's include its parent's): see :mod:`dispatcher.counts`."""
+        return {
+            name: hot + slow
+            for name, hot, slow in zip(OUTCOMES, self._hot, self._slow, strict=True)
+        }
 
     def close(self) -> None:
         """Stop hearing the registry's changes and tear every tenant's own app down.

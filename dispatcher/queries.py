@@ -104,6 +104,7 @@ CHANGES_SINCE: Select[Any] = (
         change_table.c.slug,
         change_table.c.operation,
         change_table.c.names,
+        change_table.c.changed_at,
     )
     .where(change_table.c.generation > bindparam("generation"))
     .order_by(change_table.c.generation)
@@ -145,6 +146,8 @@ def snapshots(rows: Iterable[Row[Any]]) -> list[Tenant]:
 def changes(rows: Iterable[Row[Any]]) -> list[TenantChange]:
     """The rows of :data:`CHANGES_SINCE` as changes."""
     return [
-        TenantChange.from_row(row.generation, row.slug, row.operation, row.names)
+        TenantChange.from_row(
+            row.generation, row.slug, row.operation, row.names, aware(row.changed_at)
+        )
         for row in rows
     ]

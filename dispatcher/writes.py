@@ -114,7 +114,8 @@ class Transaction:
         ``added`` and ``removed``: the names the change made route to the
         tenant, and those it stopped routing to it.
         """
-        change = TenantChange(0, row.slug, operation, added, removed)
+        now = utcnow()
+        change = TenantChange(0, row.slug, operation, added, removed, now)
         # Core, not the ORM: an autoflush here would write a new tenant before
         # it has the version this statement hands out.
         generation: int = (
@@ -125,13 +126,13 @@ class Transaction:
                     "slug": row.slug,
                     "operation": operation,
                     "names": change.names_to_json(),
-                    "changed_at": utcnow(),
+                    "changed_at": now,
                 },
             )
             .scalar_one()
         )
         row.version = generation
-        row.updated_at = utcnow()
+        row.updated_at = now
         self.changes.append(replace(change, generation=generation))
 
     def snapshot(self, row: TenantRow) -> Tenant:
