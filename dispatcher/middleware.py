@@ -120,6 +120,8 @@ from dispatcher.tenant import Tenant, utcnow
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
+    from dispatcher.follower import ChangeFollower
+
 __all__ = ["TenantDispatcher"]
 
 log = logging.getLogger(__name__)
@@ -433,6 +435,14 @@ class TenantDispatcher:
         return answer(environ, start_response)
 
     # -- cache control ---------------------------------------------------------
+
+    def follow(self) -> ChangeFollower | None:
+        """Follow other processes' changes in this process from now on (the
+        first lookup starts it otherwise); the follower, None without
+        ``poll_interval``. A readiness check calls it, so a worker that has
+        served nothing yet is not reported as not following."""
+        self._follow()
+        return self.registry.feed.follower if self.poll_interval is not None else None
 
     def _follow(self) -> None:
         # Before the first lookup in each process: the follower reads the

@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 from werkzeug.test import Client
 
-from dispatcher import Tenant, TenantDispatcher, TenantRegistry
+from dispatcher import CachePolicy, Tenant, TenantDispatcher, TenantRegistry
 from dispatcher.changes import TenantChange
 from dispatcher.counts import OUTCOMES, Observer
 
@@ -136,3 +136,20 @@ def test_the_observer_hears_lookups_builds_and_changes(
     [(change, lag)] = recorder.applied_changes
     assert change.slug == "acme" and change.changed_at is not None
     assert lag is not None and 0 <= lag < 5
+
+
+def test_follow_starts_the_follower_before_any_request(
+    registry: TenantRegistry,
+) -> None:
+    dispatcher = TenantDispatcher(registry, create_app, base_domain=BASE)
+    follower = dispatcher.follow()
+    assert follower is not None and follower.running
+    assert follower.read_at is not None
+    unfollowed = TenantDispatcher(
+        registry,
+        create_app,
+        base_domain=BASE,
+        policy=CachePolicy(poll_interval=None),
+    )
+    assert unfollowed.follow() is None
+    registry.close()
