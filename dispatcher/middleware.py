@@ -154,6 +154,10 @@ class TenantDispatcher:
     :param maintenance_app: answers requests for tenants in maintenance,
         without a bypass; None: 503 with the tenant's ``Retry-After`` and
         message (:class:`~dispatcher.answers.TenantInMaintenance`).
+    :param unavailable_app: answers requests that cannot be served now (the
+        registry is unreachable, a build overran ``build_timeout``); it should
+        answer 503 with ``Retry-After``. None: werkzeug's 503 with
+        ``retry_after``.
     :param policy: how many apps are kept, how long, how long a build may
         take, and how often other processes' writes are polled for.
     :param retry_after: ``Retry-After`` seconds sent with 503 answers.
@@ -177,6 +181,7 @@ class TenantDispatcher:
         default_app: WSGIApplication | None = None,
         disabled_app: WSGIApplication | None = None,
         maintenance_app: WSGIApplication | None = None,
+        unavailable_app: WSGIApplication | None = None,
         policy: CachePolicy = DEFAULT_POLICY,
         retry_after: int = 5,
         teardown: Teardown = default_teardown,
@@ -204,6 +209,7 @@ class TenantDispatcher:
             ("default_app", default_app),
             ("disabled_app", disabled_app),
             ("maintenance_app", maintenance_app),
+            ("unavailable_app", unavailable_app),
         ):
             if app is not None:
                 _check_callable(name, app)
@@ -241,6 +247,9 @@ class TenantDispatcher:
         self.disabled_app: WSGIApplication = disabled_app or TenantDisabled()
         self.maintenance_app: WSGIApplication = maintenance_app or TenantInMaintenance()
         self.retry_after = retry_after
+        self.unavailable_app: WSGIApplication = (
+            unavailable_app or ServiceUnavailable(retry_after=retry_after)
+        )
         # By identity: a shared app need not be hashable. The tuple above
         # and the attributes keep the objects, so their ids stay theirs.
         # default_app too: create_app may hand it to a tenant (a landing page
@@ -431,8 +440,7 @@ class TenantDispatcher:
     def _unavailable(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
-        answer = ServiceUnavailable(retry_after=self.retry_after)
-        return answer(environ, start_response)
+        return self.unavailable_app(environ, start_response)
 
     # -- cache control ---------------------------------------------------------
 

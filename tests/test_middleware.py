@@ -1534,6 +1534,28 @@ def test_database_down_is_503(
         dispatcher.close()
 
 
+def test_unavailable_app_answers_while_the_database_is_down(
+    unreachable_url: str, create_app: Callable[[Tenant], Flask]
+) -> None:
+    def styled(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("503 SERVICE UNAVAILABLE", [("Retry-After", "30")])
+        return [b"back soon"]
+
+    with TenantRegistry(unreachable_url) as down:
+        dispatcher = TenantDispatcher(
+            down, create_app, base_domain=BASE, unavailable_app=styled
+        )
+        response = fetch(Client(dispatcher), "acme.example.com", "/")
+        assert (response.status_code, response.data) == (503, b"back soon")
+        assert response.headers["Retry-After"] == "30"
+        dispatcher.close()
+
+
+def test_unavailable_app_must_be_callable(registry: TenantRegistry) -> None:
+    with pytest.raises(TypeError, match="unavailable_app must be callable, not str"):
+        TenantDispatcher(registry, create_app, unavailable_app="503")  # type: ignore[arg-type]
+
+
 @contextmanager
 def _tenant_table_gone(registry: TenantRegistry) -> Iterator[None]:
     """The registry really fails its lookups: its tenant table is renamed away."""
