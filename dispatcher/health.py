@@ -44,9 +44,10 @@ reports the second.
 Every process shares one registry, so when it is down every instance turns
 not ready at once, and a load balancer that pulls unready instances (a
 Kubernetes Service does; AWS's application and network load balancers fail
-open when every target is unhealthy) stops sending the requests the dispatcher would have
-served from its cache (``stale_if_error``). ``require_registry=False`` reports
-the outage in the body and stays ready through it. A process is still not
+open when every target is unhealthy) stops sending the requests the
+dispatcher would have served from its cache (``stale_if_error``).
+``require_registry=False`` reports the outage in the body and stays ready
+through it. A process is still not
 ready in either mode if its follower is not running, has never read the feed
 (a wrong URL, a missing schema, a worker started during the outage with
 nothing cached: it could only answer 503), or lags while the registry answers
