@@ -21,7 +21,20 @@ from collections.abc import Iterable
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import Row, Select, String, bindparam, func, or_, select
+from sqlalchemy import (
+    Row,
+    Select,
+    String,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    column,
+    func,
+    or_,
+    select,
+    table,
+)
 
 from dispatcher.changes import TenantChange
 from dispatcher.models.tables import changes as change_table
@@ -38,7 +51,11 @@ __all__ = [
     "BY_SUBDOMAIN",
     "CHANGES_SINCE",
     "COUNT_BY_DATA_SERVER",
+    "COUNT_BY_STATUS",
+    "COUNT_IN_MAINTENANCE",
     "LATEST_GENERATION",
+    "RECENT_CHANGES",
+    "SCHEMA_REVISIONS",
     "SNAPSHOTS",
     "changes",
     "snapshots",
@@ -97,22 +114,47 @@ COUNT_BY_DATA_SERVER: Select[str | None, int] = select(
     tenant_table.c.data_server, func.count().label("tenants")
 ).group_by(tenant_table.c.data_server)
 
+#: ``(status, tenants)`` for each status that has tenants. No index serves a
+#: count of every status: one pass over ``tenants``, the GROUP BY in memory.
+COUNT_BY_STATUS: Select[Any] = select(
+    tenant_table.c.status, func.count().label("tenants")
+).group_by(tenant_table.c.status)
+
+_maintenance = tenant_table.c.maintenance
+#: How many tenants are in maintenance mode. Ending a window stores JSON
+#: ``null`` (the ORM writes None so), which is no window.
+COUNT_IN_MAINTENANCE: Select[Any] = select(func.count()).where(
+    and_(_maintenance.is_not(None), cast(_maintenance, Text) != "null")
+)
+
+_CHANGE_COLUMNS = (
+    change_table.c.generation,
+    change_table.c.slug,
+    change_table.c.operation,
+    change_table.c.names,
+    change_table.c.changed_at,
+)
 #: Changes after ``generation``, oldest first, at most ``limit``.
 CHANGES_SINCE: Select[Any] = (
-    select(
-        change_table.c.generation,
-        change_table.c.slug,
-        change_table.c.operation,
-        change_table.c.names,
-        change_table.c.changed_at,
-    )
+    select(*_CHANGE_COLUMNS)
     .where(change_table.c.generation > bindparam("generation"))
     .order_by(change_table.c.generation)
+    .limit(bindparam("limit"))
+)
+#: The newest ``limit`` changes, newest first: the primary key read backwards.
+RECENT_CHANGES: Select[Any] = (
+    select(*_CHANGE_COLUMNS)
+    .order_by(change_table.c.generation.desc())
     .limit(bindparam("limit"))
 )
 #: The newest change's generation, 0 if there is none.
 LATEST_GENERATION: Select[Any] = select(
     func.coalesce(func.max(change_table.c.generation), 0)
+)
+
+#: The revisions Alembic recorded the schema at (its own table, not ours).
+SCHEMA_REVISIONS: Select[Any] = select(column("version_num", String)).select_from(
+    table("alembic_version")
 )
 
 

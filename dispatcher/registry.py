@@ -37,7 +37,7 @@ from sqlalchemy.exc import IntegrityError
 
 from dispatcher.changes import Names, Notifier, Operation, TenantChange
 from dispatcher.database import DEFAULT_TIMEOUT, Database
-from dispatcher.exceptions import TenantNotFound
+from dispatcher.exceptions import SchemaMissing, TenantNotFound
 from dispatcher.imports import ImportResult, ImportStatus, import_batch
 from dispatcher.models.tables import tenants as tenant_table
 from dispatcher.notify import PostgresNotifier
@@ -50,7 +50,11 @@ from dispatcher.queries import (
     BY_SUBDOMAIN,
     CHANGES_SINCE,
     COUNT_BY_DATA_SERVER,
+    COUNT_BY_STATUS,
+    COUNT_IN_MAINTENANCE,
     LATEST_GENERATION,
+    RECENT_CHANGES,
+    SCHEMA_REVISIONS,
     SNAPSHOTS,
     changes,
     snapshots,
@@ -216,6 +220,10 @@ class TenantRegistry:
         """The generation of the newest change, or 0 if there is none."""
         return int(self.database.read(LATEST_GENERATION)[0][0])
 
+    def recent_changes(self, limit: int = 10) -> list[TenantChange]:
+        """The newest ``limit`` changes, newest first."""
+        return changes(self.database.read(RECENT_CHANGES, {"limit": limit}))
+
     def prune_feed(
         self,
         retention: FeedRetention | None = None,
@@ -284,6 +292,27 @@ class TenantRegistry:
         """
         rows = self.database.read(COUNT_BY_DATA_SERVER)
         return {row.data_server: int(row.tenants) for row in rows}
+
+    def count_by_status(self) -> dict[TenantStatus, int]:
+        """How many tenants have each status (0 included), in one query."""
+        counts = dict.fromkeys(TenantStatus, 0)
+        for row in self.database.read(COUNT_BY_STATUS):
+            counts[TenantStatus(row.status)] = int(row.tenants)
+        return counts
+
+    def count_in_maintenance(self) -> int:
+        """How many tenants are in maintenance mode, whatever their status."""
+        return int(self.database.read(COUNT_IN_MAINTENANCE)[0][0])
+
+    def schema_revisions(self) -> tuple[str, ...]:
+        """The revisions the registry's schema is at, as Alembic recorded
+        them; none if it was never migrated (``migrate.schema_state`` says
+        how they compare with this code's)."""
+        try:
+            rows = self.database.read(SCHEMA_REVISIONS)
+        except SchemaMissing:
+            return ()
+        return tuple(sorted(row.version_num for row in rows))
 
     def _find(self, statement: Select[Any], key: str) -> Tenant | None:
         found = snapshots(self.database.read(statement, {"key": key}))
