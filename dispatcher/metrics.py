@@ -1,0 +1,482 @@
+"""Prometheus metrics of a dispatcher, correct under a pre-fork server.
+
+Usage::
+
+    from dispatcher.metrics import instrument, metrics_app
+
+    metrics = instrument(dispatcher, data=tenant_data)
+    # An operator-only path (anyone who reaches the port reaches it):
+    application = DispatcherMiddleware(dispatcher, {"/-/metrics": metrics_app(metrics)})
+
+Under gunicorn, ``dispatcher.gunicorn_conf`` serves the metrics of every
+worker from the master on a port of their own (``DISPATCHER_METRICS_ADDRESS``).
+
+The hit path calls nothing: the dispatcher counts requests in a list of ints
+(:mod:`dispatcher.counts`), and a daemon thread per process copies the counts
+into ``prometheus_client`` every ``interval`` seconds, as increments since its
+last copy. Lookups, builds and applied changes are observed as they happen
+(they are rare next to hits, and a histogram needs each value). With
+``PROMETHEUS_MULTIPROC_DIR`` set (before ``prometheus_client`` is first
+imported), each process writes its values to files there and a scrape sums
+them; ``mark_process_dead`` removes a dead worker's live gauges.
+
+Fork: a child's thread starts again at its first lookup, build, change or
+scrape (never in a process that only forks, such as gunicorn's master under
+``--preload``), and its first increments start from the counts at the fork,
+so nothing the parent counted is counted again. No metric has a label per
+tenant: thousands of tenants would make as many series.
+
+Nothing here imports at ``import dispatcher``: ``prometheus_client`` is the
+optional extra ``metrics``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+try:
+    from prometheus_client import (
+        REGISTRY,
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        make_wsgi_app,
+        values,
+    )
+    from prometheus_client.multiprocess import MultiProcessCollector
+except ImportError as e:  # pragma: no cover - exercised in a subprocess
+    raise ImportError(
+        "dispatcher.metrics needs prometheus_client:"
+        " pip install 'flask-tenant-dispatcher[metrics]'"
+    ) from e
+from sqlalchemy.pool import QueuePool
+
+from dispatcher import forks
+from dispatcher.counts import NO_OBSERVER, OUTCOMES, Observer
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from dispatcher.cache import CacheStats
+    from dispatcher.changes import TenantChange
+    from dispatcher.data import TenantData
+    from dispatcher.middleware import TenantDispatcher
+
+__all__ = ["PREFIX", "DispatcherMetrics", "instrument", "metrics_app"]
+
+log = logging.getLogger(__name__)
+
+PREFIX = "tenant_dispatcher_"
+MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+# Lookups are one indexed query (milliseconds); builds run create_app (tens of
+# milliseconds to seconds); the feed's lag is the poll interval at most.
+_LOOKUP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+_BUILD_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+#: Beyond its poll interval, a read may wait this long for the database (its
+#: default timeout) before the follower counts as failing to read the feed.
+_READ_SLACK = 5.0
+
+#: How a scrape combines a gauge across processes: a sum of the live ones,
+#: the live ones' minimum or maximum, or every live one by its pid.
+_Mode = Literal["livesum", "livemin", "livemax", "liveall"]
+
+
+def instrument(
+    dispatcher: TenantDispatcher,
+    *,
+    data: TenantData | None = None,
+    interval: float = 1.0,
+    registry: CollectorRegistry | None = None,
+) -> DispatcherMetrics:
+    """Export ``dispatcher``'s metrics (and ``data``'s pools) to Prometheus.
+
+    Sets ``dispatcher.observer``; nothing runs until the first lookup, build,
+    change or :meth:`~DispatcherMetrics.sync` in a process. One dispatcher per
+    registry (the default: ``prometheus_client.REGISTRY``).
+
+    :param interval: seconds between two copies of the counts.
+    :raises ValueError: the dispatcher is instrumented already, or a bad interval.
+    """
+    if isinstance(dispatcher.observer, DispatcherMetrics):
+        raise ValueError("this dispatcher is instrumented already")
+    metrics = DispatcherMetrics(
+        dispatcher, data=data, interval=interval, registry=registry
+    )
+    dispatcher.observer = metrics
+    return metrics
+
+
+@dataclass(frozen=True)
+class _Metrics:
+    """The metric objects, made in the first process that reports anything."""
+
+    requests: Counter
+    builds: Counter
+    build_failures: Counter
+    evictions: Counter
+    unclosed: Counter
+    build_seconds: Histogram
+    lookup_seconds: Histogram
+    feed_lag: Histogram
+    apps: Gauge
+    shared_tenants: Gauge
+    negative_entries: Gauge
+    feed_generation: Gauge
+    feed_read_age: Gauge
+    registry_up: Gauge
+    pool_checked_out: Gauge
+    pool_overflow: Gauge
+    pool_size: Gauge
+    pool_limit: Gauge
+
+    @classmethod
+    def make(cls, registry: CollectorRegistry) -> _Metrics:
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(PREFIX + name, doc, labels, registry=registry)
+
+        def gauge(name: str, doc: str, mode: _Mode, *labels: str) -> Gauge:
+            return Gauge(
+                PREFIX + name, doc, labels, registry=registry, multiprocess_mode=mode
+            )
+
+        def histogram(name: str, doc: str, buckets: Sequence[float]) -> Histogram:
+            return Histogram(PREFIX + name, doc, buckets=buckets, registry=registry)
+
+        made = cls(
+            requests=counter("requests", "Requests answered, by outcome.", "outcome"),
+            builds=counter("builds", "Tenant apps built by create_app."),
+            build_failures=counter("build_failures", "Builds that raised."),
+            evictions=counter("evictions", "Tenant apps evicted, by cause.", "cause"),
+            unclosed=counter(
+                "responses_not_closed",
+                "Responses a server dropped without close().",
+            ),
+            build_seconds=histogram(
+                "build_seconds", "Seconds create_app took.", _BUILD_BUCKETS
+            ),
+            lookup_seconds=Histogram(
+                PREFIX + "lookup_seconds",
+                "Seconds a registry lookup took, by result (found, unknown, error).",
+                ["result"],
+                buckets=_LOOKUP_BUCKETS,
+                registry=registry,
+            ),
+            feed_lag=histogram(
+                "feed_lag_seconds",
+                "Seconds from a change's write to this process applying it.",
+                _LAG_BUCKETS,
+            ),
+            apps=gauge("apps", "Tenant apps held (own apps).", "livesum"),
+            shared_tenants=gauge(
+                "shared_tenants", "Tenants held for a shared app.", "livesum"
+            ),
+            negative_entries=gauge(
+                "negative_entries", "Names remembered as unknown.", "livesum"
+            ),
+            feed_generation=gauge(
+                "feed_generation",
+                "The change feed's generation this process has applied.",
+                "liveall",
+            ),
+            feed_read_age=gauge(
+                "feed_read_age_seconds",
+                "Seconds since the change follower last read the feed (the"
+                " stalest process's; +Inf: never).",
+                "livemax",
+            ),
+            registry_up=gauge(
+                "registry_up",
+                "1 if the registry answered the last attempt to reach it (a"
+                " lookup, a feed read), else 0; the worst process's.",
+                "livemin",
+            ),
+            pool_checked_out=gauge(
+                "data_pool_checked_out",
+                "Tenant-data connections in use, by data server.",
+                "livesum",
+                "server",
+            ),
+            pool_overflow=gauge(
+                "data_pool_overflow",
+                "Tenant-data connections open beyond the pool size, by data server.",
+                "livesum",
+                "server",
+            ),
+            pool_size=gauge(
+                "data_pool_size",
+                "Tenant-data connections kept open (pool_size), by data server.",
+                "livesum",
+                "server",
+            ),
+            pool_limit=gauge(
+                "data_pool_limit",
+                "The most tenant-data connections (pool_size + max_overflow),"
+                " by data server.",
+                "livesum",
+                "server",
+            ),
+        )
+        for outcome in OUTCOMES:  # every outcome shows, if only as 0
+            made.requests.labels(outcome)
+        return made
+
+    def collectors(self) -> list[Counter | Gauge | Histogram]:
+        return list(vars(self).values())
+
+
+class DispatcherMetrics(Observer):
+    """A dispatcher's metrics in ``prometheus_client``; see :func:`instrument`.
+
+    :param dispatcher: whose counts, cache and follower are reported.
+    :param data: whose PostgreSQL pools are reported (per data server).
+    :param interval: seconds between two copies of the counts.
+    :param registry: where the metrics are registered (default:
+        ``prometheus_client.REGISTRY``).
+    """
+
+    def __init__(
+        self,
+        dispatcher: TenantDispatcher,
+        *,
+        data: TenantData | None = None,
+        interval: float = 1.0,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        if isinstance(interval, bool) or not isinstance(interval, int | float):
+            raise TypeError(f"interval must be a number, not {interval!r}")
+        if not (interval > 0 and math.isfinite(interval)):
+            raise ValueError(f"interval must be > 0 seconds, not {interval!r}")
+        self.dispatcher = dispatcher
+        self.data = data
+        self.interval = float(interval)
+        self.registry: CollectorRegistry = REGISTRY if registry is None else registry
+        self._metrics: _Metrics | None = None
+        # (metric, label) -> the count last copied into its counter.
+        self._copied: dict[tuple[str, str], int] = {}
+        # The last lookup: when (time.monotonic()) and whether it reached the registry.
+        self._lookup: tuple[float, bool] | None = None
+        self._lock = threading.Lock()  # one copy at a time; guards the above
+        self._stop = threading.Event()
+        self._running_in: int | None = None
+        forks.on_fork_in_child(self, DispatcherMetrics._forked)
+
+    # -- what the dispatcher reports as it happens ------------------------------
+
+    def looked_up(self, seconds: float, result: str) -> None:
+        self._lookup = (time.monotonic(), result != "error")
+        self._started().lookup_seconds.labels(result).observe(seconds)
+
+    def built(self, seconds: float) -> None:
+        self._started().build_seconds.observe(seconds)
+
+    def applied(self, change: TenantChange, lag: float | None) -> None:
+        metrics = self._started()
+        if lag is not None:
+            # Clocks of writer and reader may differ a little: never below 0.
+            metrics.feed_lag.observe(max(lag, 0.0))
+
+    # -- copying the counts -----------------------------------------------------
+
+    def sync(self) -> None:
+        """Copy the counts and sizes into the metrics now (a scrape calls it)."""
+        dispatcher = self.dispatcher
+        if self._lookup is None and _follower_read_at(dispatcher) is None:
+            # Nothing says yet whether the registry is reachable: following
+            # changes reads the feed once (a worker that has served nothing).
+            try:
+                dispatcher.follow()
+            except Exception as e:
+                log.debug("following changes for the metrics failed: %s", e)
+        metrics = self._started()
+        with self._lock:
+            stats = dispatcher.stats()
+            counts = _counts(dispatcher.outcomes(), stats)
+            for key, count in counts.items():
+                added = count - self._copied.get(key, 0)
+                if added > 0:
+                    _counter(metrics, key).inc(added)
+                self._copied[key] = count
+            metrics.apps.set(stats.apps)
+            metrics.shared_tenants.set(stats.shared_tenants)
+            metrics.negative_entries.set(stats.negative_entries)
+            self._sync_follower(metrics)
+            if self.data is not None and self.data.servers is not None:
+                self._sync_pools(metrics, self.data)
+
+    def _sync_follower(self, metrics: _Metrics) -> None:
+        now = time.monotonic()
+        follower = self.dispatcher.registry.feed.follower
+        following = follower is not None and follower.running
+        read_at = follower.read_at if follower is not None and following else None
+        if follower is not None and following:
+            if follower.generation is not None:
+                metrics.feed_generation.set(follower.generation)
+            age = math.inf if read_at is None else now - read_at
+            metrics.feed_read_age.set(age)
+        # The latest evidence wins: a lookup, a read of the feed, or the
+        # moment a following process's read became overdue.
+        evidence: list[tuple[float, bool]] = []
+        if self._lookup is not None:
+            evidence.append(self._lookup)
+        if follower is not None and following:
+            if read_at is not None:
+                evidence.append((read_at, True))
+            overdue_at = (
+                -math.inf
+                if read_at is None
+                else read_at + 2 * follower.poll_interval + _READ_SLACK
+            )
+            if now >= overdue_at:
+                evidence.append((overdue_at, False))
+        if evidence:
+            # On a tie the failure wins.
+            _, up = max(evidence, key=lambda item: (item[0], not item[1]))
+            metrics.registry_up.set(1 if up else 0)
+
+    def _sync_pools(self, metrics: _Metrics, data: TenantData) -> None:
+        servers = data.servers
+        assert servers is not None
+        for name in servers.names:  # bounded: the configured servers
+            pool = servers.engine(name).pool  # no connection is opened
+            if not isinstance(pool, QueuePool):
+                continue
+            metrics.pool_checked_out.labels(name).set(pool.checkedout())
+            metrics.pool_overflow.labels(name).set(max(pool.overflow(), 0))
+            metrics.pool_size.labels(name).set(pool.size())
+            metrics.pool_limit.labels(name).set(data.bound)
+
+    # -- the thread -------------------------------------------------------------
+
+    def _started(self) -> _Metrics:
+        """The metrics, made and copied by a thread of this process from now on."""
+        metrics = self._metrics
+        if metrics is not None and self._running_in == os.getpid():
+            return metrics
+        with self._lock:
+            if self._metrics is None:
+                self._metrics = _Metrics.make(self.registry)
+            if self._running_in != os.getpid() and not self._stop.is_set():
+                thread = threading.Thread(
+                    target=_copy_loop,
+                    args=(weakref.ref(self), self._stop, self.interval),
+                    name="dispatcher-metrics",
+                    daemon=True,
+                )
+                thread.start()
+                self._running_in = os.getpid()
+            return self._metrics
+
+    def _forked(self) -> None:
+        """In a forked child: new locks, a thread started again when needed.
+
+        Runs after the dispatcher's own fork hook (registered before this
+        object existed), so its cache's lock is the child's already.
+        """
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if getattr(values.ValueClass, "_multiprocess", False):
+            # Files of its own, starting at zero: count from the fork on.
+            dispatcher = self.dispatcher
+            self._copied = _counts(dispatcher.outcomes(), dispatcher.stats())
+        # Else its values are the parent's, as copied: go on from there.
+        self._lookup = None
+
+    def close(self) -> None:
+        """Stop copying, stop observing, and unregister the metrics."""
+        self._stop.set()
+        if self.dispatcher.observer is self:
+            self.dispatcher.observer = NO_OBSERVER
+        with self._lock:
+            metrics, self._metrics = self._metrics, None
+        if metrics is not None:
+            for collector in metrics.collectors():
+                self.registry.unregister(collector)
+
+
+def _copy_loop(
+    ref: weakref.ref[DispatcherMetrics], stop: threading.Event, interval: float
+) -> None:
+    # A weak reference: metrics nobody holds (their dispatcher gone) end it.
+    while True:
+        metrics = ref()
+        if metrics is None:
+            return
+        try:
+            metrics.sync()
+        except Exception:
+            log.exception("copying the dispatcher's counts into its metrics failed")
+        del metrics
+        if stop.wait(interval):
+            return
+
+
+def _counts(outcomes: dict[str, int], stats: CacheStats) -> dict[tuple[str, str], int]:
+    """Every count a counter mirrors, by (metric, label)."""
+    counts = {("requests", outcome): n for outcome, n in outcomes.items()}
+    counts[("builds", "")] = stats.builds
+    counts[("build_failures", "")] = stats.build_failures
+    counts[("unclosed", "")] = stats.leaked_leases
+    for cause, n in stats.evictions.items():
+        counts[("evictions", cause)] = n
+    return counts
+
+
+def _counter(metrics: _Metrics, key: tuple[str, str]) -> Counter:
+    name, label = key
+    counter: Counter = getattr(metrics, name)
+    return counter.labels(label) if label else counter
+
+
+def _follower_read_at(dispatcher: TenantDispatcher) -> float | None:
+    follower = dispatcher.registry.feed.follower
+    if follower is None or not follower.running:
+        return None
+    return follower.read_at
+
+
+def metrics_app(
+    metrics: DispatcherMetrics | None = None,
+    *,
+    registry: CollectorRegistry | None = None,
+) -> WSGIApplication:
+    """A WSGI app answering ``GET`` (and ``HEAD``) with the metrics; 405 otherwise.
+
+    Syncs ``metrics`` first, so this process's counts are current. With
+    ``PROMETHEUS_MULTIPROC_DIR`` set it serves every process's files (a
+    registry per scrape, as ``prometheus_client`` advises), else ``registry``
+    (default: the one ``metrics`` registers in, else ``REGISTRY``). Mount it
+    only where tenants' visitors cannot reach it.
+    """
+    own = registry or (metrics.registry if metrics is not None else REGISTRY)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in ("GET", "HEAD"):
+            start_response(
+                "405 Method Not Allowed",
+                [("Allow", "GET, HEAD"), ("Content-Type", "text/plain")],
+            )
+            return [f"{method} is not allowed here: use GET or HEAD\n".encode()]
+        if metrics is not None:
+            metrics.sync()
+        served = own
+        if os.environ.get(MULTIPROC_DIR_VARIABLE):
+            served = CollectorRegistry()
+            MultiProcessCollector(served)  # type: ignore[no-untyped-call]
+        body: list[bytes] = make_wsgi_app(served)(
+            {**environ, "REQUEST_METHOD": "GET"}, start_response
+        )
+        return [] if method == "HEAD" else body
+
+    return app
