@@ -18,26 +18,70 @@ forking servers): a worker's full collections never traverse it, and never
 write to its pages, which stay shared with the master. ``DISPATCHER_GC=off``
 turns this off with the rest of :mod:`dispatcher.collector`.
 
+Metrics (``DISPATCHER_METRICS=1``, see :mod:`dispatcher.metrics`): each worker
+writes its metrics to files in ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary
+directory when unset, removed at exit), emptied of the last run's files before
+any worker starts; ``child_exit`` drops a dead worker's live gauges; and the
+master serves the sum of every worker's metrics, and nothing else, at
+``DISPATCHER_METRICS_ADDRESS`` (default ``127.0.0.1:9464``): a port of its
+own, which tenants' visitors never reach through the server's ``--bind``.
+
 Extend it in your own configuration file with
-``from dispatcher.gunicorn_conf import on_starting, pre_fork``.
+``from dispatcher.gunicorn_conf import on_starting, pre_fork, when_ready,
+child_exit, on_exit`` (``examples/gunicorn.conf.py`` is one to copy).
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import shutil
 import sys
+import tempfile
 import traceback
+from pathlib import Path
 from typing import Any
 
-from dispatcher import collector
+from dispatcher import collector, settings
 from dispatcher.wsgi import migrate_at_start
 
-__all__ = ["on_starting", "pre_fork"]
+__all__ = ["child_exit", "on_exit", "on_starting", "pre_fork", "when_ready"]
+
+MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _metrics_on() -> bool:
+    try:
+        return settings.metrics_enabled()
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+
+
+def _made_directory() -> str | None:
+    """A fresh directory for the workers' metric files, if metrics are on and
+    none is named; None otherwise.
+
+    Here, as gunicorn reads this file: before ``--preload`` builds the
+    application, since ``prometheus_client`` chooses its multiprocess mode
+    from the variable when first imported, and before any worker forks.
+    """
+    try:
+        if not settings.metrics_enabled() or os.environ.get(MULTIPROC_DIR_VARIABLE):
+            return None
+    except ValueError:
+        return None  # on_starting stops the server with the message
+    directory = tempfile.mkdtemp(prefix="dispatcher-metrics-")
+    os.environ[MULTIPROC_DIR_VARIABLE] = directory
+    return directory
+
+
+_MADE_DIRECTORY = _made_directory()
 
 
 def on_starting(server: Any) -> None:
     """gunicorn's hook, called in the master before the workers start."""
+    if _metrics_on():
+        _empty_metrics_directory()
     pid = os.fork()
     if pid == 0:  # the child migrates and exits, taking Alembic with it
         code = 1
@@ -59,3 +103,61 @@ def pre_fork(server: Any, worker: Any) -> None:
     """gunicorn's hook, called in the master just before each worker forks."""
     if collector.managed():
         gc.freeze()
+
+
+def _empty_metrics_directory() -> None:
+    """Create the metrics directory, or empty it of a past run's files (its
+    workers' counts would be summed with this run's)."""
+    directory = os.environ.get(MULTIPROC_DIR_VARIABLE, "")
+    if not directory:
+        raise SystemExit(
+            f"DISPATCHER_METRICS=1 needs {MULTIPROC_DIR_VARIABLE} under gunicorn:"
+            " a directory for each worker's metric files"
+        )
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        # prometheus_client's files only: the directory may hold others.
+        for path in Path(directory).glob("*.db"):
+            path.unlink()
+    except OSError as e:
+        raise SystemExit(f"{MULTIPROC_DIR_VARIABLE}={directory!r}: {e}") from None
+
+
+def when_ready(server: Any) -> None:
+    """gunicorn's hook, called in the master once it listens: serve the
+    workers' metrics on their own address."""
+    if not _metrics_on():
+        return
+    try:
+        host, port = settings.metrics_address()
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    try:
+        start_http_server(port, host, registry=registry)
+    except OSError as e:
+        raise SystemExit(
+            f"{settings.METRICS_ADDRESS_VARIABLE}={host}:{port}: cannot serve"
+            f" the metrics there: {e}"
+        ) from None
+    server.log.info("Serving metrics at http://%s:%s/metrics", host, port)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """gunicorn's hook, called in the master when a worker has exited: its
+    live gauges (apps held, the feed's generation, ...) leave the sums."""
+    if _metrics_on():
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: Any) -> None:
+    """gunicorn's hook, called in the master as it exits: the metrics
+    directory this module made goes with it."""
+    if _MADE_DIRECTORY is not None:
+        shutil.rmtree(_MADE_DIRECTORY, ignore_errors=True)

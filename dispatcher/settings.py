@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -145,3 +147,111 @@ def feed_retention(environ: Mapping[str, str] = os.environ) -> FeedRetention:
         except ValueError as e:
             raise ValueError(f"{FEED_MAX_CHANGES_VARIABLE}: {e}") from e
     return retention
+
+
+TRUST_REQUEST_ID_VARIABLE = "DISPATCHER_TRUST_REQUEST_ID"
+
+
+def trust_request_id(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether requests' ``X-Request-ID`` header is their id in the logs
+    (:mod:`dispatcher.logs`): ``DISPATCHER_TRUST_REQUEST_ID=1`` only where a
+    proxy in front sets that header on every request, replacing the
+    visitor's. Unset, empty or 0: every request gets an id of its own.
+
+    :raises ValueError: any other value.
+    """
+    value = environ.get(TRUST_REQUEST_ID_VARIABLE, "").strip().lower()
+    if value in {"", "0", "false", "no", "off"}:
+        return False
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    raise ValueError(
+        f"{TRUST_REQUEST_ID_VARIABLE}={value!r} must be 1 (the proxy in front"
+        " sets X-Request-ID) or 0"
+    )
+
+
+METRICS_VARIABLE = "DISPATCHER_METRICS"
+METRICS_INTERVAL_VARIABLE = "DISPATCHER_METRICS_INTERVAL"
+METRICS_ADDRESS_VARIABLE = "DISPATCHER_METRICS_ADDRESS"
+METRICS_PATH_VARIABLE = "DISPATCHER_METRICS_PATH"
+#: Where gunicorn's master serves the metrics: loopback, Prometheus's
+#: customary port for an exporter's own (an operator opens it on purpose).
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+# A path werkzeug's DispatcherMiddleware mounts: segments of URL-safe characters.
+_METRICS_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+
+
+def metrics_enabled(environ: Mapping[str, str] = os.environ) -> bool:
+    """``DISPATCHER_METRICS``: ``1`` exports Prometheus metrics (default 0).
+
+    :raises ValueError: naming the variable, for anything but 1/0 (and
+        true/false, yes/no, on/off).
+    """
+    value = environ.get(METRICS_VARIABLE, "").strip().lower()
+    if not value or value in _FALSE:
+        return False
+    if value in _TRUE:
+        return True
+    raise ValueError(f"{METRICS_VARIABLE}={value!r} must be 1 or 0")
+
+
+def metrics_interval(environ: Mapping[str, str] = os.environ) -> float:
+    """``DISPATCHER_METRICS_INTERVAL``: seconds between two copies of a
+    process's counts into its metrics (default 1).
+
+    :raises ValueError: naming the variable, unless a number > 0.
+    """
+    value = environ.get(METRICS_INTERVAL_VARIABLE, "").strip()
+    if not value:
+        return 1.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ValueError(
+            f"{METRICS_INTERVAL_VARIABLE}={value!r} must be a number of seconds > 0"
+        )
+    return seconds
+
+
+def metrics_address(environ: Mapping[str, str] = os.environ) -> tuple[str, int]:
+    """``DISPATCHER_METRICS_ADDRESS``: ``host:port`` (``[::1]:port`` for IPv6)
+    where gunicorn's master serves the metrics (default ``127.0.0.1:9464``).
+
+    :raises ValueError: naming the variable, without a host and a port 1-65535.
+    """
+    value = environ.get(METRICS_ADDRESS_VARIABLE, "").strip() or DEFAULT_METRICS_ADDRESS
+    host, _, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(
+            f"{METRICS_ADDRESS_VARIABLE}={value!r} must be host:port"
+            " (such as 127.0.0.1:9464), the port 1-65535"
+        )
+    return host, int(port)
+
+
+def metrics_path(environ: Mapping[str, str] = os.environ) -> str | None:
+    """``DISPATCHER_METRICS_PATH``: the path (``/-/metrics``, say) the
+    application serves its metrics on, beside the tenants; None when unset.
+
+    :raises ValueError: naming the variable, for a path that is not
+        ``/segment[/segment...]``, or one set without ``DISPATCHER_METRICS=1``.
+    """
+    value = environ.get(METRICS_PATH_VARIABLE, "").strip()
+    if not value:
+        return None
+    if not _METRICS_PATH.fullmatch(value):
+        raise ValueError(
+            f"{METRICS_PATH_VARIABLE}={value!r} must be a path such as /-/metrics:"
+            " a slash, then segments of letters, digits and . _ ~ -"
+        )
+    if not metrics_enabled(environ):
+        raise ValueError(
+            f"{METRICS_PATH_VARIABLE}={value!r} needs {METRICS_VARIABLE}=1"
+        )
+    return value

@@ -60,6 +60,27 @@
 ``DISPATCHER_GC``               ``managed``/``off``: freeze the heap after each
                                 build and cut evicted apps' cycles (default
                                 managed; see :mod:`dispatcher.collector`)
+``DISPATCHER_METRICS``          ``1``/``0``: export Prometheus metrics (default
+                                0; needs ``pip install
+                                'flask-tenant-dispatcher[metrics]'``; see
+                                :mod:`dispatcher.metrics`); with the tenant
+                                data, its pools too
+``DISPATCHER_METRICS_INTERVAL`` seconds between two copies of a process's
+                                counts into its metrics (default 1)
+``DISPATCHER_METRICS_PATH``     a path (``/-/metrics``) on which
+                                ``application`` serves the metrics beside the
+                                tenants, for a single-process server
+                                (``tenantctl serve``): ANYONE who reaches the
+                                port reaches it, so only behind a proxy that
+                                keeps visitors out of it (default none)
+``DISPATCHER_METRICS_ADDRESS``  ``host:port`` where gunicorn's master serves
+                                every worker's metrics, and nothing else
+                                (default ``127.0.0.1:9464``; see
+                                :mod:`dispatcher.gunicorn_conf`)
+``PROMETHEUS_MULTIPROC_DIR``    ``prometheus_client``'s directory of each
+                                worker's metric files, for a server of several
+                                processes (``dispatcher.gunicorn_conf`` makes a
+                                fresh one when it is unset)
 ==============================  ==============================================
 
 Building the application opens no database connection, so a worker boots (and
@@ -94,7 +115,7 @@ if TYPE_CHECKING:
 
     from dispatcher.data import TenantData
 
-__all__ = ["make_application", "migrate_at_start"]
+__all__ = ["make_application", "make_server_app", "migrate_at_start"]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +152,10 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
     # Read by the collector at the first build: a typo there would fail every
     # tenant's build (500s) instead of this one error at boot.
     collector.managed_from(environ)
+    # Read below, after the dispatcher is built: a typo should stop the boot first.
+    metrics = settings.metrics_enabled(environ)
+    interval = settings.metrics_interval(environ)
+    settings.metrics_path(environ)
     # Read by tenant apps as they are built: a weak one fails the boot, not them.
     secret = environ.get("DISPATCHER_SECRET_KEY")
     if secret and len(secret.encode()) < MIN_SECRET_BYTES:
@@ -191,10 +216,35 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
             )
         except ValueError as e:
             raise ValueError(f"{_variable_in(str(e))}: {e}") from e
+        if metrics:
+            # Imported only now: prometheus_client is an optional extra.
+            from dispatcher.metrics import instrument
+
+            instrument(dispatcher, data=data, interval=interval)
     except BaseException:
         registry.close()
         raise
     return dispatcher
+
+
+def make_server_app(environ: Mapping[str, str] = os.environ) -> WSGIApplication:
+    """The application a server runs: :func:`make_application`'s dispatcher,
+    with the metrics mounted at ``DISPATCHER_METRICS_PATH`` when it is set.
+
+    The path is for a single-process server (``tenantctl serve``); gunicorn's
+    master serves every worker's metrics on a port of its own instead.
+    """
+    path = settings.metrics_path(environ)
+    dispatcher = make_application(environ)
+    if path is None:
+        return dispatcher
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    from dispatcher.metrics import DispatcherMetrics, metrics_app
+
+    observer = dispatcher.observer
+    assert isinstance(observer, DispatcherMetrics)  # metrics_path needs metrics
+    return DispatcherMiddleware(dispatcher, {path: metrics_app(observer)})
 
 
 def _default_app(
@@ -315,7 +365,7 @@ def __getattr__(name: str) -> Any:
     # Built on first access, not at import: importing this module (say, for
     # make_application) must not open a database.
     if name == "application":
-        application = make_application()
+        application = make_server_app()
         globals()["application"] = application
         return application
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
