@@ -711,3 +711,78 @@ def test_other_missing_attributes_raise_attribute_error(cwd: Path) -> None:
         wsgi.nope  # noqa: B018
     assert not hasattr(wsgi, "applications")
     assert list(cwd.iterdir()) == []
+
+
+# -- metrics --------------------------------------------------------------------
+
+
+def test_metrics_instrument_the_dispatcher_with_its_tenant_data(build: Build) -> None:
+    from prometheus_client import REGISTRY
+
+    from dispatcher.metrics import DispatcherMetrics
+
+    application = build(DISPATCHER_METRICS="1", DISPATCHER_METRICS_INTERVAL="0.5")
+    metrics = application.observer
+    assert isinstance(metrics, DispatcherMetrics)
+    try:
+        assert metrics.interval == 0.5
+        assert metrics.data is data_of(application) is not None
+        metrics.sync()
+        assert REGISTRY.get_sample_value("tenant_dispatcher_registry_up") == 1
+    finally:
+        metrics.close()
+
+
+def test_metrics_are_off_by_default(build: Build) -> None:
+    from dispatcher.counts import NO_OBSERVER
+
+    assert build().observer is NO_OBSERVER
+
+
+def test_a_metrics_path_serves_them_beside_the_tenants(cwd: Path) -> None:
+    from dispatcher.wsgi import make_server_app
+
+    environ = {"DISPATCHER_METRICS": "1", "DISPATCHER_METRICS_PATH": "/-/metrics"}
+    served = make_server_app(environ)
+    migrate_at_start(environ)
+    dispatcher = served.app  # type: ignore[attr-defined]
+    try:
+        client = Client(served)
+        page = get(client, "localhost:8000", "/-/metrics")
+        assert page.status_code == 200
+        assert 'tenant_dispatcher_requests_total{outcome="hit"}' in page.text
+        assert client.post("/-/metrics", base_url="http://localhost").status_code == 405
+        assert get(client, "localhost:8000", "/").status_code == 200  # the signup site
+    finally:
+        dispatcher.observer.close()
+        close(dispatcher)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        pytest.param({"DISPATCHER_METRICS": "maybe"}, "DISPATCHER_METRICS=", id="flag"),
+        pytest.param(
+            {"DISPATCHER_METRICS": "1", "DISPATCHER_METRICS_INTERVAL": "0"},
+            "DISPATCHER_METRICS_INTERVAL='0' must be a number of seconds > 0",
+            id="interval",
+        ),
+        pytest.param(
+            {"DISPATCHER_METRICS": "1", "DISPATCHER_METRICS_PATH": "metrics"},
+            "DISPATCHER_METRICS_PATH='metrics' must be a path",
+            id="path",
+        ),
+        pytest.param(
+            {"DISPATCHER_METRICS_PATH": "/-/metrics"},
+            "needs DISPATCHER_METRICS=1",
+            id="path without metrics",
+        ),
+    ],
+)
+def test_a_bad_metrics_setting_names_its_variable(
+    cwd: Path, settings: dict[str, str], message: str
+) -> None:
+    from dispatcher.wsgi import make_server_app
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make_server_app(settings)
