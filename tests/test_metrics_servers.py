@@ -185,3 +185,35 @@ def test_every_request_is_counted_once_across_four_workers(
 def _no_stray_multiproc_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     # This test process's own prometheus_client stays single-process.
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+
+
+def test_the_example_configuration_serves_metrics_from_a_directory_of_its_own(
+    database_url: str, tmp_path: Path
+) -> None:
+    example = TESTS.parent / "examples" / "gunicorn.conf.py"
+    port, metrics_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "DISPATCHER_DATABASE_URL": database_url,
+        "DISPATCHER_APP_FACTORY": "metrics_probe_app:create_app",
+        "DISPATCHER_METRICS_INTERVAL": "0.1",
+        "DISPATCHER_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
+        "TMPDIR": str(tmp_path),  # where the hooks make the metrics directory
+        "PYTHONPATH": python_path(TESTS),
+    }
+    # No PROMETHEUS_MULTIPROC_DIR: the hooks make one, and remove it at exit.
+    command = gunicorn_command(
+        "dispatcher.wsgi:application", port=port, workers=2, config=str(example)
+    )
+    log_path = tmp_path / "gunicorn.log"
+    with running(command, port=port, env=env, log_path=log_path, cwd=tmp_path):
+        with TenantRegistry(database_url) as registry:
+            registry.create_tenant("acme", owner_email="o@acme.test", subdomain="acme")
+        assert _get(port, "acme") == 200
+        _scrape_until(
+            metrics_port,
+            lambda samples: _requests(samples).get("miss") == 1,
+            "the miss counted",
+        )
+        assert [p.name for p in tmp_path.glob("dispatcher-metrics-*")], log_path
+    assert not list(tmp_path.glob("dispatcher-metrics-*")), "left behind at exit"
