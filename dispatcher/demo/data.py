@@ -1,4 +1,5 @@
-"""The demo's tenant data: each site's notes, in its own schema or SQLite file.
+"""The demo's tenant data: each site's board, owner and spent sign-in links,
+in its own schema or SQLite file.
 
 Usage::
 
@@ -19,32 +20,79 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from sqlalchemy import DateTime, Integer, String, make_url
+from sqlalchemy import Boolean, DateTime, Integer, String, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from dispatcher.data import TenantData
 from dispatcher.tenant import utcnow
 
-__all__ = ["MAX_NOTE", "TENANTS_DIRECTORY", "Base", "Note", "make_tenant_data"]
+__all__ = [
+    "MAX_EMAIL",
+    "MAX_ITEM",
+    "TENANTS_DIRECTORY",
+    "Account",
+    "Base",
+    "Item",
+    "Note",
+    "SpentLink",
+    "make_tenant_data",
+]
 
 #: The folder of the tenants' SQLite files, beside the registry's file.
 TENANTS_DIRECTORY = "dispatcher-tenants"
-#: The longest note, in characters.
-MAX_NOTE = 500
+#: The longest item on a board, in characters.
+MAX_ITEM = 200
+#: The longest e-mail address (RFC 5321's path limit).
+MAX_EMAIL = 254
 
 
 class Base(DeclarativeBase):
     """The demo tenant app's models: each tenant has its own copy of their tables."""
 
 
-class Note(Base):
-    """A note a visitor left on a site."""
+class Item(Base):
+    """A task on the site's board."""
 
-    __tablename__ = "notes"
+    __tablename__ = "items"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    body: Mapped[str] = mapped_column(String(MAX_NOTE))
+    body: Mapped[str] = mapped_column(String(MAX_ITEM))
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow
+    )
+
+
+#: The board item's name from when the demo kept notes: tests and probes that
+#: need some tenant table with a ``body`` still use it.
+Note = Item
+
+
+class Account(Base):
+    """Someone who may sign in to the site: its owner, made at signup.
+
+    Kept in the site's own data, so no other site can read the password hash.
+    """
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: Lower-cased, as the registry stores the owner's address.
+    email: Mapped[str] = mapped_column(String(MAX_EMAIL), unique=True)
+    #: werkzeug.security.generate_password_hash's output (method$salt$hash).
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow
+    )
+
+
+class SpentLink(Base):
+    """A one-time sign-in link already used: the nonce makes it unusable again."""
+
+    __tablename__ = "spent_links"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    spent_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow
     )
 

@@ -1,197 +1,381 @@
-"""The demo tenant app: a page per tenant, its notes, and a visitor session.
+"""The demo tenant app: a team board per site, its owner's sign-in and settings.
 
-Public pages show what is meant to be public (the site's name, greeting and
-colour), never the owner's e-mail or the rest of the config, which may hold
-secrets. A visitor can "sign in" under a name of their choosing (no
-password: a demo of the session, not of authentication); the name lives in
-the site's session cookie, which :func:`init_tenant_sessions` signs with a
-key of the tenant's own and scopes to the tenant's host and path, so signing
-in on one site never signs you in or out of another. The deployment secret
-comes from ``DISPATCHER_SECRET_KEY`` (see :mod:`dispatcher.demo.secret`).
+Every site keeps its board (tasks to add, mark done and delete), its owner's
+account and its spent sign-in links in its own schema or SQLite file
+(:mod:`dispatcher.demo.data`): no site can read or write another's. The owner
+is signed in by the one-time link the signup hands over
+(:mod:`dispatcher.demo.handover`), or by e-mail and password; the session
+cookie is the site's own (:func:`init_tenant_sessions`: a key per tenant, a
+cookie scoped to the tenant's host and path), so a session of one site is
+never valid on another. The deployment secret comes from
+``DISPATCHER_SECRET_KEY`` (see :mod:`dispatcher.demo.secret`).
 
-With a :class:`~dispatcher.data.TenantData` holding the demo's tables
-(:mod:`dispatcher.demo.data`), the home page shows the site's notes and takes
-new ones, kept in the tenant's own schema or file: no site can read or write
-another's. A tenant made without its data (``registry.create_tenant``, or
-before ``DISPATCHER_TENANT_DATA`` was set) is served without notes, never given
-an empty store behind the registry's back.
+Visitors who are not signed in see the board read-only, and what is meant to
+be public (the site's name, greeting and colour): never the owner's e-mail
+or the rest of the config, which may hold secrets.
+
+The owner's settings (name, greeting, colour, custom domains) are written
+through the registry given as ``registry=``: the write evicts this process's
+app at once and reaches every other process through the change feed, so the
+next page shows it without a restart. Without a registry the settings page
+says they are unavailable. A tenant made without its data
+(``registry.create_tenant``) is served without a board, never given an empty
+store behind the registry's back.
 """
 
 from __future__ import annotations
 
-import re
+import math
 import secrets
 import unicodedata
-from collections.abc import Sequence
+from typing import Any
 
 from flask import Flask, Response, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from werkzeug.wrappers import Response as BaseResponse
 
-from dispatcher.context import current_tenant
 from dispatcher.data import TenantData
-from dispatcher.demo.data import MAX_NOTE, Note
+from dispatcher.demo import handover
+from dispatcher.demo.accounts import check_sign_in
+from dispatcher.demo.data import MAX_ITEM, Item
+from dispatcher.demo.ratelimit import RateLimiter, client_key
 from dispatcher.demo.secret import deployment_secret
+from dispatcher.demo.site_settings import (
+    DEFAULT_COLOUR,
+    MAX_GREETING,
+    MAX_SITE_NAME,
+    SettingRefused,
+    clean_colour,
+    clean_greeting,
+    clean_site_name,
+    shown_colour,
+)
+from dispatcher.exceptions import (
+    Conflict,
+    InvalidConfig,
+    InvalidName,
+    RegistryUnavailable,
+    SchemaMissing,
+    TenantNotFound,
+)
+from dispatcher.registry import TenantRegistry
 from dispatcher.sessions import init_tenant_sessions
 from dispatcher.tenant import Tenant
 
-# The colour goes into a style attribute, where HTML escaping is not enough.
-_SAFE_COLOUR = re.compile(r"#[0-9a-fA-F]{3,8}|[a-zA-Z]{1,20}")
-DEFAULT_COLOUR = "#3b5bdb"
-MAX_VISITOR_NAME = 40
-#: The newest notes the home page shows.
-SHOWN_NOTES = 20
+__all__ = ["DEFAULT_COLOUR", "SHOWN_ITEMS", "create_app"]
+
+#: The newest items the board shows.
+SHOWN_ITEMS = 100
+#: Sign-in attempts allowed per client address in any SIGN_IN_WINDOW seconds,
+#: per site and process (see dispatcher.demo.ratelimit).
+SIGN_IN_LIMIT = 10
+SIGN_IN_WINDOW = 60.0
 _CSRF = "csrf_token"
+_OWNER = "owner"
 # Tab, line feed and carriage return are text; other control characters are
 # not (PostgreSQL refuses NUL in text outright).
 _TEXT_CONTROLS = frozenset("\t\n\r")
+_EXPIRED = "The form expired; please send it again."
+_WRONG = "The e-mail address or the password is wrong."
+_LINK_REFUSED = (
+    "This sign-in link has expired or was used already; sign in with your password."
+)
+_SAVE_FAILED = "Settings cannot be saved right now; please try again in a moment."
+ResponseLike = Response | BaseResponse
 
 
-def create_app(tenant: Tenant, data: TenantData | None = None) -> Flask:
-    """Build tenant ``tenant``'s app from its registry snapshot.
+def create_app(
+    tenant: Tenant,
+    data: TenantData | None = None,
+    registry: TenantRegistry | None = None,
+) -> Flask:
+    """Build tenant ``tenant``'s board from its registry snapshot.
 
-    ``data``: where the site's notes live (the demo's tables); None: no notes.
+    ``data``: where the site's board and owner live (the demo's tables); None:
+    no board, no owner. ``registry``: where the owner's settings are written;
+    None: the settings page says they are unavailable.
     """
     app = Flask(__name__)
     app.config["TENANT_SLUG"] = tenant.slug
-    init_tenant_sessions(app, tenant, deployment_secret())
+    secret = deployment_secret()
+    init_tenant_sessions(app, tenant, secret)
     if data is not None:
         data.init_app(app, tenant)
+    limiter = RateLimiter(SIGN_IN_LIMIT, SIGN_IN_WINDOW)
 
-    def home(
-        status: int = 200,
-        *,
-        error: str | None = None,
-        note_error: str | None = None,
-        note: str = "",
+    @app.context_processor
+    def site() -> dict[str, Any]:
+        return {
+            "tenant": tenant,
+            "name": site_name(tenant),
+            "colour": shown_colour(tenant.config.get("color")),
+            "owner": owner(),
+            "csrf_token": csrf_token(),
+        }
+
+    def board(
+        status: int = 200, *, error: str | None = None, item: str = ""
     ) -> Response:
-        notes = stored_notes(data, tenant)
-        return page(error, status, notes=notes, note_error=note_error, note=note)
+        items = stored_items(data, tenant)
+        page = render_template(
+            "board.html",
+            greeting=greeting(tenant),
+            items=items,
+            error=error,
+            item=item,
+            max_item=MAX_ITEM,
+        )
+        return Response(page, status=status)
 
-    @app.route("/")
-    def index() -> Response:
-        return home()
-
-    @app.post("/notes")
-    def add_note() -> Response | BaseResponse:
+    def refused() -> Response | None:
+        """The answer to a board change that may not be made, or None."""
         if not token_matches():
-            return home(400, note_error="The form expired; please send it again.")
+            return board(400, error=_EXPIRED)
+        if owner() is None:
+            return board(403, error="Please sign in to change the board.")
+        if data is None or stored_items(data, tenant) is None:
+            return board(409, error="This site keeps no board.")
+        return None
+
+    @app.get("/")
+    def index() -> Response:
+        return board()
+
+    @app.post("/items")
+    def add_item() -> ResponseLike:
+        answer = refused()
+        if answer is not None:
+            return answer
         body = request.form.get("body", "").strip()
-        refused = check_note(body)
-        if refused is not None:
-            return home(422, note_error=refused, note=body)
-        if data is None or not store_note(data, tenant, body):
-            return home(409, note_error="This site keeps no notes.")
+        problem = item_problem(body)
+        if problem is not None:
+            return board(422, error=problem, item=body)
+        assert data is not None
+        data.session.add(Item(body=body))
+        data.session.commit()
         return redirect(url_for("index"), code=303)
 
-    @app.route("/about")
-    def about() -> str:
-        return render_template(
-            "about.html", tenant=current_tenant, colour=colour(current_tenant)
-        )
+    @app.post("/items/<int:item_id>/done")
+    def toggle_item(item_id: int) -> ResponseLike:
+        answer = refused()
+        if answer is not None:
+            return answer
+        assert data is not None
+        item = data.session.get(Item, item_id)
+        if item is None:
+            return board(404, error="That task is no longer on the board.")
+        item.done = not item.done
+        data.session.commit()
+        return redirect(url_for("index"), code=303)
 
-    @app.post("/sign-in")
-    def sign_in() -> Response | BaseResponse:
+    @app.post("/items/<int:item_id>/delete")
+    def delete_item(item_id: int) -> ResponseLike:
+        answer = refused()
+        if answer is not None:
+            return answer
+        assert data is not None
+        item = data.session.get(Item, item_id)
+        if item is not None:
+            data.session.delete(item)
+            data.session.commit()
+        return redirect(url_for("index"), code=303)
+
+    def sign_in_page(status: int = 200, *, error: str | None = None) -> Response:
+        email = request.form.get("email", "").strip()
+        page = render_template("sign_in.html", error=error, email=email)
+        return Response(page, status=status)
+
+    @app.route("/sign-in", methods=["GET", "POST"])
+    def sign_in() -> ResponseLike:
+        if request.method == "GET":
+            return sign_in_page()
         if not token_matches():
-            return home(400, error="The form expired; please send it again.")
-        name = request.form.get("visitor", "").strip()
-        if not name:
-            return home(422, error="Please give a name to sign in with.")
-        if len(name) > MAX_VISITOR_NAME:
-            return home(
-                422, error=f"The name is longer than {MAX_VISITOR_NAME} characters."
+            return sign_in_page(400, error=_EXPIRED)
+        wait = limiter.hit(client_key(request.remote_addr))
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            response = sign_in_page(
+                429,
+                error=f"Too many attempts; please try again in {seconds} seconds.",
             )
-        session["visitor"] = name
+            response.headers["Retry-After"] = str(seconds)
+            return response
+        email = request.form.get("email", "")
+        password = request.form.get("password", "")
+        found = None
+        if data is not None and stored_items(data, tenant) is not None:
+            found = check_sign_in(data.session, email, password)
+        if found is None:
+            return sign_in_page(400, error=_WRONG)
+        start_session(found)
+        return redirect(url_for("index"), code=303)
+
+    @app.get("/welcome")
+    def welcome() -> ResponseLike:
+        token = request.args.get("token", "")
+        try:
+            link = handover.read_link(secret, tenant, token)
+        except handover.InvalidLink:
+            return sign_in_page(400, error=_LINK_REFUSED)
+        if data is None or stored_items(data, tenant) is None:
+            return sign_in_page(400, error=_LINK_REFUSED)
+        if not handover.spend(data.session, link.nonce):
+            return sign_in_page(400, error=_LINK_REFUSED)
+        start_session(link.email)
+        # A redirect: the token leaves the address bar and the history.
         return redirect(url_for("index"), code=303)
 
     @app.post("/sign-out")
-    def sign_out() -> Response | BaseResponse:
+    def sign_out() -> ResponseLike:
         if not token_matches():
-            return home(400, error="The form expired; please send it again.")
+            return board(400, error=_EXPIRED)
         session.clear()
         return redirect(url_for("index"), code=303)
+
+    def settings_page(
+        status: int = 200,
+        *,
+        error: str | None = None,
+        form: dict[str, str] | None = None,
+        domain: str = "",
+    ) -> Response:
+        current = {
+            "name": site_name(tenant),
+            "greeting": greeting(tenant),
+            "colour": form_colour(tenant),
+        }
+        page = render_template(
+            "settings.html",
+            available=registry is not None,
+            error=error,
+            saved=request.args.get("saved") == "1" and error is None,
+            form=form or current,
+            domain=domain,
+            domains=tenant.domains,
+            max_name=MAX_SITE_NAME,
+            max_greeting=MAX_GREETING,
+        )
+        return Response(page, status=status)
+
+    def settings_refused() -> ResponseLike | None:
+        if owner() is None:
+            return redirect(url_for("sign_in"), code=303)
+        if request.method == "GET":
+            return None
+        if not token_matches():
+            return settings_page(400, error=_EXPIRED)
+        if registry is None:
+            return settings_page(503)
+        return None
+
+    @app.route("/settings", methods=["GET", "POST"])
+    def settings() -> ResponseLike:
+        answer = settings_refused()
+        if answer is not None or request.method == "GET":
+            return answer or settings_page()
+        assert registry is not None
+        form = {
+            name: request.form.get(name, "") for name in ("name", "greeting", "colour")
+        }
+        try:
+            config = {
+                "name": clean_site_name(form["name"]),
+                "greeting": clean_greeting(form["greeting"]),
+                "color": clean_colour(form["colour"]),
+            }
+        except SettingRefused as e:
+            return settings_page(422, error=str(e), form=form)
+        try:
+            registry.update_config(tenant.slug, config)
+        except InvalidConfig as e:
+            return settings_page(422, error=str(e), form=form)
+        except (RegistryUnavailable, SchemaMissing, TenantNotFound):
+            return settings_page(503, error=_SAVE_FAILED, form=form)
+        return redirect(url_for("settings", saved="1"), code=303)
+
+    @app.post("/settings/domains")
+    def add_domain() -> ResponseLike:
+        answer = settings_refused()
+        if answer is not None:
+            return answer
+        assert registry is not None
+        host = request.form.get("domain", "").strip()
+        try:
+            registry.add_domain(tenant.slug, host)
+        except InvalidName as e:
+            refusal = f"The domain cannot be added: {e}."
+            return settings_page(422, error=refusal, domain=host)
+        except Conflict as e:
+            refusal = f"The domain cannot be added: {e}."
+            return settings_page(409, error=refusal, domain=host)
+        except (RegistryUnavailable, SchemaMissing, TenantNotFound):
+            return settings_page(503, error=_SAVE_FAILED, domain=host)
+        return redirect(url_for("settings", saved="1"), code=303)
+
+    @app.post("/settings/domains/remove")
+    def remove_domain() -> ResponseLike:
+        answer = settings_refused()
+        if answer is not None:
+            return answer
+        assert registry is not None
+        host = request.form.get("domain", "")
+        if host not in tenant.domains:
+            return settings_page(404, error="This site has no such domain.")
+        try:
+            registry.remove_domain(tenant.slug, host)
+        except TenantNotFound:
+            return settings_page(404, error="This site has no such domain.")
+        except (RegistryUnavailable, SchemaMissing):
+            return settings_page(503, error=_SAVE_FAILED)
+        return redirect(url_for("settings", saved="1"), code=303)
+
+    @app.get("/about")
+    def about() -> str:
+        return render_template("about.html")
 
     return app
 
 
-def page(
-    error: str | None,
-    status: int,
-    *,
-    notes: Sequence[Note] | None = None,
-    note_error: str | None = None,
-    note: str = "",
-) -> Response:
-    """The site's home page: the visitor's sign-in or sign-out form, the notes.
-
-    ``notes`` None: the site keeps none; ``note``: the text to put back in the
-    form after a refusal.
-    """
-    tenant = current_tenant
-    body = render_template(
-        "tenant.html",
-        tenant=tenant,
-        name=site_name(tenant),
-        greeting=greeting(tenant),
-        colour=colour(tenant),
-        visitor=session.get("visitor"),
-        csrf_token=csrf_token(),
-        error=error,
-        notes=notes,
-        note_error=note_error,
-        note=note,
-        max_note=MAX_NOTE,
-    )
-    return Response(body, status=status)
+def start_session(email: str) -> None:
+    """Sign ``email`` in: a fresh session, so nothing from before carries over."""
+    session.clear()
+    session[_OWNER] = email
+    session[_CSRF] = secrets.token_urlsafe(32)
 
 
-def stored_notes(data: TenantData | None, tenant: Tenant) -> list[Note] | None:
-    """The site's newest notes, or None when it keeps none."""
+def owner() -> str | None:
+    value = session.get(_OWNER)
+    return value if isinstance(value, str) else None
+
+
+def stored_items(data: TenantData | None, tenant: Tenant) -> list[Item] | None:
+    """The board's items, open ones first; None when the site keeps no board."""
     if data is None:
         return None
-    newest = select(Note).order_by(Note.id.desc()).limit(SHOWN_NOTES)
+    newest = select(Item).order_by(Item.done, Item.id.desc()).limit(SHOWN_ITEMS)
     try:
         return list(data.session.scalars(newest))
     except DBAPIError:
-        if has_no_data(data, tenant):
+        # Only a site without data is an answer ("no board"); anything else (a
+        # server that is down, say) is raised on, for the data's 503.
+        data.session.rollback()
+        if not data.exists(tenant):
             return None
         raise
 
 
-def store_note(data: TenantData, tenant: Tenant, body: str) -> bool:
-    """Add a note to the site's data; False when the site has none."""
-    try:
-        data.session.add(Note(body=body))
-        data.session.commit()
-    except DBAPIError:
-        if has_no_data(data, tenant):
-            return False
-        raise
-    return True
-
-
-def has_no_data(data: TenantData, tenant: Tenant) -> bool:
-    """After a failed statement: whether the site has no data of its own.
-
-    Only then is the failure an answer ("no notes"); anything else (a server
-    that is down, say) is raised on, for the data's 503.
-    """
-    data.session.rollback()
-    return not data.exists(tenant)
-
-
-def check_note(body: str) -> str | None:
-    """Why a note cannot be kept, or None when it can."""
+def item_problem(body: str) -> str | None:
+    """Why a task cannot go on the board, or None when it can."""
     if not body:
-        return "Please write a note."
-    if len(body) > MAX_NOTE:
-        return f"The note is longer than {MAX_NOTE} characters."
+        return "Please write the task."
+    if len(body) > MAX_ITEM:
+        return f"The task is longer than {MAX_ITEM} characters."
     if any(
         unicodedata.category(char) == "Cc" and char not in _TEXT_CONTROLS
         for char in body
     ):
-        return "The note holds control characters."
+        return "The task holds control characters."
     return None
 
 
@@ -223,8 +407,11 @@ def greeting(tenant: Tenant) -> str:
     return value if isinstance(value, str) else f"Welcome to {tenant.slug}!"
 
 
-def colour(tenant: Tenant) -> str:
-    value = tenant.config.get("color")
-    if isinstance(value, str) and _SAFE_COLOUR.fullmatch(value):
-        return value
+def form_colour(tenant: Tenant) -> str:
+    """The stored colour as ``<input type=color>`` takes it (#rrggbb only)."""
+    value = shown_colour(tenant.config.get("color"))
+    if len(value) == 4 and value.startswith("#"):
+        value = "#" + "".join(c * 2 for c in value[1:])
+    if len(value) == 7 and value.startswith("#"):
+        return value.lower()
     return DEFAULT_COLOUR
