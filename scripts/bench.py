@@ -5,6 +5,7 @@
     python scripts/bench.py --only 9 10 11   # just these rows (tenant data)
     python scripts/bench.py --only 12 13 14 15 16 17   # issue 12's rows
     python scripts/bench.py --only 18  # fleet upgrades (PostgreSQL; bench_fleet.py)
+    python scripts/bench.py --only 19  # the hit path with metrics off and on
     DISPATCHER_BENCH_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
         python scripts/bench.py        # adds the PostgreSQL rows
 
@@ -21,7 +22,9 @@ optimum, the realistic app of ``realistic_app.py``, the shared-app mode
 against django-tenants' per-request queries, and under gunicorn + wrk
 (``bench_server.py``, also runnable alone). Row 18 (issue 13, PostgreSQL)
 upgrades the data of 1,000 tenant schemas with ``tenantctl data upgrade``
-against a hand-written loop of plain Alembic (``bench_fleet.py``). Every
+against a hand-written loop of plain Alembic (``bench_fleet.py``). Row 19
+(issue 14) serves hits with Prometheus metrics off and on, interleaved, in a
+process of its own (``bench_metrics.py``). Every
 figure is printed with the target it is held to; nothing here is a test.
 """
 
@@ -1538,7 +1541,7 @@ def bench_shared(
 # -- driver --------------------------------------------------------------------
 
 #: Rows are numbered 1 to ROWS in the printed table; ``--only`` picks some.
-ROWS = 18
+ROWS = 19
 
 
 def postgres_schema_url(base: str) -> tuple[str, Callable[[], None]]:
@@ -1705,6 +1708,10 @@ def main() -> None:
 
             fleet = bench_fleet(pg, tenants=1000 // scale, noop_tenants=10_000 // scale)
             rows += [(f"18. {what}", figure, note) for what, figure, note in fleet]
+    if 19 in wanted:
+        from bench_metrics import bench_metrics
+
+        rows += bench_metrics(100_000 // scale, 7)
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
     print("| measure | figure | against |")
     print("|---|---|---|")
