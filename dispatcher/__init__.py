@@ -36,6 +36,7 @@ if _TYPE_CHECKING:
     from dispatcher.exceptions import TenantExists as TenantExists
     from dispatcher.exceptions import TenantNotFound as TenantNotFound
     from dispatcher.exceptions import TooManyDomains as TooManyDomains
+    from dispatcher.health import HealthApp as HealthApp
     from dispatcher.middleware import TenantDispatcher as TenantDispatcher
     from dispatcher.policy import CachePolicy as CachePolicy
     from dispatcher.provisioning import Provisioner as Provisioner
@@ -66,6 +67,7 @@ _HOMES = {
     "DomainTaken": "dispatcher.exceptions",
     "ENVIRON_KEY": "dispatcher.context",
     "HeaderResolver": "dispatcher.routes",
+    "HealthApp": "dispatcher.health",
     "HostResolver": "dispatcher.routes",
     "ImportResult": "dispatcher.registry",
     "ImportStatus": "dispatcher.registry",
@@ -126,6 +128,7 @@ __all__ = [
     "DomainTaken",
     "ENVIRON_KEY",
     "HeaderResolver",
+    "HealthApp",
     "HostResolver",
     "ImportResult",
     "ImportStatus",

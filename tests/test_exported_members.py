@@ -8,6 +8,7 @@ REQUIRED = {
     "DomainTaken",
     "ENVIRON_KEY",
     "HeaderResolver",
+    "HealthApp",
     "InvalidName",
     "OwnerExists",
     "Tenant",
