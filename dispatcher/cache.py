@@ -71,6 +71,7 @@ from dispatcher.entries import Teardown as Teardown
 from dispatcher.entries import Timer as Timer
 from dispatcher.exceptions import DispatcherError, RegistryUnavailable, SchemaMissing
 from dispatcher.flights import BURST_WAIT, BuildTimeout, Flight, Flights, Queue, fresh
+from dispatcher.logs import BUILDING
 from dispatcher.policy import CachePolicy
 from dispatcher.tenant import Tenant
 
@@ -397,6 +398,8 @@ class AppCache:
                 "%s; its requests get 503 for %g s (failure_backoff)",
                 overran,
                 self.policy.failure_backoff,
+                # None while it was being looked up: which tenant is unknown.
+                extra={"tenant": slug or "-"},
             )
         self._failures[key] = (slug, overran)
 
@@ -434,6 +437,7 @@ class AppCache:
         log.debug(
             "serving the expired app of tenant %r: the registry is unavailable",
             entry.tenant.slug,
+            extra={"tenant": entry.tenant.slug},
         )
         return True
 
@@ -483,6 +487,8 @@ class AppCache:
 
     def _build_entry(self, key: Hashable, tenant: Tenant, looking: _Lookup) -> Entry:
         started = self._timer()
+        # create_app's own lines name the tenant (see dispatcher.logs).
+        building = BUILDING.set(tenant.slug)
         try:
             app = self._build(tenant)
             if not callable(app):
@@ -494,11 +500,17 @@ class AppCache:
         except Exception as e:
             failure = BuildFailed(f"building the app of tenant {tenant.slug!r} failed")
             failure.__cause__ = e
-            log.exception("building the app of tenant %r failed", tenant.slug)
+            log.exception(
+                "building the app of tenant %r failed",
+                tenant.slug,
+                extra={"tenant": tenant.slug},
+            )
             with self._lock:
                 self._build_failures += 1
                 self._failures[key] = (tenant.slug, failure)
             raise fresh(failure) from e
+        finally:
+            BUILDING.reset(building)
         built = self._timer()
         expires_at = built + self.policy.app_ttl
         # Kept stale_if_error longer: not served, unless the database is down
@@ -692,7 +704,10 @@ class AppCache:
         with self._lock:
             dropped, self._dropped = self._dropped, []
         for entry, cause in dropped:
-            log.info("evicted the app of tenant %r (%s)", entry.tenant.slug, cause)
+            slug = entry.tenant.slug
+            log.info(
+                "evicted the app of tenant %r (%s)", slug, cause, extra={"tenant": slug}
+            )
             entry.retire()
 
     # -- introspection ---------------------------------------------------------

@@ -125,7 +125,13 @@ class ChangeFollower:
             except Exception as e:
                 # The poll thread asks again, then publishes RESYNC; it warns
                 # if it cannot either, once for the whole outage.
-                log.info("following changes from an unknown generation: %s", e)
+                # In the thread of the lookup that started following: the
+                # line is about the feed, not that request's tenant.
+                log.info(
+                    "following changes from an unknown generation: %s",
+                    e,
+                    extra={"tenant": "-"},
+                )
                 self.generation = None
             self._stop = threading.Event()
             self._wake = threading.Event()

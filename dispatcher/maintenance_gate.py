@@ -35,6 +35,7 @@ from werkzeug.http import parse_cookie
 from werkzeug.utils import redirect
 
 from dispatcher.exceptions import RegistryError
+from dispatcher.logs import BUILDING, DISPATCHING
 from dispatcher.maintenance import (
     BYPASS_PATH,
     COOKIE_LIFETIME,
@@ -105,11 +106,19 @@ class MaintenanceGate:
             token = path.removeprefix(BYPASS_PATH)
             return self._bypass(token, environ, start_response)
         if self._holds_bypass(environ):
+            # A build here is on no slow path of the dispatcher's: its lines
+            # carry this request's id as they would there (dispatcher.logs).
+            dispatching = DISPATCHING.set(environ)
             try:
                 app = self.app()
             except Exception:
-                log.exception("building tenant %r's app failed", self.tenant.slug)
+                slug = self.tenant.slug
+                log.exception(
+                    "building tenant %r's app failed", slug, extra={"tenant": slug}
+                )
                 return InternalServerError()(environ, start_response)
+            finally:
+                DISPATCHING.reset(dispatching)
             return app(environ, start_response)
         return self._answer(environ, start_response)
 
@@ -119,7 +128,11 @@ class MaintenanceGate:
             if self._released:
                 raise RuntimeError(f"tenant {self.tenant.slug!r}'s gate was released")
             if self._app is None:
-                self._app = self._build()
+                building = BUILDING.set(self.tenant.slug)
+                try:
+                    self._app = self._build()
+                finally:
+                    BUILDING.reset(building)
             return self._app
 
     def release(self) -> WSGIApplication | None:

@@ -101,6 +101,7 @@ from dispatcher.changes import Operation, TenantChange
 from dispatcher.context import ENVIRON_KEY
 from dispatcher.counts import NO_OBSERVER, OUTCOMES, Observer
 from dispatcher.exceptions import InvalidRequest, RegistryUnavailable, SchemaMissing
+from dispatcher.logs import DISPATCHING
 from dispatcher.maintenance_gate import MaintenanceGate
 from dispatcher.outage import Outage
 from dispatcher.policy import CachePolicy
@@ -328,6 +329,18 @@ class TenantDispatcher:
         return self._dispatch(environ, start_response)
 
     def _dispatch(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        # Lines logged meanwhile (a failing build, an outage) carry this
+        # request's id; reset however it ends, so the next request on this
+        # thread never carries it (see dispatcher.logs).
+        token = DISPATCHING.set(environ)
+        try:
+            return self._resolve_and_serve(environ, start_response)
+        finally:
+            DISPATCHING.reset(token)
+
+    def _resolve_and_serve(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
         slow = self._slow

@@ -22,6 +22,10 @@ from collections.abc import Callable
 
 __all__ = ["Outage"]
 
+# Not about the tenant whose request met the outage (dispatcher.logs would
+# tag the line with it): every tenant without a built app is refused.
+NO_TENANT = {"tenant": "-"}
+
 
 class Outage:
     """The registry's outages, logged once when each starts and once when it ends.
@@ -50,6 +54,7 @@ class Outage:
             "the registry is unavailable: %s; tenants without a built app get"
             " 503 until it is back",
             error,
+            extra=NO_TENANT,
         )
 
     def refused(self) -> None:
@@ -69,4 +74,5 @@ class Outage:
             " meanwhile",
             down_for,
             refused,
+            extra=NO_TENANT,
         )
