@@ -558,6 +558,7 @@ def serve(ctx: click.Context, host: str, port: int, reload: bool, debug: bool) -
     from werkzeug.debug import DebuggedApplication
     from werkzeug.serving import run_simple
 
+    from dispatcher.devserver import TenantRequestHandler
     from dispatcher.wsgi import make_application, migrate_at_start
 
     if debug and host not in _LOOPBACK:
@@ -579,7 +580,14 @@ def serve(ctx: click.Context, host: str, port: int, reload: bool, debug: bool) -
         raise BadInput(str(e)) from e
     if debug:
         application = DebuggedApplication(application, evalex=True)
-    run_simple(host, port, application, use_reloader=reload, threaded=True)
+    run_simple(
+        host,
+        port,
+        application,
+        use_reloader=reload,
+        threaded=True,
+        request_handler=TenantRequestHandler,
+    )
 
 
 # -- output -----------------------------------------------------------------------

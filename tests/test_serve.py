@@ -4,28 +4,18 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from servers import TENANTCTL, Server, free_port, running
 
 from dispatcher import TenantRegistry
 from dispatcher.cli import cli
-
-TENANTCTL = Path(sys.executable).with_name("tenantctl")
-START_TIMEOUT = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from dispatcher.devserver import escape
 
 
 def _get(port: int, path: str, host: str) -> tuple[int, str]:
@@ -41,10 +31,11 @@ def _get(port: int, path: str, host: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-def server(
+def served(
     registry: TenantRegistry, database_url: str, tmp_path: Path
-) -> Iterator[int]:
-    """``tenantctl serve`` on a free loopback port, stopped after the test."""
+) -> Iterator[Server]:
+    """``tenantctl serve`` on a free loopback port, stopped after the test;
+    its output (the access lines) in a file."""
     registry.create_tenant(
         "acme",
         owner_email="owner@acme.test",
@@ -52,35 +43,22 @@ def server(
         path_prefix="acme",
         config={"greeting": "Hello from Acme"},
     )
-    port = _free_port()
-    process = subprocess.Popen(
-        [str(TENANTCTL), "--database-url", database_url, "serve", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    port = free_port()
+    command = [str(TENANTCTL), "--database-url", database_url]
+    command += ["serve", "--port", str(port)]
+    with running(
+        command,
+        port=port,
         env={**os.environ, "DISPATCHER_BASE_DOMAIN": "localhost"},
+        log_path=tmp_path / "serve.log",
         cwd=tmp_path,  # where the demo keeps its secret key file
-    )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    assert process.stderr is not None
-                    pytest.fail(f"server did not start: {process.stderr.read()!r}")
-                time.sleep(0.05)
-        yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def server(served: Server) -> int:
+    return served.port
 
 
 def test_subdomain_of_localhost_reaches_the_tenant(server: int) -> None:
@@ -120,3 +98,94 @@ def test_debug_refuses_a_non_loopback_host(database_url: str) -> None:
     assert result.exit_code == 2
     assert "--debug" in result.stderr
     assert "Traceback" not in result.output
+
+
+# -- access lines ---------------------------------------------------------------
+
+# werkzeug colours the request line of answers other than 200.
+_STYLE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def access_line(server: Server, request_line: str) -> str:
+    """The server's one line about the request with this request line."""
+    [line] = [
+        line
+        for line in server.log().splitlines()
+        if f'"{request_line}"' in _STYLE.sub("", line)
+    ]
+    return line
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "shown"),
+    [
+        pytest.param(
+            "acme.localhost", "/?a", "acme.localhost:{port} tenant=acme", id="subdomain"
+        ),
+        pytest.param(
+            "localhost", "/acme/?b", "localhost:{port} tenant=acme", id="path prefix"
+        ),
+        pytest.param(
+            "nobody.localhost", "/?c", "nobody.localhost:{port} tenant=-", id="unknown"
+        ),
+        pytest.param("localhost", "/?d", "localhost:{port} tenant=-", id="no tenant"),
+    ],
+)
+def test_each_access_line_names_the_host_and_the_tenant(
+    served: Server, host: str, path: str, shown: str
+) -> None:
+    port = served.port
+    status, _ = _get(port, path, f"{host}:{port}")
+
+    line = _STYLE.sub("", access_line(served, f"GET {path} HTTP/1.1"))
+
+    assert f'] {shown.format(port=port)} "GET {path} HTTP/1.1" {status} ' in line
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    """Send ``data`` as is; what the server answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(data)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_a_host_with_control_characters_is_escaped(served: Server) -> None:
+    # ESC (a screen-clearing sequence), BEL, C1's CSI, a backslash and a "%".
+    host = b"\x1b[2J\x07evil\x9b31m\\%s.localhost"
+    answer = _raw(
+        served.port,
+        b"GET /escaped HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n",
+    )
+
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    line = access_line(served, "GET /escaped HTTP/1.1")
+    # Before werkzeug's own colouring of the request line: the Host, escaped.
+    shown = line[line.index("] ") : line.index(' "')]
+    assert shown == r"] \x1b[2J\x07evil\x9b31m\\%s.localhost tenant=-"
+
+
+def test_a_malformed_request_names_no_host_nor_tenant(served: Server) -> None:
+    answer = _raw(served.port, b"NONSENSE\r\n\r\n")
+
+    assert b"Error code: 400" in answer  # an HTTP/0.9 answer: a body alone
+    lines = [line for line in served.log().splitlines() if "NONSENSE" in line]
+    assert lines
+    assert all("] - tenant=- " in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("text", "escaped"),
+    [
+        pytest.param("acme.localhost:5000", "acme.localhost:5000", id="plain"),
+        pytest.param("a\nb\r", r"a\x0ab\x0d", id="line breaks"),
+        pytest.param("\x1b[31m", r"\x1b[31m", id="escape"),
+        pytest.param("\x7f\x85\x9f", r"\x7f\x85\x9f", id="DEL and C1"),
+        pytest.param("a\\x1b", r"a\\x1b", id="a backslash cannot forge an escape"),
+        pytest.param("café", "café", id="printable latin-1 kept"),
+    ],
+)
+def test_escape(text: str, escaped: str) -> None:
+    assert escape(text) == escaped

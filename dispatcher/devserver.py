@@ -1,0 +1,59 @@
+"""``tenantctl serve``'s request handler: werkzeug's, with each line naming
+the request's Host and the tenant that answered.
+
+werkzeug's access line says what was asked, not of whom; with every tenant on
+one port a developer cannot tell which site answered. Here each line the
+handler logs starts with the Host header and the slug of the tenant the
+dispatcher routed the request to (``-`` for none)::
+
+    127.0.0.1 - - [...] acme.localhost:5000 tenant=acme "GET / HTTP/1.1" 200 -
+
+The Host is the visitor's text: its control characters (C0, DEL, C1) and
+backslashes are escaped as werkzeug escapes the path, so a Host cannot move
+the cursor, recolour the terminal or start a line of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from werkzeug.serving import WSGIRequestHandler
+
+from dispatcher.context import ENVIRON_KEY
+
+__all__ = ["TenantRequestHandler", "escape"]
+
+# What werkzeug's handler escapes in paths (private there): \xNN for C0, DEL
+# and C1 controls, and the backslash itself, so an escape cannot be forged.
+_CONTROLS = str.maketrans(
+    {c: rf"\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]} | {ord("\\"): r"\\"}
+)
+
+
+def escape(text: str) -> str:
+    """``text`` safe to write to a terminal on one line."""
+    return text.translate(_CONTROLS)
+
+
+class TenantRequestHandler(WSGIRequestHandler):
+    """werkzeug's development request handler; each line it logs names the
+    Host and the tenant (pass it to ``run_simple(request_handler=...)``)."""
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        host, tenant = self._host_and_tenant()
+        # As arguments, never in the format: a "%" in a Host stays text.
+        super().log(type, f"%s tenant=%s {message}", host, tenant, *args)
+
+    def _host_and_tenant(self) -> tuple[str, str]:
+        environ = getattr(self, "environ", None)
+        if environ is not None:
+            host = environ.get("HTTP_HOST")
+            tenant = environ.get(ENVIRON_KEY)
+            slug = "-" if tenant is None else tenant.slug
+        else:
+            # Before the request became a WSGI environ (a malformed request
+            # line or headers): whatever Host was parsed, if any.
+            headers = getattr(self, "headers", None)
+            host = None if headers is None else headers.get("Host")
+            slug = "-"
+        return escape(host) if host else "-", escape(slug)
