@@ -37,6 +37,7 @@ if _TYPE_CHECKING:
     from dispatcher.exceptions import TenantNotFound as TenantNotFound
     from dispatcher.exceptions import TooManyDomains as TooManyDomains
     from dispatcher.health import HealthApp as HealthApp
+    from dispatcher.logs import TenantLogFilter as TenantLogFilter
     from dispatcher.middleware import TenantDispatcher as TenantDispatcher
     from dispatcher.policy import CachePolicy as CachePolicy
     from dispatcher.provisioning import Provisioner as Provisioner
@@ -90,6 +91,7 @@ _HOMES = {
     "TenantDispatcher": "dispatcher.middleware",
     "TenantExists": "dispatcher.exceptions",
     "TenantInMaintenance": "dispatcher.answers",
+    "TenantLogFilter": "dispatcher.logs",
     "TenantNotFound": "dispatcher.exceptions",
     "TenantRegistry": "dispatcher.registry",
     "TenantSessionInterface": "dispatcher.sessions",
@@ -151,6 +153,7 @@ __all__ = [
     "TenantDispatcher",
     "TenantExists",
     "TenantInMaintenance",
+    "TenantLogFilter",
     "TenantNotFound",
     "TenantRegistry",
     "TenantSessionInterface",

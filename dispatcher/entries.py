@@ -57,7 +57,12 @@ def default_teardown(app: WSGIApplication, tenant: Tenant) -> None:
         try:
             dispose()
         except Exception:
-            log.exception("teardown %r of tenant %r failed", dispose, tenant.slug)
+            log.exception(
+                "teardown %r of tenant %r failed",
+                dispose,
+                tenant.slug,
+                extra={"tenant": tenant.slug},
+            )
 
 
 class Entry:
@@ -154,7 +159,8 @@ class Entry:
         try:
             teardown(self.app, self.tenant)
         except Exception:
-            log.exception("teardown of tenant %r failed", self.tenant.slug)
+            slug = self.tenant.slug
+            log.exception("teardown of tenant %r failed", slug, extra={"tenant": slug})
 
 
 class Apps(TLRUCache[str, Entry]):

@@ -109,7 +109,12 @@ class Provisioner:
             try:
                 newer = hook(tenant)
             except Exception as e:
-                log.exception("provisioning hook %r failed for %r", hook, tenant.slug)
+                log.exception(
+                    "provisioning hook %r failed for %r",
+                    hook,
+                    tenant.slug,
+                    extra={"tenant": tenant.slug},
+                )
                 # A signup that refused existing owners created this account.
                 self._undo(tenant, delete_owner=not allow_existing_owner)
                 raise ProvisioningFailed(
@@ -130,7 +135,12 @@ class Provisioner:
             try:
                 hook(tenant)
             except Exception as e:
-                log.exception("delete hook %r failed for %r", hook, tenant.slug)
+                log.exception(
+                    "delete hook %r failed for %r",
+                    hook,
+                    tenant.slug,
+                    extra={"tenant": tenant.slug},
+                )
                 raise ProvisioningFailed(
                     f"cleaning up tenant {tenant.slug!r} failed ({e}); it is "
                     "disabled, not deleted: fix the cause and delete it again"
@@ -142,5 +152,10 @@ class Provisioner:
             try:
                 hook(tenant)
             except Exception:
-                log.exception("undo hook %r failed for %r", hook, tenant.slug)
+                log.exception(
+                    "undo hook %r failed for %r",
+                    hook,
+                    tenant.slug,
+                    extra={"tenant": tenant.slug},
+                )
         self.registry.delete_tenant(tenant.slug, delete_owner=delete_owner)

@@ -145,4 +145,9 @@ class ChangeHub:
                 try:
                     listener(change)
                 except Exception:
-                    log.exception("change listener %r failed on %s", listener, change)
+                    log.exception(
+                        "change listener %r failed on %s",
+                        listener,
+                        change,
+                        extra={"tenant": change.slug or "-"},
+                    )

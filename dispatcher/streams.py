@@ -97,6 +97,7 @@ class _Lease:
                 "a response of tenant %r was collected without close(); "
                 "its app's lease is released now",
                 entry.tenant.slug,
+                extra={"tenant": entry.tenant.slug},
             )
             entry.release()
 

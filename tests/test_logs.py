@@ -20,7 +20,14 @@ import pytest
 from flask import Flask, Response, request, stream_with_context
 from werkzeug.test import Client, EnvironBuilder, run_wsgi_app
 
-from dispatcher import CachePolicy, Tenant, TenantDispatcher, TenantRegistry
+from dispatcher import (
+    CachePolicy,
+    Provisioner,
+    ProvisioningFailed,
+    Tenant,
+    TenantDispatcher,
+    TenantRegistry,
+)
 from dispatcher.logs import REQUEST_ID_KEY, TenantLogFilter, request_id
 from dispatcher.maintenance import BYPASS_PATH
 from dispatcher.settings import trust_request_id
@@ -479,3 +486,36 @@ def test_a_streamed_body_read_after_the_dispatcher_returned_carries_its_request(
 
     assert tags(lines[:-1]) == {("b", "id-of-b")}
     assert tag(lines[-1]) == ("-", "-")
+
+
+def failing_teardown(app: Any, tenant: Tenant) -> None:
+    raise RuntimeError("teardown failed")
+
+
+def test_a_failed_teardown_names_its_tenant(
+    make_dispatcher: Callable[..., TenantDispatcher],
+    records: Callable[[], list[logging.LogRecord]],
+) -> None:
+    dispatcher = make_dispatcher(teardown=failing_teardown)
+    get(Client(dispatcher), "a")
+    get(Client(dispatcher), "b")
+    records()
+
+    dispatcher.evict("a")
+    failed = [line for line in records() if "teardown" in line.getMessage()]
+
+    assert [tag(line) for line in failed] == [("a", "-")]
+
+
+def test_a_failed_provisioning_hook_names_its_tenant(
+    registry: TenantRegistry, records: Callable[[], list[logging.LogRecord]]
+) -> None:
+    def refuse(tenant: Tenant) -> None:
+        raise RuntimeError("no data for you")
+
+    provisioner = Provisioner(registry, on_create=[refuse])
+    with pytest.raises(ProvisioningFailed):
+        provisioner.create("newco", owner_email="o@newco.test", subdomain="newco")
+    failed = [line for line in records() if "hook" in line.getMessage()]
+
+    assert failed and {tag(line) for line in failed} == {("newco", "-")}
