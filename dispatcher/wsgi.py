@@ -196,13 +196,14 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
     try:
         # After the registry: a bad URL is its error, named as such.
         data = settings.tenant_data(environ)
-        if (
-            create_app is not None
-            and data is not None
-            and settings.serves_the_demo(environ)
-        ):
-            # The demo's app keeps its notes in the deployment's tenant data.
-            create_app = partial(create_app, data=data)
+        if create_app is not None and settings.serves_the_demo(environ):
+            # The demo's app keeps its board in the deployment's tenant data
+            # and writes its owner's settings through the registry; the
+            # dispatcher's own answers are styled like it.
+            from dispatcher.demo.answers import dispatcher_answers
+
+            create_app = partial(create_app, data=data, registry=registry)
+            options.update(dispatcher_answers(base_domain))
         default_app: WSGIApplication = _default_app(
             default_factory, default_name, registry, base_domain, data
         )
@@ -260,6 +261,9 @@ def _default_app(
     # create leaves nothing behind when it fails; no archive as its undo, which
     # after a name clash would move the clashing data aside.
     provisioner = Provisioner(registry, on_create=[data.create])
+    if name == DEFAULT_DEFAULT_APP:
+        # The demo's signup writes the owner's account into the new data.
+        return factory(registry, base_domain, provisioner=provisioner, data=data)
     try:
         inspect.signature(factory).bind(registry, base_domain, provisioner=provisioner)
     except TypeError:
