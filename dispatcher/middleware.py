@@ -248,8 +248,8 @@ class TenantDispatcher:
         self.disabled_app: WSGIApplication = disabled_app or TenantDisabled()
         self.maintenance_app: WSGIApplication = maintenance_app or TenantInMaintenance()
         self.retry_after = retry_after
-        self.unavailable_app: WSGIApplication = (
-            unavailable_app or ServiceUnavailable(retry_after=retry_after)
+        self.unavailable_app: WSGIApplication = unavailable_app or ServiceUnavailable(
+            retry_after=retry_after
         )
         # By identity: a shared app need not be hashable. The tuple above
         # and the attributes keep the objects, so their ids stay theirs.
