@@ -559,7 +559,7 @@ def serve(ctx: click.Context, host: str, port: int, reload: bool, debug: bool) -
     from werkzeug.serving import run_simple
 
     from dispatcher.devserver import TenantRequestHandler
-    from dispatcher.wsgi import make_application, migrate_at_start
+    from dispatcher.wsgi import make_server_app, migrate_at_start
 
     if debug and host not in _LOOPBACK:
         raise BadInput(
@@ -572,7 +572,7 @@ def serve(ctx: click.Context, host: str, port: int, reload: bool, debug: bool) -
         BASE_DOMAIN_VARIABLE: ctx.obj["base_domain"] or "",
     }
     try:
-        application: Any = make_application(environ)
+        application: Any = make_server_app(environ)
         # Once, before serving; the reloader's parent does not serve.
         if not reload or os.environ.get("WERKZEUG_RUN_MAIN") == "true":
             migrate_at_start(environ)

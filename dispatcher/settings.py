@@ -174,6 +174,7 @@ def trust_request_id(environ: Mapping[str, str] = os.environ) -> bool:
 METRICS_VARIABLE = "DISPATCHER_METRICS"
 METRICS_INTERVAL_VARIABLE = "DISPATCHER_METRICS_INTERVAL"
 METRICS_ADDRESS_VARIABLE = "DISPATCHER_METRICS_ADDRESS"
+HEALTH_PATH_VARIABLE = "DISPATCHER_HEALTH_PATH"
 METRICS_PATH_VARIABLE = "DISPATCHER_METRICS_PATH"
 #: Where gunicorn's master serves the metrics: loopback, Prometheus's
 #: customary port for an exporter's own (an operator opens it on purpose).
@@ -181,7 +182,7 @@ DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 # A path werkzeug's DispatcherMiddleware mounts: segments of URL-safe characters.
-_METRICS_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+_MOUNT_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 
 
 def metrics_enabled(environ: Mapping[str, str] = os.environ) -> bool:
@@ -242,16 +243,32 @@ def metrics_path(environ: Mapping[str, str] = os.environ) -> str | None:
     :raises ValueError: naming the variable, for a path that is not
         ``/segment[/segment...]``, or one set without ``DISPATCHER_METRICS=1``.
     """
-    value = environ.get(METRICS_PATH_VARIABLE, "").strip()
-    if not value:
-        return None
-    if not _METRICS_PATH.fullmatch(value):
-        raise ValueError(
-            f"{METRICS_PATH_VARIABLE}={value!r} must be a path such as /-/metrics:"
-            " a slash, then segments of letters, digits and . _ ~ -"
-        )
-    if not metrics_enabled(environ):
+    value = _mount_path(environ, METRICS_PATH_VARIABLE, "/-/metrics")
+    if value is not None and not metrics_enabled(environ):
         raise ValueError(
             f"{METRICS_PATH_VARIABLE}={value!r} needs {METRICS_VARIABLE}=1"
+        )
+    return value
+
+
+def health_path(environ: Mapping[str, str] = os.environ) -> str | None:
+    """``DISPATCHER_HEALTH_PATH``: the path (``/_health``, say) the application
+    serves ``/live`` and ``/ready`` under (:class:`dispatcher.health.HealthApp`),
+    beside the tenants; None when unset.
+
+    :raises ValueError: naming the variable, for a path that is not
+        ``/segment[/segment...]``.
+    """
+    return _mount_path(environ, HEALTH_PATH_VARIABLE, "/_health")
+
+
+def _mount_path(environ: Mapping[str, str], name: str, example: str) -> str | None:
+    value = environ.get(name, "").strip()
+    if not value:
+        return None
+    if not _MOUNT_PATH.fullmatch(value):
+        raise ValueError(
+            f"{name}={value!r} must be a path such as {example}:"
+            " a slash, then segments of letters, digits and . _ ~ -"
         )
     return value

@@ -73,6 +73,10 @@
                                 (``tenantctl serve``): ANYONE who reaches the
                                 port reaches it, so only behind a proxy that
                                 keeps visitors out of it (default none)
+``DISPATCHER_HEALTH_PATH``      a path (``/_health``) under which ``application``
+                                answers ``/live`` and ``/ready`` for probes
+                                (:class:`~dispatcher.health.HealthApp`), beside
+                                the tenants (default none)
 ``DISPATCHER_METRICS_ADDRESS``  ``host:port`` where gunicorn's master serves
                                 every worker's metrics, and nothing else
                                 (default ``127.0.0.1:9464``; see
@@ -230,22 +234,31 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
 
 def make_server_app(environ: Mapping[str, str] = os.environ) -> WSGIApplication:
     """The application a server runs: :func:`make_application`'s dispatcher,
-    with the metrics mounted at ``DISPATCHER_METRICS_PATH`` when it is set.
+    with the health checks mounted at ``DISPATCHER_HEALTH_PATH`` and the
+    metrics at ``DISPATCHER_METRICS_PATH``, each when set.
 
-    The path is for a single-process server (``tenantctl serve``); gunicorn's
-    master serves every worker's metrics on a port of its own instead.
+    The metrics path is for a single-process server (``tenantctl serve``);
+    gunicorn's master serves every worker's metrics on a port of its own.
     """
-    path = settings.metrics_path(environ)
+    health = settings.health_path(environ)
+    metrics = settings.metrics_path(environ)
     dispatcher = make_application(environ)
-    if path is None:
+    mounts: dict[str, WSGIApplication] = {}
+    if health is not None:
+        from dispatcher.health import HealthApp
+
+        mounts[health] = HealthApp(dispatcher)
+    if metrics is not None:
+        from dispatcher.metrics import DispatcherMetrics, metrics_app
+
+        observer = dispatcher.observer
+        assert isinstance(observer, DispatcherMetrics)  # metrics_path needs metrics
+        mounts[metrics] = metrics_app(observer)
+    if not mounts:
         return dispatcher
     from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-    from dispatcher.metrics import DispatcherMetrics, metrics_app
-
-    observer = dispatcher.observer
-    assert isinstance(observer, DispatcherMetrics)  # metrics_path needs metrics
-    return DispatcherMiddleware(dispatcher, {path: metrics_app(observer)})
+    return DispatcherMiddleware(dispatcher, mounts)
 
 
 def _default_app(

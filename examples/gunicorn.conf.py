@@ -21,6 +21,9 @@ os.environ.setdefault("DISPATCHER_METRICS", "1")
 # Let your Prometheus reach it; never route visitors to it (it is not on
 # `bind`, so the tenants' proxy never sends anyone there by accident).
 os.environ.setdefault("DISPATCHER_METRICS_ADDRESS", "127.0.0.1:9464")
+# Liveness and readiness for your load balancer: /_health/live, /_health/ready
+# on `bind`, beside the tenants (no tenant's path prefix can be "_health").
+os.environ.setdefault("DISPATCHER_HEALTH_PATH", "/_health")
 # The workers' metric files: a directory of this server's own, emptied by
 # on_starting at each start (only its *.db files). Unset, the hooks make a
 # temporary one and remove it at exit. It must be set before anything imports

@@ -216,4 +216,8 @@ def test_the_example_configuration_serves_metrics_from_a_directory_of_its_own(
             "the miss counted",
         )
         assert [p.name for p in tmp_path.glob("dispatcher-metrics-*")], log_path
+        # Its health checks beside the tenants, for the load balancer.
+        for check in ("live", "ready"):
+            answer = request(port, f"/_health/{check}", host=f"localhost:{port}")
+            assert answer.status == 200, answer.body
     assert not list(tmp_path.glob("dispatcher-metrics-*")), "left behind at exit"

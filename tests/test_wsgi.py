@@ -773,6 +773,34 @@ def test_a_metrics_path_serves_them_beside_the_tenants(cwd: Path) -> None:
         close(dispatcher)
 
 
+def test_a_health_path_serves_the_checks_beside_the_tenants(cwd: Path) -> None:
+    from dispatcher.wsgi import make_server_app
+
+    environ = {"DISPATCHER_HEALTH_PATH": "/_health"}
+    served = make_server_app(environ)
+    migrate_at_start(environ)
+    dispatcher = served.app  # type: ignore[attr-defined]
+    try:
+        client = Client(served)
+        assert get(client, "localhost:8000", "/_health/live").status_code == 200
+        ready = get(client, "acme.localhost:8000", "/_health/ready")
+        assert ready.status_code == 200, ready.text
+        assert ready.json is not None and ready.json["ready"] is True
+        assert get(client, "localhost:8000", "/").status_code == 200  # the signup site
+    finally:
+        close(dispatcher)
+
+
+def test_without_mount_paths_the_server_app_is_the_dispatcher(cwd: Path) -> None:
+    from dispatcher.wsgi import make_server_app
+
+    served = make_server_app({})
+    try:
+        assert isinstance(served, TenantDispatcher)
+    finally:
+        close(served)
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -791,6 +819,11 @@ def test_a_metrics_path_serves_them_beside_the_tenants(cwd: Path) -> None:
             {"DISPATCHER_METRICS_PATH": "/-/metrics"},
             "needs DISPATCHER_METRICS=1",
             id="path without metrics",
+        ),
+        pytest.param(
+            {"DISPATCHER_HEALTH_PATH": "/health check"},
+            "DISPATCHER_HEALTH_PATH='/health check' must be a path",
+            id="health path",
         ),
     ],
 )
