@@ -282,6 +282,7 @@ class TenantDispatcher:
         self._slow = [0] * len(OUTCOMES)
         #: Hears lookups, builds and changes applied (dispatcher.metrics sets it).
         self.observer: Observer = NO_OBSERVER
+        self._observer_failing = False
         # Wraps the tenant apps' response bodies; counts those never closed.
         self._leases = Leases()
         self._outage = Outage(timer, log)
@@ -390,12 +391,11 @@ class TenantDispatcher:
             self._follow()
             tenant = find(self.registry)
         except (RegistryUnavailable, SchemaMissing) as e:
-            self.observer.looked_up(self._timer() - started, "error")
+            self._tell(self.observer.looked_up, self._timer() - started, "error")
             self._outage.failed(e)
             raise
-        self.observer.looked_up(
-            self._timer() - started, "unknown" if tenant is None else "found"
-        )
+        result = "unknown" if tenant is None else "found"
+        self._tell(self.observer.looked_up, self._timer() - started, result)
         self._outage.succeeded()
         return tenant
 
@@ -420,9 +420,22 @@ class TenantDispatcher:
         started = self._timer()
         app = self.create_app(tenant)
         if not self.is_shared(app):
-            self.observer.built(self._timer() - started)
+            self._tell(self.observer.built, self._timer() - started)
             collector.built(app)
         return app
+
+    def _tell(self, event: Callable[..., None], *args: object) -> None:
+        """Tell the observer of ``event``: its failure (a full disk under its
+        metric files, say) never fails a request, and is logged once until it
+        recovers."""
+        try:
+            event(*args)
+        except Exception:
+            if not self._observer_failing:
+                log.exception("the dispatcher's observer failed on %s", event)
+            self._observer_failing = True
+        else:
+            self._observer_failing = False
 
     def _outcome_of(self, app: WSGIApplication) -> int:
         """What a request ``app`` serves counts as (see :mod:`dispatcher.counts`)."""
@@ -498,7 +511,7 @@ class TenantDispatcher:
         lag = None
         if written is not None and change.operation is not Operation.RESYNC:
             lag = (utcnow() - written).total_seconds()
-        self.observer.applied(change, lag)
+        self._tell(self.observer.applied, change, lag)
 
     def evict(self, slug: str) -> bool:
         """Drop ``slug``'s app now; the next request builds a fresh one."""

@@ -46,7 +46,9 @@ class Recorder(Observer):
 
 
 def get(dispatcher: TenantDispatcher, host: str, path: str = "/") -> int:
-    return Client(dispatcher).get(path, headers={"Host": host}).status_code
+    response = Client(dispatcher).get(path, headers={"Host": host})
+    response.close()  # the app's lease goes back now, not when collected
+    return response.status_code
 
 
 def outcomes(**counted: int) -> dict[str, int]:
@@ -153,3 +155,31 @@ def test_follow_starts_the_follower_before_any_request(
     )
     assert unfollowed.follow() is None
     registry.close()
+
+
+class Raising(Observer):
+    def looked_up(self, seconds: float, result: str) -> None:
+        raise OSError("no space left on device")
+
+    def built(self, seconds: float) -> None:
+        raise OSError("no space left on device")
+
+    def applied(self, change: TenantChange, lag: float | None) -> None:
+        raise OSError("no space left on device")
+
+
+def test_an_observer_that_raises_never_fails_a_request(
+    dispatcher: TenantDispatcher,
+    registry: TenantRegistry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    torn_down: list[str] = []
+    dispatcher.teardown = lambda app, tenant: torn_down.append(tenant.slug)
+    dispatcher.observer = Raising()
+    assert get(dispatcher, f"acme.{BASE}") == 200
+    assert get(dispatcher, f"nobody.{BASE}") == 404
+    registry.update_config("acme", {"greeting": "hi"})  # evicts acme's app
+    assert get(dispatcher, f"acme.{BASE}") == 200
+    assert dispatcher.outcomes() == outcomes(miss=2, unknown=1)
+    assert torn_down == ["acme"]  # the app built once is torn down, not leaked
+    assert "observer" in caplog.text
