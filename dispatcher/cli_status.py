@@ -95,7 +95,7 @@ def _missing_sqlite_file(database_url: str) -> Path | None:
     """
     try:
         url = make_url(database_url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return None  # the registry refuses it, naming the option
     if url.get_backend_name() != "sqlite" or "uri" in url.query:
         return None

@@ -157,8 +157,14 @@ class Database:
 
     @property
     def url(self) -> str:
-        """The database URL with any password hidden."""
-        return self.engine.url.render_as_string(hide_password=True)
+        """The database URL with any password hidden, in its user part or in
+        its query (libpq's ``password``, ``sslpassword``)."""
+        url = self.engine.url
+        hidden = {key: "***" for key in url.query if "password" in key.lower()}
+        if not hidden:
+            return url.render_as_string(hide_password=True)
+        shown = url.update_query_dict(hidden).render_as_string(hide_password=True)
+        return shown.replace("=%2A%2A%2A", "=***")  # as the user part shows it
 
     def __repr__(self) -> str:
         return f"<Database {self.url}>"

@@ -215,6 +215,13 @@ def test_an_unreachable_database(status: Status, as_json: bool) -> None:
     assert result.stdout == ""
 
 
+def test_a_malformed_url_is_one_line(status: Status) -> None:
+    result = status(url="postgresql+psycopg://ops:s3cret-pw@[::1/registry")
+
+    assert error_line(result, 2).startswith("Error: ")
+    assert "s3cret-pw" not in result.output
+
+
 def test_an_unreachable_database_from_the_program(tmp_path: Path) -> None:
     done = subprocess.run(
         [str(TENANTCTL), "--database-url", UNREACHABLE, "status"],

@@ -51,6 +51,14 @@ def test_repr_hides_password() -> None:
         assert "127.0.0.1" in repr(r)
 
 
+@pytest.mark.parametrize("option", ["password", "sslpassword"])
+def test_repr_hides_a_password_given_in_the_query(option: str) -> None:
+    url = f"postgresql+psycopg://user@127.0.0.1:1/db?{option}=secret&sslmode=disable"
+    with TenantRegistry(url) as r:
+        assert "secret" not in repr(r) and "secret" not in r.url
+        assert f"{option}=***" in r.url and "sslmode=disable" in r.url
+
+
 def test_registry_on_engine(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
