@@ -1,7 +1,8 @@
 """Liveness and readiness endpoints for load balancers and Kubernetes probes.
 
-A small WSGI app beside the dispatcher, mounted on a path no tenant can have
-(labels never hold ``_``) or served on a port of its own::
+A small WSGI app beside the dispatcher, mounted on a path (no tenant's path
+prefix can be ``_health``, but a tenant app's own ``/_health`` route is hidden
+behind the mount) or served on a port of its own::
 
     from werkzeug.middleware.dispatcher import DispatcherMiddleware
     from dispatcher.health import HealthApp

@@ -150,6 +150,8 @@ def feed_retention(environ: Mapping[str, str] = os.environ) -> FeedRetention:
 
 
 TRUST_REQUEST_ID_VARIABLE = "DISPATCHER_TRUST_REQUEST_ID"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 def trust_request_id(environ: Mapping[str, str] = os.environ) -> bool:
@@ -160,15 +162,34 @@ def trust_request_id(environ: Mapping[str, str] = os.environ) -> bool:
 
     :raises ValueError: any other value.
     """
-    value = environ.get(TRUST_REQUEST_ID_VARIABLE, "").strip().lower()
-    if value in {"", "0", "false", "no", "off"}:
-        return False
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    raise ValueError(
-        f"{TRUST_REQUEST_ID_VARIABLE}={value!r} must be 1 (the proxy in front"
-        " sets X-Request-ID) or 0"
+    return flag(
+        environ,
+        TRUST_REQUEST_ID_VARIABLE,
+        False,
+        rule="must be 1 (the proxy in front sets X-Request-ID) or 0",
     )
+
+
+def flag(
+    environ: Mapping[str, str],
+    name: str,
+    default: bool,
+    *,
+    rule: str = "must be 1 or 0",
+) -> bool:
+    """The yes/no setting ``name``: 1/true/yes/on or 0/false/no/off, any case;
+    unset or blank: ``default``.
+
+    :raises ValueError: naming the variable, its value and ``rule``.
+    """
+    value = environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name}={value!r} {rule}")
 
 
 METRICS_VARIABLE = "DISPATCHER_METRICS"
@@ -179,8 +200,6 @@ METRICS_PATH_VARIABLE = "DISPATCHER_METRICS_PATH"
 #: Where gunicorn's master serves the metrics: loopback, Prometheus's
 #: customary port for an exporter's own (an operator opens it on purpose).
 DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 # A path werkzeug's DispatcherMiddleware mounts: segments of URL-safe characters.
 _MOUNT_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 
@@ -191,12 +210,7 @@ def metrics_enabled(environ: Mapping[str, str] = os.environ) -> bool:
     :raises ValueError: naming the variable, for anything but 1/0 (and
         true/false, yes/no, on/off).
     """
-    value = environ.get(METRICS_VARIABLE, "").strip().lower()
-    if not value or value in _FALSE:
-        return False
-    if value in _TRUE:
-        return True
-    raise ValueError(f"{METRICS_VARIABLE}={value!r} must be 1 or 0")
+    return flag(environ, METRICS_VARIABLE, False)
 
 
 def metrics_interval(environ: Mapping[str, str] = os.environ) -> float:

@@ -152,7 +152,7 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
     base_domain = settings.base_domain(environ)
     policy = CachePolicy.from_environ(environ)
     # Read by migrate_at_start; a typo should stop the server here too.
-    _flag(environ, "DISPATCHER_MIGRATE", True)
+    settings.flag(environ, "DISPATCHER_MIGRATE", True)
     # Read by the collector at the first build: a typo there would fail every
     # tenant's build (500s) instead of this one error at boot.
     collector.managed_from(environ)
@@ -169,7 +169,7 @@ def make_application(environ: Mapping[str, str] = os.environ) -> TenantDispatche
         )
     routing: dict[str, Any] = {
         "base_domain": base_domain,
-        "path_routing": _flag(environ, "DISPATCHER_PATH_ROUTING", True),
+        "path_routing": settings.flag(environ, "DISPATCHER_PATH_ROUTING", True),
         "path_routing_hosts": _list(environ, "DISPATCHER_PATH_ROUTING_HOSTS"),
     }
     header = environ.get("DISPATCHER_TENANT_HEADER", "").strip()
@@ -299,7 +299,7 @@ def migrate_at_start(environ: Mapping[str, str] = os.environ) -> bool:
     up, and serves them as soon as the database is back (an empty database then
     needs ``tenantctl db upgrade``). Returns whether the schema was upgraded.
     """
-    if not _flag(environ, "DISPATCHER_MIGRATE", True):
+    if not settings.flag(environ, "DISPATCHER_MIGRATE", True):
         return False
     timeout = _number(environ, "DISPATCHER_DB_TIMEOUT", DEFAULT_TIMEOUT, float)
     with TenantRegistry(settings.database_url(environ), timeout=timeout) as registry:
@@ -349,17 +349,6 @@ def _check_wsgi_app(environ: Mapping[str, str], name: str, app: Any) -> None:
             f"{name}={environ[name].strip()!r} is not a WSGI app: it cannot be"
             " called as app(environ, start_response)"
         ) from None
-
-
-def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
-    value = environ.get(name, "").strip().lower()
-    if not value:
-        return default
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"{name}={value!r} must be 1 or 0")
 
 
 def _list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
