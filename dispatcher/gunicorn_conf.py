@@ -20,21 +20,25 @@ turns this off with the rest of :mod:`dispatcher.collector`.
 
 Metrics (``DISPATCHER_METRICS=1``, see :mod:`dispatcher.metrics`): each worker
 writes its metrics to files in ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary
-directory when unset, removed at exit), emptied of the last run's files before
-any worker starts; ``child_exit`` drops a dead worker's live gauges; and the
-master serves the sum of every worker's metrics, and nothing else, at
-``DISPATCHER_METRICS_ADDRESS`` (default ``127.0.0.1:9464``): a port of its
-own, which tenants' visitors never reach through the server's ``--bind``.
+directory when unset, removed at exit), emptied of the last run's metric files
+(``prometheus_client``'s own, nothing else) before any worker starts; a worker
+copies its last counts as it exits (``worker_exit``); ``child_exit`` drops a
+dead worker's live gauges; and the master serves the sum of every worker's
+metrics at ``DISPATCHER_METRICS_ADDRESS`` (default ``127.0.0.1:9464``): a port
+of its own, which tenants' visitors never reach through the server's
+``--bind``, and which no worker holds open (``post_fork``).
 
 Extend it in your own configuration file with
-``from dispatcher.gunicorn_conf import on_starting, pre_fork, when_ready,
-child_exit, on_exit`` (``examples/gunicorn.conf.py`` is one to copy).
+``from dispatcher.gunicorn_conf import on_starting, pre_fork, post_fork,
+when_ready, worker_exit, child_exit, on_exit`` (``examples/gunicorn.conf.py``
+is one to copy).
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -45,9 +49,26 @@ from typing import Any
 from dispatcher import collector, settings
 from dispatcher.wsgi import migrate_at_start
 
-__all__ = ["child_exit", "on_exit", "on_starting", "pre_fork", "when_ready"]
+__all__ = [
+    "child_exit",
+    "on_exit",
+    "on_starting",
+    "post_fork",
+    "pre_fork",
+    "when_ready",
+    "worker_exit",
+]
 
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+#: The names of prometheus_client's files in the directory
+#: (``values.MultiProcessValue``: ``<type>_<pid>.db``, a gauge's type with
+#: its mode, ``gauge_livesum_<pid>.db``); any other file there is not ours.
+_METRIC_FILE = re.compile(r"(?:counter|histogram|summary|gauge_[a-z]+)_[0-9]+\.db")
+
+#: The master's metrics server (``when_ready``), whose socket each worker
+#: closes as it starts (``post_fork``).
+_metrics_server: Any = None
 
 
 def _metrics_on() -> bool:
@@ -116,16 +137,23 @@ def _empty_metrics_directory() -> None:
         )
     try:
         Path(directory).mkdir(parents=True, exist_ok=True)
-        # prometheus_client's files only: the directory may hold others.
-        for path in Path(directory).glob("*.db"):
-            path.unlink()
+        # prometheus_client's files only: the directory may hold others (an
+        # operator's SQLite database, say).
+        for path in Path(directory).iterdir():
+            if _METRIC_FILE.fullmatch(path.name) and path.is_file():
+                path.unlink()
     except OSError as e:
         raise SystemExit(f"{MULTIPROC_DIR_VARIABLE}={directory!r}: {e}") from None
 
 
 def when_ready(server: Any) -> None:
     """gunicorn's hook, called in the master once it listens: serve the
-    workers' metrics on their own address."""
+    workers' metrics on their own address.
+
+    ``prometheus_client``'s server answers every path there (``/metrics``
+    included) with the metrics; it serves nothing else.
+    """
+    global _metrics_server
     if not _metrics_on():
         return
     try:
@@ -138,13 +166,35 @@ def when_ready(server: Any) -> None:
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     try:
-        start_http_server(port, host, registry=registry)
+        _metrics_server, _ = start_http_server(port, host, registry=registry)
     except OSError as e:
         raise SystemExit(
             f"{settings.METRICS_ADDRESS_VARIABLE}={host}:{port}: cannot serve"
             f" the metrics there: {e}"
         ) from None
     server.log.info("Serving metrics at http://%s:%s/metrics", host, port)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """gunicorn's hook, called in each worker just after it forks: close the
+    master's metrics socket, which the fork copied.
+
+    Else every worker holds the port open too: a master killed with SIGKILL
+    would leave its workers holding it, and no new master could bind it.
+    Only the socket is closed: the thread serving it is the master's.
+    """
+    if _metrics_server is not None:
+        _metrics_server.socket.close()
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """gunicorn's hook, called in a worker as it exits (``--max-requests``,
+    a graceful stop or restart): copy what it counted since its last copy
+    into its metric files (:func:`dispatcher.metrics.sync_all`)."""
+    # Imported by the worker's application if it has metrics; never made here.
+    metrics = sys.modules.get("dispatcher.metrics")
+    if metrics is not None:
+        metrics.sync_all()
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -23,7 +23,13 @@ them; ``mark_process_dead`` removes a dead worker's live gauges.
 Fork: a child's thread starts again at its first lookup, build, change or
 scrape (never in a process that only forks, such as gunicorn's master under
 ``--preload``), and its first increments start from the counts at the fork,
-so nothing the parent counted is counted again. No metric has a label per
+so nothing the parent counted is counted again. A process about to exit
+copies what it counted since its last copy (:func:`sync_all`: gunicorn's
+``worker_exit``, else ``atexit``).
+
+Nothing here fails a request: a metric that cannot be written (its
+multiprocess directory gone, a full disk) is logged once, and the next copy
+tries again; the counts are copied then. No metric has a label per
 tenant: thousands of tenants would make as many series.
 
 Nothing here imports at ``import dispatcher``: ``prometheus_client`` is the
@@ -32,13 +38,15 @@ optional extra ``metrics``.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import os
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -71,7 +79,7 @@ if TYPE_CHECKING:
     from dispatcher.data import TenantData
     from dispatcher.middleware import TenantDispatcher
 
-__all__ = ["PREFIX", "DispatcherMetrics", "instrument", "metrics_app"]
+__all__ = ["PREFIX", "DispatcherMetrics", "instrument", "metrics_app", "sync_all"]
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +125,28 @@ def instrument(
     return metrics
 
 
+#: What :func:`sync_all` copies: every instrumented dispatcher of this
+#: process, held weakly (a dispatcher nobody holds has nothing to report).
+_instrumented: weakref.WeakSet[DispatcherMetrics] = weakref.WeakSet()
+
+
+def sync_all() -> None:
+    """Copy the counts of every instrumented dispatcher one last time.
+
+    For a process about to exit: counted since the last copy, they would be
+    lost with it. gunicorn's ``worker_exit`` hook calls it
+    (:mod:`dispatcher.gunicorn_conf`), and so does ``atexit`` for any other
+    server. A dispatcher that counted nothing since its last copy is left
+    alone (no metrics, files or threads made in a process that only forks).
+    Never raises.
+    """
+    for metrics in list(_instrumented):
+        metrics.last_copy()
+
+
+atexit.register(sync_all)
+
+
 @dataclass(frozen=True)
 class _Metrics:
     """The metric objects, made in the first process that reports anything."""
@@ -142,6 +172,26 @@ class _Metrics:
 
     @classmethod
     def make(cls, registry: CollectorRegistry) -> _Metrics:
+        """The metrics, registered in ``registry``: all or none of them.
+
+        Made in a registry of their own first, so that one that cannot be
+        made (its file cannot be written) leaves nothing in ``registry`` to
+        clash with the next attempt.
+        """
+        made = cls._made_in(CollectorRegistry())
+        registered: list[Counter | Gauge | Histogram] = []
+        try:
+            for collector in made.collectors():
+                registry.register(collector)
+                registered.append(collector)
+        except BaseException:
+            for collector in registered:
+                registry.unregister(collector)
+            raise
+        return made
+
+    @classmethod
+    def _made_in(cls, registry: CollectorRegistry) -> _Metrics:
         def counter(name: str, doc: str, *labels: str) -> Counter:
             return Counter(PREFIX + name, doc, labels, registry=registry)
 
@@ -269,27 +319,42 @@ class DispatcherMetrics(Observer):
         self._lock = threading.Lock()  # one copy at a time; guards the above
         self._stop = threading.Event()
         self._running_in: int | None = None
+        # A failure is logged once, then not again until the metrics work again.
+        self._failing = False
+        self._failing_lock = threading.Lock()
         forks.on_fork_in_child(self, DispatcherMetrics._forked)
+        _instrumented.add(self)
 
     # -- what the dispatcher reports as it happens ------------------------------
 
     def looked_up(self, seconds: float, result: str) -> None:
         self._lookup = (time.monotonic(), result != "error")
-        self._started().lookup_seconds.labels(result).observe(seconds)
+        with self._guarded("observing a lookup"):
+            metrics = self._started(retry=False)
+            if metrics is not None:
+                metrics.lookup_seconds.labels(result).observe(seconds)
 
     def built(self, seconds: float) -> None:
-        self._started().build_seconds.observe(seconds)
+        with self._guarded("observing a build"):
+            metrics = self._started(retry=False)
+            if metrics is not None:
+                metrics.build_seconds.observe(seconds)
 
     def applied(self, change: TenantChange, lag: float | None) -> None:
-        metrics = self._started()
-        if lag is not None:
-            # Clocks of writer and reader may differ a little: never below 0.
-            metrics.feed_lag.observe(max(lag, 0.0))
+        with self._guarded("observing a change"):
+            metrics = self._started(retry=False)
+            if metrics is not None and lag is not None:
+                # Clocks of writer and reader may differ a little: never below 0.
+                metrics.feed_lag.observe(max(lag, 0.0))
 
     # -- copying the counts -----------------------------------------------------
 
     def sync(self) -> None:
-        """Copy the counts and sizes into the metrics now (a scrape calls it)."""
+        """Copy the counts and sizes into the metrics now (a scrape calls it).
+
+        Never raises: a failure (the metrics' files cannot be written) is
+        logged, and the next copy tries again.
+        """
         dispatcher = self.dispatcher
         if self._lookup is None and _follower_read_at(dispatcher) is None:
             # Nothing says yet whether the registry is reachable: following
@@ -298,7 +363,30 @@ class DispatcherMetrics(Observer):
                 dispatcher.follow()
             except Exception as e:
                 log.debug("following changes for the metrics failed: %s", e)
-        metrics = self._started()
+        with self._guarded("copying the counts"):
+            metrics = self._started()
+            if metrics is not None:
+                self._copy(metrics)
+                self._copied_fine()
+
+    def last_copy(self) -> None:
+        """Copy the counts once more, as this process exits (:func:`sync_all`).
+
+        Only if something was counted since the last copy, and without
+        starting a thread or following changes. Never raises.
+        """
+        with self._guarded("copying the counts at exit"):
+            dispatcher = self.dispatcher
+            counts = _counts(dispatcher.outcomes(), dispatcher.stats())
+            if all(n <= self._copied.get(key, 0) for key, n in counts.items()):
+                return
+            metrics = self._started(thread=False)
+            if metrics is not None:
+                self._copy(metrics)
+                self._copied_fine()
+
+    def _copy(self, metrics: _Metrics) -> None:
+        dispatcher = self.dispatcher
         with self._lock:
             stats = dispatcher.stats()
             counts = _counts(dispatcher.outcomes(), stats)
@@ -306,6 +394,7 @@ class DispatcherMetrics(Observer):
                 added = count - self._copied.get(key, 0)
                 if added > 0:
                     _counter(metrics, key).inc(added)
+                # After the increment: one that failed is copied next time.
                 self._copied[key] = count
             metrics.apps.set(stats.apps)
             metrics.shared_tenants.set(stats.shared_tenants)
@@ -313,6 +402,30 @@ class DispatcherMetrics(Observer):
             self._sync_follower(metrics)
             if self.data is not None and self.data.servers is not None:
                 self._sync_pools(metrics, self.data)
+
+    @contextmanager
+    def _guarded(self, doing: str) -> Iterator[None]:
+        """Log what raised inside, once until a copy works again, and go on:
+        the dispatcher's requests and threads never fail for their metrics."""
+        try:
+            yield
+        except Exception:
+            with self._failing_lock:
+                first, self._failing = not self._failing, True
+            if first:
+                log.exception(
+                    "%s for the dispatcher's metrics failed; they miss it until"
+                    " a copy works again (logged once until then)",
+                    doing,
+                )
+
+    def _copied_fine(self) -> None:
+        """A copy worked: a failure from now on is logged again."""
+        if self._failing:
+            with self._failing_lock:
+                recovered, self._failing = self._failing, False
+            if recovered:
+                log.warning("the dispatcher's metrics work again")
 
     def _sync_follower(self, metrics: _Metrics) -> None:
         now = time.monotonic()
@@ -358,23 +471,30 @@ class DispatcherMetrics(Observer):
 
     # -- the thread -------------------------------------------------------------
 
-    def _started(self) -> _Metrics:
-        """The metrics, made and copied by a thread of this process from now on."""
+    def _started(self, *, retry: bool = True, thread: bool = True) -> _Metrics | None:
+        """The metrics, made and copied by a thread of this process from now on.
+
+        None after a failure to make them (their files cannot be written)
+        unless ``retry``: the thread's next copy tries again, not every lookup.
+        ``thread=False``: no thread is started (a process about to exit).
+        """
         metrics = self._metrics
-        if metrics is not None and self._running_in == os.getpid():
+        if metrics is not None and (self._running_in == os.getpid() or not thread):
             return metrics
         with self._lock:
-            if self._metrics is None:
-                self._metrics = _Metrics.make(self.registry)
-            if self._running_in != os.getpid() and not self._stop.is_set():
-                thread = threading.Thread(
+            # The thread first: if the metrics cannot be made now, it retries.
+            pid = os.getpid()
+            if thread and self._running_in != pid and not self._stop.is_set():
+                copier = threading.Thread(
                     target=_copy_loop,
                     args=(weakref.ref(self), self._stop, self.interval),
                     name="dispatcher-metrics",
                     daemon=True,
                 )
-                thread.start()
-                self._running_in = os.getpid()
+                copier.start()
+                self._running_in = pid
+            if self._metrics is None and (retry or not self._failing):
+                self._metrics = _Metrics.make(self.registry)
             return self._metrics
 
     def _forked(self) -> None:
@@ -384,6 +504,7 @@ class DispatcherMetrics(Observer):
         object existed), so its cache's lock is the child's already.
         """
         self._lock = threading.Lock()
+        self._failing_lock = threading.Lock()
         self._stop = threading.Event()
         if getattr(values.ValueClass, "_multiprocess", False):
             # Files of its own, starting at zero: count from the fork on.
@@ -395,6 +516,7 @@ class DispatcherMetrics(Observer):
     def close(self) -> None:
         """Stop copying, stop observing, and unregister the metrics."""
         self._stop.set()
+        _instrumented.discard(self)
         if self.dispatcher.observer is self:
             self.dispatcher.observer = NO_OBSERVER
         with self._lock:
@@ -412,10 +534,7 @@ def _copy_loop(
         metrics = ref()
         if metrics is None:
             return
-        try:
-            metrics.sync()
-        except Exception:
-            log.exception("copying the dispatcher's counts into its metrics failed")
+        metrics.sync()  # never raises
         del metrics
         if stop.wait(interval):
             return

@@ -9,8 +9,9 @@ The application is configured by the ``DISPATCHER_*`` variables (see
 ``dispatcher/wsgi.py``); this file only says how gunicorn runs it. The hooks
 imported below migrate the registry once in the master, freeze the master's
 heap before each fork, and run the metrics: each worker writes its metrics to
-files in ``PROMETHEUS_MULTIPROC_DIR``, and the master serves the sum of them,
-and nothing else, at ``DISPATCHER_METRICS_ADDRESS``.
+files in ``PROMETHEUS_MULTIPROC_DIR`` (its last counts too, as it exits), and
+the master serves the sum of them at ``DISPATCHER_METRICS_ADDRESS`` (on any
+path there; nothing but the metrics).
 """
 
 import os
@@ -25,7 +26,8 @@ os.environ.setdefault("DISPATCHER_METRICS_ADDRESS", "127.0.0.1:9464")
 # on `bind`, beside the tenants (no tenant's path prefix can be "_health").
 os.environ.setdefault("DISPATCHER_HEALTH_PATH", "/_health")
 # The workers' metric files: a directory of this server's own, emptied by
-# on_starting at each start (only its *.db files). Unset, the hooks make a
+# on_starting at each start of prometheus_client's files (counter_<pid>.db,
+# gauge_livesum_<pid>.db, ...) and of nothing else. Unset, the hooks make a
 # temporary one and remove it at exit. It must be set before anything imports
 # prometheus_client, which is why it is set here, at the top of the config.
 # os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/run/tenant-dispatcher/metrics")
@@ -37,8 +39,10 @@ from dispatcher.gunicorn_conf import (  # noqa: F401
     child_exit,  # drops a dead worker's live gauges from the sums
     on_exit,  # removes the metrics directory the hooks made, if they made one
     on_starting,  # migrates the registry; empties the metrics directory
+    post_fork,  # closes the metrics socket in each worker (the master's alone)
     pre_fork,  # gc.freeze() before each worker forks
     when_ready,  # serves the metrics on DISPATCHER_METRICS_ADDRESS
+    worker_exit,  # a worker's last counts, copied as it exits
 )
 
 # Where visitors reach the tenants (behind your proxy).

@@ -441,3 +441,58 @@ def test_without_prometheus_client_the_error_says_what_to_install() -> None:
     result = _python(code)
     assert result.returncode != 0
     assert "pip install 'flask-tenant-dispatcher[metrics]'" in result.stderr
+
+
+def test_metrics_that_cannot_be_written_fail_nothing_and_come_back(
+    dispatcher: TenantDispatcher,
+    multiprocess: CollectorRegistry,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The gauges' file cannot be made (a directory has its name): the
+    # counters are made, then the first gauge fails, halfway through.
+    obstacle = tmp_path / "metrics" / f"gauge_livesum_{os.getpid()}.db"
+    obstacle.mkdir()
+    prom = CollectorRegistry()
+    metrics = instrument(dispatcher, interval=3600, registry=prom)
+    try:
+        with caplog.at_level("WARNING", logger="dispatcher.metrics"):
+            drive(dispatcher)  # every request answered as usual
+            metrics.sync()
+            metrics.sync()
+        failures = [r for r in caplog.records if r.name == "dispatcher.metrics"]
+        assert len(failures) == 1, [r.getMessage() for r in failures]
+        assert "IsADirectoryError" in caplog.text
+        # Nothing half made stays registered to clash with the next attempt.
+        assert list(prom.collect()) == []
+
+        obstacle.rmdir()
+        metrics.sync()  # the next copy tries again, and copies every count
+        assert value(prom, "requests_total", outcome="hit") == 2
+        assert value(prom, "requests_total", outcome="unknown") == 2
+        assert value(multiprocess, "apps") == 1
+        assert "work again" in caplog.text
+    finally:
+        metrics.close()
+
+
+def test_sync_all_copies_what_was_counted_since_the_last_copy(
+    dispatcher: TenantDispatcher, tenants: TenantRegistry, prom: CollectorRegistry
+) -> None:
+    from dispatcher.metrics import sync_all
+
+    metrics = instrument(dispatcher, interval=3600, registry=prom)
+    idle = TenantDispatcher(tenants, create_app, base_domain=BASE)
+    idle_prom = CollectorRegistry()
+    idle_metrics = instrument(idle, interval=3600, registry=idle_prom)
+    try:
+        drive(dispatcher)
+        sync_all()  # what a worker's exit calls: no thread, no scrape needed
+        assert value(prom, "requests_total", outcome="hit") == 2
+        assert value(prom, "requests_total", outcome="bad_host") == 1
+        # One that counted nothing makes nothing (a master that only forks).
+        assert list(idle_prom.collect()) == []
+    finally:
+        idle_metrics.close()
+        idle.close()
+        metrics.close()

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from servers import (
     TESTS,
@@ -43,7 +45,14 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @contextmanager
-def _gunicorn(database_url: str, tmp_path: Path) -> Iterator[tuple[Server, int]]:
+def _gunicorn(
+    database_url: str,
+    tmp_path: Path,
+    *,
+    workers: int = WORKERS,
+    interval: str = "0.1",
+    options: tuple[str, ...] = (),
+) -> Iterator[tuple[Server, int]]:
     port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -52,14 +61,15 @@ def _gunicorn(database_url: str, tmp_path: Path) -> Iterator[tuple[Server, int]]
         "DISPATCHER_APP_FACTORY": "metrics_probe_app:create_app",
         "DISPATCHER_POLL_INTERVAL": str(POLL_INTERVAL),
         "DISPATCHER_METRICS": "1",
-        "DISPATCHER_METRICS_INTERVAL": "0.1",
+        "DISPATCHER_METRICS_INTERVAL": interval,
         "DISPATCHER_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
         "PYTHONPATH": python_path(TESTS),
     }
     command = gunicorn_command(
-        "dispatcher.wsgi:application", port=port, workers=WORKERS
+        "dispatcher.wsgi:application", port=port, workers=workers
     )
+    command[-1:-1] = options
     log_path = tmp_path / "gunicorn.log"
     with running(command, port=port, env=env, log_path=log_path, cwd=tmp_path) as s:
         yield s, metrics_port
@@ -221,3 +231,101 @@ def test_the_example_configuration_serves_metrics_from_a_directory_of_its_own(
             answer = request(port, f"/_health/{check}", host=f"localhost:{port}")
             assert answer.status == 200, answer.body
     assert not list(tmp_path.glob("dispatcher-metrics-*")), "left behind at exit"
+
+
+def _create_acme(database_url: str) -> None:
+    with TenantRegistry(database_url) as registry:
+        registry.migrate()
+        registry.create_tenant("acme", owner_email="o@acme.test", subdomain="acme")
+
+
+def test_a_worker_copies_its_last_counts_as_it_exits(
+    database_url: str, tmp_path: Path
+) -> None:
+    _create_acme(database_url)
+    # No copy by the thread after the first: only the exit copies the rest.
+    options = ("--max-requests", "4")
+    with _gunicorn(
+        database_url, tmp_path, workers=2, interval="3600", options=options
+    ) as (server, _):
+        port = server.port
+        for _ in range(20):  # each worker is recycled after 4
+            assert _get(port, "acme") == 200
+    # Stopped gracefully (SIGTERM): every worker exited by worker_exit.
+    summed = CollectorRegistry()
+    MultiProcessCollector(summed, path=str(tmp_path / "metrics"))  # type: ignore[no-untyped-call]
+    answered = 20 + 1  # and the readiness probe, which names no tenant
+    counted = sum(
+        sample.value
+        for family in summed.collect()
+        for sample in family.samples
+        if sample.name == "tenant_dispatcher_requests_total"
+    )
+    assert counted == answered, (tmp_path / "gunicorn.log").read_text()
+
+
+def test_only_prometheus_client_files_are_removed_at_start(
+    database_url: str, tmp_path: Path
+) -> None:
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    stale = ["counter_12345.db", "gauge_livesum_12345.db", "histogram_1.db"]
+    for name in stale:
+        (directory / name).write_bytes(b"a past run's counts")
+    theirs = {"tenants.db": b"SQLite format 3", "notes.db": b"x", "counter.db": b"y"}
+    for name, content in theirs.items():
+        (directory / name).write_bytes(content)
+    _create_acme(database_url)
+    with _gunicorn(database_url, tmp_path, workers=1):
+        kept = {name: (directory / name).read_bytes() for name in theirs}
+        assert kept == theirs
+        assert not [name for name in stale if (directory / name).exists()]
+
+
+def _listening_inode(port: int) -> str:
+    """The inode of the socket listening on 127.0.0.1:``port``."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and local == f"0100007F:{port:04X}":
+            return inode
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def _holders(inode: str, pids: list[int]) -> list[int]:
+    """Which of ``pids`` hold the socket ``inode`` open."""
+    held = []
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) == f"socket:[{inode}]":
+                    held.append(pid)
+                    break
+            except OSError:
+                continue  # closed meanwhile
+    return held
+
+
+def _children(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children]
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")
+def test_only_the_master_holds_the_metrics_port(
+    database_url: str, tmp_path: Path
+) -> None:
+    _create_acme(database_url)
+    with _gunicorn(database_url, tmp_path, workers=2) as (server, metrics_port):
+        master = server.process.pid
+        inode = _listening_inode(metrics_port)
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            workers = _children(master)
+            holders = _holders(inode, [master, *workers])
+            if len(workers) == 2 and holders == [master]:
+                break
+            assert time.monotonic() < deadline, (
+                f"master {master}, workers {workers}: {holders} hold the port"
+            )
+            time.sleep(0.05)
