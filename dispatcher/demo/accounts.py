@@ -22,6 +22,7 @@ __all__ = [
     "MIN_PASSWORD",
     "add_account",
     "check_sign_in",
+    "set_password",
     "password_problem",
 ]
 
@@ -46,6 +47,19 @@ def add_account(session: Session, email: str, password: str) -> None:
         Account(email=email.lower(), password_hash=generate_password_hash(password))
     )
     session.commit()
+
+
+def set_password(session: Session, email: str, password: str) -> bool:
+    """Give ``email``'s account ``password``, making the account if there is
+    none (a site imported with ``tenantctl import`` has no owner's account);
+    commit. Returns whether the account was made."""
+    account = session.scalar(select(Account).where(Account.email == email.lower()))
+    if account is None:
+        add_account(session, email, password)
+        return True
+    account.password_hash = generate_password_hash(password)
+    session.commit()
+    return False
 
 
 def check_sign_in(session: Session, email: str, password: str) -> str | None:

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import math
 import secrets
+import sys
 import unicodedata
 from typing import Any
 
+import click
 from flask import Flask, Response, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
@@ -37,7 +39,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from dispatcher.data import TenantData
 from dispatcher.demo import handover
-from dispatcher.demo.accounts import check_sign_in
+from dispatcher.demo.accounts import check_sign_in, password_problem, set_password
 from dispatcher.demo.data import MAX_ITEM, Item
 from dispatcher.demo.ratelimit import RateLimiter, client_key
 from dispatcher.demo.secret import deployment_secret
@@ -333,6 +335,28 @@ def create_app(
     @app.get("/about")
     def about() -> str:
         return render_template("about.html")
+
+    @app.cli.command("set-password")
+    def set_owner_password() -> None:
+        """Set the site owner's password (asked for, never an argument).
+
+        For a site made without one, by tenantctl import, say:
+        tenantctl run SLUG -- set-password
+        """
+        if data is None:
+            raise click.ClickException("this site has no data to keep accounts in")
+        password = click.prompt(
+            f"New password for {tenant.owner_email}",
+            # Piped in (a script): getpass would warn that it cannot hide it.
+            hide_input=sys.stdin.isatty(),
+            confirmation_prompt=True,
+        )
+        problem = password_problem(password)
+        if problem is not None:
+            raise click.ClickException(problem)
+        made = set_password(data.session, tenant.owner_email, password)
+        done = "made, with that password" if made else "given the new password"
+        click.echo(f"The account of {tenant.owner_email} was {done}.")
 
     return app
 
