@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher import collector, settings
+from dispatcher.settings import MULTIPROC_DIR_VARIABLE as MULTIPROC_DIR
 from dispatcher.wsgi import migrate_at_start
 
 __all__ = [
@@ -59,7 +60,6 @@ __all__ = [
     "worker_exit",
 ]
 
-MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 #: The names of prometheus_client's files in the directory
 #: (``values.MultiProcessValue``: ``<type>_<pid>.db``, a gauge's type with
@@ -87,12 +87,14 @@ def _made_directory() -> str | None:
     from the variable when first imported, and before any worker forks.
     """
     try:
-        if not settings.metrics_enabled() or os.environ.get(MULTIPROC_DIR_VARIABLE):
+        if not settings.metrics_enabled() or os.environ.get(
+            MULTIPROC_DIR
+        ):
             return None
     except ValueError:
         return None  # on_starting stops the server with the message
     directory = tempfile.mkdtemp(prefix="dispatcher-metrics-")
-    os.environ[MULTIPROC_DIR_VARIABLE] = directory
+    os.environ[MULTIPROC_DIR] = directory
     return directory
 
 
@@ -129,10 +131,10 @@ def pre_fork(server: Any, worker: Any) -> None:
 def _empty_metrics_directory() -> None:
     """Create the metrics directory, or empty it of a past run's files (its
     workers' counts would be summed with this run's)."""
-    directory = os.environ.get(MULTIPROC_DIR_VARIABLE, "")
+    directory = os.environ.get(MULTIPROC_DIR, "")
     if not directory:
         raise SystemExit(
-            f"DISPATCHER_METRICS=1 needs {MULTIPROC_DIR_VARIABLE} under gunicorn:"
+            f"DISPATCHER_METRICS=1 needs {MULTIPROC_DIR} under gunicorn:"
             " a directory for each worker's metric files"
         )
     try:
@@ -143,7 +145,9 @@ def _empty_metrics_directory() -> None:
             if _METRIC_FILE.fullmatch(path.name) and path.is_file():
                 path.unlink()
     except OSError as e:
-        raise SystemExit(f"{MULTIPROC_DIR_VARIABLE}={directory!r}: {e}") from None
+        raise SystemExit(
+            f"{MULTIPROC_DIR}={directory!r}: {e}"
+        ) from None
 
 
 def when_ready(server: Any) -> None:

@@ -70,6 +70,7 @@ from sqlalchemy.pool import QueuePool
 
 from dispatcher import forks
 from dispatcher.counts import NO_OBSERVER, OUTCOMES, Observer
+from dispatcher.settings import MULTIPROC_DIR_VARIABLE
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -84,7 +85,6 @@ __all__ = ["PREFIX", "DispatcherMetrics", "instrument", "metrics_app", "sync_all
 log = logging.getLogger(__name__)
 
 PREFIX = "tenant_dispatcher_"
-MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 # Lookups are one indexed query (milliseconds); builds run create_app (tens of
 # milliseconds to seconds); the feed's lag is the poll interval at most.

@@ -78,7 +78,8 @@
                                 (:class:`~dispatcher.health.HealthApp`), beside
                                 the tenants (default none)
 ``DISPATCHER_METRICS_ADDRESS``  ``host:port`` where gunicorn's master serves
-                                every worker's metrics, and nothing else
+                                every worker's metrics (on any path; nothing
+                                but the metrics)
                                 (default ``127.0.0.1:9464``; see
                                 :mod:`dispatcher.gunicorn_conf`)
 ``PROMETHEUS_MULTIPROC_DIR``    ``prometheus_client``'s directory of each
