@@ -1,28 +1,32 @@
-"""The signup flow in a real browser: headless Chromium driven by Playwright.
+"""A new user's journey through the demo in a real browser: headless Chromium
+driven by Playwright.
 
 The browser is Debian's ``chromium`` package at ``/usr/bin/chromium``;
 Playwright only drives it (no ``playwright install``, no browser download).
-Without Chromium or Playwright the tests skip and say why.
+Without Chromium or Playwright the test skips and says why.
 
 The server is ``tenantctl serve`` in a process of its own, on a free loopback
 port; ``*.localhost`` reaches it because Chromium resolves every name under
 ``localhost`` to the loopback address, no DNS set-up needed. It runs in the
 test's temporary directory with ``DISPATCHER_SECRET_KEY`` set, so it writes no
 key file into the checkout.
+
+Each step leaves a screenshot (``01-signup.png``, ``02-board.png``, ...) in
+the directory named by ``DISPATCHER_TEST_ARTIFACTS``, else in
+``.artifacts/browser/`` at the repository root: look at them after a run.
+``05-board-custom-colour.png`` is the README's picture of the demo.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from servers import TENANTCTL, Server, free_port, running, tenantctl
-
-from dispatcher import TenantRegistry
 
 try:
     from playwright.sync_api import sync_playwright
@@ -30,7 +34,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Locator, Page, Response, ViewportSize
 
 CHROMIUM = Path("/usr/bin/chromium")
 # --headless and a fresh --user-data-dir are Playwright's to pass: headless=True
@@ -44,20 +48,43 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+VIEWPORT: ViewportSize = {"width": 1000, "height": 700}
 BROWSER_TIMEOUT_MS = 15_000  # every Playwright action and navigation
 SECRET = "the-deployment-secret-of-the-browser-tests"
+# Read at import: the tests' autouse fixture clears every DISPATCHER_* variable
+# (but the database URL) before each test.
+ARTIFACTS = Path(
+    os.environ.get("DISPATCHER_TEST_ARTIFACTS")
+    or Path(__file__).resolve().parent.parent / ".artifacts" / "browser"
+)
 
-# ``tenantctl disable`` runs in another process than the server, which hears
-# of it through the registry's change feed (polled every second by default) or,
-# failing that, when its cached app's TTL ends: DISPATCHER_APP_TTL=1 keeps that
-# short too, so the browser flow does not depend on the follower. Either way the
-# disabled page comes within a bound, not at once: reload until it shows, for
-# at most DISABLED_BOUND seconds. (Before cross-process invalidation, the app
-# TTL alone set this bound.)
+# ``tenantctl maintenance`` and ``disable`` run in another process than the
+# server, which hears of them through the registry's change feed (polled every
+# second by default) or, failing that, when its cached app's TTL ends:
+# DISPATCHER_APP_TTL=1 keeps that short too. Either way the new state shows
+# within a bound, not at once: reload until it shows, for at most
+# CHANGE_BOUND seconds.
 APP_TTL = "1"
 NEGATIVE_TTL = "0.5"
-DISABLED_BOUND = 5.0
+CHANGE_BOUND = 5.0
 RELOAD_INTERVAL = 0.2
+
+# The demo's own colours (dispatcher.demo.site_settings.DEFAULT_COLOUR and
+# dispatcher.demo.answers.ANSWER_COLOUR) and its page background, as the
+# browser computes them: proof that a page is the demo's styled one.
+DEFAULT_ACCENT = "rgb(59, 91, 219)"
+ANSWER_GREY = "rgb(73, 80, 87)"
+PAGE_BACKGROUND = "rgb(244, 245, 247)"
+TEAL, TEAL_RGB = "#0c8599", "rgb(12, 133, 153)"
+
+PASSWORD = "correct horse battery staple"
+TASKS = [
+    "Draft the launch announcement",
+    "Book a room for Thursday's planning session",
+    "Review the new onboarding e-mails",
+    "Renew the TLS certificate for the API",
+]
+DONE_TASK = TASKS[3]
 
 pytestmark = [
     pytest.mark.skipif(
@@ -72,6 +99,13 @@ pytestmark = [
 
 
 @pytest.fixture
+def artifacts() -> Path:
+    """Where the screenshots go (created; earlier files are overwritten)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture
 def page(tmp_path: Path) -> Iterator[Page]:
     """A tab of a headless Chromium with a fresh profile."""
     assert sync_playwright is not None
@@ -81,6 +115,7 @@ def page(tmp_path: Path) -> Iterator[Page]:
             executable_path=CHROMIUM,
             headless=True,
             args=CHROMIUM_ARGS,
+            viewport=VIEWPORT,
             timeout=BROWSER_TIMEOUT_MS,
         )
         try:
@@ -92,7 +127,11 @@ def page(tmp_path: Path) -> Iterator[Page]:
 
 
 @pytest.fixture
-def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
+def server(
+    database_url: str,
+    tenant_data_location: dict[str, Any],  # drops the tenants' schemas afterwards
+    tmp_path: Path,
+) -> Iterator[Server]:
     """``tenantctl serve`` on an empty database (it migrates it at start)."""
     port = free_port()
     command = [str(TENANTCTL), "--database-url", database_url]
@@ -111,124 +150,267 @@ def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
         yield running_server
 
 
-def _fill_signup_form(
-    page: Page, subdomain: str, email: str = "owner@acme.test"
+def test_a_new_user_signs_up_works_on_the_board_and_meets_every_answer(
+    server: Server, page: Page, database_url: str, artifacts: Path
 ) -> None:
-    page.fill("#organisation", "Acme")
-    page.fill("#subdomain", subdomain)
-    page.fill("#email", email)
+    port = server.port
+    apex = f"http://localhost:{port}/"
+    acme = f"http://acme.localhost:{port}/"
+    beta = f"http://beta.localhost:{port}/"
 
+    def shot(name: str) -> None:
+        path = artifacts / f"{name}.png"
+        page.screenshot(path=path)
+        assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
-def _sign_in(page: Page, url: str, name: str) -> None:
-    page.goto(url)
-    page.fill("#visitor", name)
+    # 1. Sign up on the apex; land signed in on the new site.
+    answer = page.goto(apex)
+    assert answer is not None and answer.status == 200
+    assert page.title() == "Sign up"
+    assert f"acme.localhost:{port}" not in page.inner_text("#address")
+    assert f"<name>.localhost:{port}" in page.inner_text("#address")
+    _fill_signup(page, "acme", "Acme Rockets", "ada@acme.test")
+    shot("01-signup")
+    page.click("#submit")
+    page.wait_for_url(acme)
+    assert page.text_content("#greeting") == "Welcome to Acme Rockets!"
+    assert page.text_content("#owner") == "ada@acme.test"
+    assert page.locator("#no-items-yet").is_visible()
+
+    # 2. Tasks on the board, one done; still there after a reload.
+    for task in TASKS:
+        page.fill("#item", task)
+        page.click("#add-item")
+        # The URL stays the board's: wait for the new task itself.
+        _task(page, task).wait_for()
+    _task(page, DONE_TASK).get_by_role("button", name="Done").click()
+    page.locator("#items li.done").filter(has_text=DONE_TASK).wait_for()
+    page.reload()
+    assert _board(page) == {task: task == DONE_TASK for task in TASKS}
+    assert _style(page, ".bar", "backgroundColor") == DEFAULT_ACCENT
+    shot("02-board")
+
+    # 3. Sign out; sign in again, after a wrong password.
+    page.click("#sign-out")
+    page.locator("#sign-in-link").wait_for()
+    assert page.url == acme
+    assert page.locator("#owner").count() == 0
+    assert page.locator("#read-only").is_visible()
+    assert _board(page) == {task: task == DONE_TASK for task in TASKS}
+    page.click("#sign-in-link")
+    page.fill("#email", "ada@acme.test")
+    page.fill("#password", "not the password")
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        page.click("#sign-in")
+    page.wait_for_load_state()
+    assert posted.value.status == 400
+    assert page.text_content("#error") == (
+        "The e-mail address or the password is wrong."
+    )
+    assert page.input_value("#password") == ""
+    shot("03-sign-in-refused")
+    # An unknown address gets the very same words: no hint who has an account.
+    page.fill("#email", "nobody@acme.test")
+    page.fill("#password", PASSWORD)
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        page.click("#sign-in")
+    page.wait_for_load_state()
+    assert posted.value.status == 400
+    assert page.text_content("#error") == (
+        "The e-mail address or the password is wrong."
+    )
+    page.fill("#email", "ada@acme.test")
+    page.fill("#password", PASSWORD)
     page.click("#sign-in")
-    page.wait_for_url(url)
+    page.wait_for_url(acme)
+    assert page.text_content("#owner") == "ada@acme.test"
 
+    # 4. Settings: a new colour and site name, seen on the very next page.
+    page.click("#settings-link")
+    page.wait_for_url(f"{acme}settings")
+    assert page.input_value("#colour") == "#3b5bdb"
+    page.fill("#name", "Acme Launch Team")
+    page.fill("#greeting", "Launch week: what is left")
+    page.fill("#colour", TEAL)
+    page.click("#save")
+    page.wait_for_url(f"{acme}settings?saved=1")
+    assert page.locator("#saved").is_visible()
+    assert page.input_value("#colour") == TEAL
+    assert _style(page, ".bar", "backgroundColor") == TEAL_RGB
+    shot("04-settings")
+    page.click("#site-name")
+    page.wait_for_url(acme)
+    assert page.text_content("#site-name") == "Acme Launch Team"
+    assert page.title() == "Board · Acme Launch Team"
+    assert page.text_content("#greeting") == "Launch week: what is left"
+    assert _style(page, ".bar", "backgroundColor") == TEAL_RGB
+    assert _style(page, "#greeting", "color") == TEAL_RGB
+    assert _style(page, "#add-item", "backgroundColor") == TEAL_RGB
+    shot("05-board-custom-colour")
+    acme_session = _session_cookie(page, "acme.localhost", "/")
 
-def _visitor(page: Page, url: str) -> str | None:
-    response = page.goto(url)
-    assert response is not None and response.status == 200
-    if page.locator("#visitor-name").count() == 0:
-        return None
-    return page.text_content("#visitor-name")
+    # 5. A second site: its own board, and the first one's session is no
+    # session there, by subdomain or by path.
+    page.goto(apex)
+    _fill_signup(page, "beta", "Beta Bakery", "bo@beta.test")
+    page.click("#submit")
+    page.wait_for_url(beta)
+    assert page.text_content("#owner") == "bo@beta.test"
+    assert page.locator("#no-items-yet").is_visible()
+    assert _board(page) == {}
+    text = page.inner_text("body")
+    assert not [task for task in TASKS if task in text], text
+    shot("06-second-site")
+    # Host-only cookies: acme.localhost's session reaches no other host, so
+    # the same site by path (localhost/acme/) is not signed in either.
+    for url in (f"{apex}acme/", f"{apex}beta/"):
+        _goto(page, url, 200)
+        assert page.locator("#sign-in-link").is_visible(), url
+    assert all(
+        not cookie["domain"].startswith(".") for cookie in page.context.cookies()
+    )
+    # Sent there anyway, acme's session is refused: each site's own key.
+    for domain, path, url in (
+        ("beta.localhost", "/", beta),
+        ("localhost", "/beta", f"{apex}beta/"),
+    ):
+        page.context.add_cookies(
+            [{"name": "session", "value": acme_session, "domain": domain, "path": path}]
+        )
+        answer = _goto(page, url, 200)
+        assert acme_session in (answer.request.header_value("cookie") or ""), url
+        assert page.locator("#owner").count() == 0, url
+        assert page.locator("#sign-in-link").is_visible(), url
+    # The control: the same cookie where it belongs (acme, by path) is a
+    # session, so the refusals above are the key's doing, not a lost cookie.
+    page.context.add_cookies(
+        [
+            {
+                "name": "session",
+                "value": acme_session,
+                "domain": "localhost",
+                "path": "/acme",
+            }
+        ]
+    )
+    _goto(page, f"{apex}acme/", 200)
+    assert page.text_content("#owner") == "ada@acme.test"
+    _goto(page, acme, 200)
+    assert page.text_content("#owner") == "ada@acme.test"
 
+    # 6. The dispatcher's own answers, styled like the demo.
+    tenantctl(
+        database_url,
+        "maintenance",
+        "on",
+        "acme",
+        "--message",
+        "We are moving the board to a faster server.",
+    )
+    answer = _reload_until(page, server, lambda a: a.status == 503, "maintenance")
+    assert answer.headers.get("retry-after") == "60"
+    assert page.text_content("#heading") == "Down for maintenance"
+    assert "We are moving the board to a faster server." in page.inner_text("main")
+    _assert_answer_page(page, apex)
+    shot("07-maintenance")
 
-def test_sign_up_land_on_the_new_site_then_see_it_disabled(
-    server: Server, page: Page, database_url: str, tmp_path: Path
-) -> None:
-    apex = f"http://localhost:{server.port}/"
-    home = f"http://acme.localhost:{server.port}/"
-    response = page.goto(apex)
-    assert response is not None and response.status == 200
+    tenantctl(database_url, "maintenance", "off", "acme")
+    _reload_until(page, server, lambda a: a.status == 200, "maintenance off")
+    assert page.text_content("#site-name") == "Acme Launch Team"
+
+    tenantctl(database_url, "disable", "acme", "--reason", "card declined")
+    _reload_until(page, server, lambda a: a.status == 403, "disabled")
+    assert page.text_content("#heading") == "This site is unavailable"
+    page_text = page.inner_text("body")
+    for private in ("card declined", "acme", "Acme", "ada@acme.test"):
+        assert private not in page_text, page_text
+    _assert_answer_page(page, apex)
+    shot("08-disabled")
+
+    for url, name in (
+        (f"http://nobody.localhost:{port}/", "09-unknown-subdomain"),
+        (f"{apex}nobody/", "10-unknown-path"),
+    ):
+        _goto(page, url, 404)
+        assert page.title() == "No such site"
+        assert page.text_content("#heading") == "No such site"
+        _assert_answer_page(page, apex)
+        shot(name)
+    page.click("#back")
+    page.wait_for_url(apex)
     assert page.title() == "Sign up"
 
-    _fill_signup_form(page, "acme")
-    page.click("#submit")
-    page.wait_for_url(home)
 
-    assert page.text_content("#greeting") == "Welcome to Acme!"
-    assert page.text_content("#slug") == "acme"
-    screenshot = tmp_path / "acme.png"
-    page.screenshot(path=screenshot)
-    assert screenshot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    assert screenshot.stat().st_size > 1000
+def _fill_signup(page: Page, name: str, organisation: str, email: str) -> None:
+    page.fill("#organisation", organisation)
+    page.fill("#subdomain", name)
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
 
-    tenantctl(database_url, "disable", "acme", "--reason", "unpaid")
-    # The server may serve its cached app a little longer (see DISABLED_BOUND).
-    disabled_after = time.monotonic() + DISABLED_BOUND
+
+def _task(page: Page, body: str) -> Locator:
+    return page.locator("#items li.item").filter(has_text=body)
+
+
+def _board(page: Page) -> dict[str, bool]:
+    """The board's tasks as shown, each with whether it is crossed out."""
+    shown: dict[str, bool] = {}
+    for item in page.locator("#items li.item").all():
+        body = item.locator(".body")
+        crossed = _style_of(body, "textDecorationLine") == "line-through"
+        shown[body.inner_text()] = crossed
+    return shown
+
+
+def _style(page: Page, selector: str, name: str) -> str:
+    """The computed style ``name`` (camelCase) of the element at ``selector``."""
+    return _style_of(page.locator(selector), name)
+
+
+def _style_of(locator: Locator, name: str) -> str:
+    value: str = locator.evaluate("(e, name) => getComputedStyle(e)[name]", name)
+    return value
+
+
+def _session_cookie(page: Page, domain: str, path: str) -> str:
+    for cookie in page.context.cookies():
+        if cookie["name"] == "session" and (cookie["domain"], cookie["path"]) == (
+            domain,
+            path,
+        ):
+            return cookie["value"]
+    pytest.fail(f"no session cookie for {domain}{path}: {page.context.cookies()}")
+
+
+def _goto(page: Page, url: str, status: int) -> Response:
+    answer = page.goto(url)
+    assert answer is not None
+    assert answer.status == status, (url, answer.status, page.inner_text("body"))
+    return answer
+
+
+def _reload_until(
+    page: Page, server: Server, shown: Callable[[Response], bool], what: str
+) -> Response:
+    """Reload until ``shown(answer)``, for at most CHANGE_BOUND seconds."""
+    deadline = time.monotonic() + CHANGE_BOUND
     statuses = []
     while True:
-        response = page.reload()
-        assert response is not None
-        statuses.append(response.status)
-        if response.status != 200:
-            break
-        assert time.monotonic() < disabled_after, (
-            f"still served {DISABLED_BOUND} s after tenantctl disable "
-            f"(app TTL {APP_TTL} s): {statuses}; server log:\n{server.log()}"
+        answer = page.reload()
+        assert answer is not None
+        statuses.append(answer.status)
+        if shown(answer):
+            return answer
+        assert time.monotonic() < deadline, (
+            f"{what}: not shown {CHANGE_BOUND} s after the tenantctl command"
+            f" (app TTL {APP_TTL} s): {statuses}; server log:\n{server.log()}"
         )
         time.sleep(RELOAD_INTERVAL)
 
-    assert response.status == 403, statuses
-    assert page.url == home
-    assert "currently unavailable" in page.inner_text("body")
-    page.screenshot(path=tmp_path / "disabled.png")
 
-
-def test_a_reserved_name_is_refused_on_the_signup_page(
-    server: Server, page: Page, database_url: str, tmp_path: Path
-) -> None:
-    apex = f"http://localhost:{server.port}/"
-    page.goto(apex)
-
-    _fill_signup_form(page, "www")
-    with page.expect_response(lambda r: r.request.method == "POST") as posted:
-        page.click("#submit")
-    page.wait_for_load_state()
-
-    assert posted.value.status == 422
-    assert page.url == apex
-    error = page.text_content("#error") or ""
-    assert "'www' is reserved" in error, error
-    # What was typed is kept, for the visitor to correct.
-    assert page.input_value("#organisation") == "Acme"
-    assert page.input_value("#subdomain") == "www"
-    page.screenshot(path=tmp_path / "refused.png")
-    with TenantRegistry(database_url) as registry:
-        assert registry.list_tenants() == []
-
-
-def test_signing_in_on_one_site_leaves_the_others_alone(
-    server: Server, page: Page
-) -> None:
-    apex = f"http://localhost:{server.port}/"
-    for name in ("acme", "beta"):
-        page.goto(apex)
-        _fill_signup_form(page, name, f"owner@{name}.test")
-        page.click("#submit")
-        page.wait_for_url(f"http://{name}.localhost:{server.port}/")
-    acme, beta = f"{apex}acme/", f"{apex}beta/"
-
-    _sign_in(page, beta, "Bob")
-    assert _visitor(page, acme) is None
-    _sign_in(page, acme, "Ada")
-    assert _visitor(page, beta) == "Bob"
-    assert _visitor(page, acme) == "Ada"
-    # Host-only: acme's own subdomain has a session of its own.
-    assert _visitor(page, f"http://acme.localhost:{server.port}/") is None
-
-    sessions = {
-        (c["domain"], c["path"])
-        for c in page.context.cookies()
-        if c["name"] == "session"
-    }
-    # Each tenant's own path; no cookie for a parent domain (".localhost").
-    assert {("localhost", "/acme"), ("localhost", "/beta")} <= sessions
-    assert all(not domain.startswith(".") for domain, _ in sessions)
-
-    page.goto(acme)
-    page.click("#sign-out")
-    page.wait_for_url(acme)
-    assert _visitor(page, acme) is None
-    assert _visitor(page, beta) == "Bob"
+def _assert_answer_page(page: Page, apex: str) -> None:
+    """The demo's styled answer: its grey, its background, a way to the signup."""
+    assert _style(page, "body", "backgroundColor") == PAGE_BACKGROUND
+    assert _style(page, "#heading", "color") == ANSWER_GREY
+    assert _style(page, ".bar", "backgroundColor") == ANSWER_GREY
+    assert page.get_attribute("#back", "href") == apex
