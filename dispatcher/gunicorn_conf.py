@@ -48,7 +48,7 @@ from typing import Any
 
 from dispatcher import collector, settings
 from dispatcher.settings import MULTIPROC_DIR_VARIABLE as MULTIPROC_DIR
-from dispatcher.wsgi import migrate_at_start
+from dispatcher.wsgi import make_server_app, migrate_at_start
 
 __all__ = [
     "child_exit",
@@ -87,9 +87,7 @@ def _made_directory() -> str | None:
     from the variable when first imported, and before any worker forks.
     """
     try:
-        if not settings.metrics_enabled() or os.environ.get(
-            MULTIPROC_DIR
-        ):
+        if not settings.metrics_enabled() or os.environ.get(MULTIPROC_DIR):
             return None
     except ValueError:
         return None  # on_starting stops the server with the message
@@ -105,19 +103,31 @@ def on_starting(server: Any) -> None:
     """gunicorn's hook, called in the master before the workers start."""
     if _metrics_on():
         _empty_metrics_directory()
+    # A bad setting comes back through the pipe as one line.
+    read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child migrates and exits, taking Alembic with it
+    if pid == 0:  # the child checks, migrates and exits, taking Alembic with it
+        os.close(read)
         code = 1
         try:
+            # Every worker would fail to build it, each with a traceback.
+            make_server_app()
             migrate_at_start()
             code = 0
+        except ValueError as e:  # a DISPATCHER_* value, named with its rule
+            os.write(write, str(e).encode())
         except BaseException:
             traceback.print_exc()
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        refused = pipe.read().decode(errors="replace")
     _, status = os.waitpid(pid, 0)
+    if refused:
+        raise SystemExit(f"Error: {refused}")
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit("migrating the registry's schema at start failed (above)")
 
@@ -145,9 +155,7 @@ def _empty_metrics_directory() -> None:
             if _METRIC_FILE.fullmatch(path.name) and path.is_file():
                 path.unlink()
     except OSError as e:
-        raise SystemExit(
-            f"{MULTIPROC_DIR}={directory!r}: {e}"
-        ) from None
+        raise SystemExit(f"{MULTIPROC_DIR}={directory!r}: {e}") from None
 
 
 def when_ready(server: Any) -> None:

@@ -106,7 +106,10 @@ def import_setting(variable: str, target: str) -> object:
     try:
         return import_string(target)
     except ImportError as e:
-        raise ValueError(f"{variable}={target!r} cannot be imported: {e}") from e
+        # werkzeug's ImportStringError explains over a dozen lines; the error
+        # it wraps ("No module named 'x'") says it in one.
+        cause = getattr(e, "exception", None) or e
+        raise ValueError(f"{variable}={target!r} cannot be imported: {cause}") from e
     except Exception as e:
         # The module's own code failed (a TenantData refusing its arguments,
         # say): still a setting to fix, named as such; the cause is chained.

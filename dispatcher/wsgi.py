@@ -372,7 +372,12 @@ def __getattr__(name: str) -> Any:
     # Built on first access, not at import: importing this module (say, for
     # make_application) must not open a database.
     if name == "application":
-        application = make_server_app()
+        try:
+            application = make_server_app()
+        except ValueError as e:
+            # A bad DISPATCHER_* value, named: one line for whoever starts
+            # the server, not a traceback through its loader.
+            raise SystemExit(f"Error: {e}") from None
         globals()["application"] = application
         return application
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

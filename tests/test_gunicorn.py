@@ -23,6 +23,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -380,3 +381,43 @@ def _answers_of_every_worker(server: Server, slug: str) -> list[Answer]:
         if len(answers) == WORKERS:
             return list(answers.values())
     pytest.fail(f"only workers {sorted(answers)} answered in {HELD_ROUNDS} rounds")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("DISPATCHER_MAX_APPS", "lots", "DISPATCHER_MAX_APPS='lots'"),
+        ("DISPATCHER_APP_FACTORY", "nowhere:create_app", "DISPATCHER_APP_FACTORY="),
+    ],
+)
+@BOTH_WAYS
+def test_a_bad_setting_stops_the_start_in_one_line(
+    database_url: str,
+    tmp_path: Path,
+    preload: bool,
+    setting: str,
+    value: str,
+    message: str,
+) -> None:
+    env = {
+        **os.environ,
+        "DISPATCHER_DATABASE_URL": database_url,
+        "PYTHONPATH": python_path(TESTS),
+        setting: value,
+    }
+    command = gunicorn_command(
+        "dispatcher.wsgi:application", port=free_port(), workers=2, preload=preload
+    )
+    done = subprocess.run(
+        command,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    [last] = done.stderr.strip().splitlines()[-1:]
+    assert last.startswith("Error: ") and message in last, done.stderr
