@@ -56,7 +56,9 @@ class _DataGroup(click.Group):
             raise Failed(f"a data server failed: {first_line(e)}") from e
 
 
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+_json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object."
+)
 
 
 @click.group(cls=_DataGroup)
@@ -64,9 +66,13 @@ def data() -> None:
     """Each tenant's own data: migrations, archives, servers."""
 
 
-def _data(ctx: click.Context) -> TenantData:
-    """The deployment's TenantData; bad input when there is none."""
-    from dispatcher.cli import BadInput, _tenant_data
+def _data(ctx: click.Context, *, reads_only: bool = False) -> TenantData:
+    """The deployment's TenantData; bad input when there is none.
+
+    ``reads_only``: the command only reads, so a registry that is a missing
+    SQLite file is refused before anything connects to it.
+    """
+    from dispatcher.cli import BadInput, _tenant_data, refuse_missing_registry
 
     found = _tenant_data(ctx)
     if found is None:
@@ -74,6 +80,8 @@ def _data(ctx: click.Context) -> TenantData:
             f"set {TENANT_DATA_VARIABLE}=module:attribute to the deployment's"
             " TenantData: 'tenantctl data' works on it"
         )
+    if reads_only:
+        refuse_missing_registry(ctx.obj["database_url"])
     return found
 
 
@@ -110,6 +118,7 @@ def _revisions(revisions: tuple[str, ...] | None) -> str:
 @data.command("upgrade")
 @click.option(
     "--revision",
+    metavar="REVISION",
     default="heads",
     show_default=True,
     help="The tenant migration revision to upgrade to.",
@@ -344,7 +353,7 @@ def _quoted(slugs: Sequence[str], most: int = 5) -> str:
 @click.pass_context
 def archives(ctx: click.Context, as_json: bool) -> None:
     """List the archived tenant data, oldest first."""
-    found = _data(ctx).archives()
+    found = _data(ctx, reads_only=True).archives()
     if as_json:
         click.echo(json.dumps([archive.to_dict() for archive in found], indent=2))
         return
@@ -365,21 +374,24 @@ def _when(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-@data.command("archive")
+@data.command("archive", short_help="Move tenant SLUG's data aside as an archive.")
 @click.argument("slug")
+@_json_option
 @click.pass_context
-def archive_(ctx: click.Context, slug: str) -> None:
+def archive_(ctx: click.Context, slug: str, as_json: bool) -> None:
     """Move tenant SLUG's data aside as an archive (to restore an older one)."""
     tenant_data = _data(ctx)
     tenant = _tenants(ctx, tenant_data).get_tenant(slug)
     name = tenant_data.archive(tenant)
-    if name is None:
+    if as_json:
+        click.echo(json.dumps({"slug": tenant.slug, "archive": name}))
+    elif name is None:
         _echo(f"tenant {tenant.slug!r} has no data to archive")
     else:
         _echo(f"archived the data of tenant {tenant.slug!r} as {name!r}")
 
 
-@data.command("restore")
+@data.command("restore", short_help="Make ARCHIVE the data of tenant SLUG.")
 @click.argument("archive")
 @click.argument("slug")
 @click.option(
@@ -387,22 +399,37 @@ def archive_(ctx: click.Context, slug: str) -> None:
     is_flag=True,
     help="ARCHIVE was another tenant's: give it to SLUG on purpose.",
 )
+@_json_option
 @click.pass_context
-def restore(ctx: click.Context, archive: str, slug: str, other_tenant: bool) -> None:
+def restore(
+    ctx: click.Context, archive: str, slug: str, other_tenant: bool, as_json: bool
+) -> None:
     """Make ARCHIVE the data of tenant SLUG again; SLUG must have no data."""
     tenant_data = _data(ctx)
     registry = _tenants(ctx, tenant_data)
     tenant = registry.get_tenant(slug)
     restored = tenant_data.restore(archive, tenant, other_tenant=other_tenant)
-    _echo(
-        f"restored archive {archive!r} as the data of tenant {restored.slug!r}"
-        f" on data server {tenant_data.server_of(restored)!r}"
-    )
+    server = tenant_data.server_of(restored)
+    revision = None
     if tenant_data.migrations is not None:
         revision = tenant_data.revision(restored)
         # The ledger said where the data it replaced was: the next fleet
         # upgrade must find this one behind.
         registry.record_data_results([DataResult(restored.slug, revision, True)])
+    if as_json:
+        answer = {
+            "archive": archive,
+            "slug": restored.slug,
+            "server": server,
+            "revision": None if revision is None else list(revision),
+        }
+        click.echo(json.dumps(answer))
+        return
+    _echo(
+        f"restored archive {archive!r} as the data of tenant {restored.slug!r}"
+        f" on data server {server!r}"
+    )
+    if tenant_data.migrations is not None:
         _echo(
             f"it is at revision {_revisions(revision)} as"
             f" archived; 'tenantctl data upgrade --only {restored.slug}' upgrades it"
@@ -418,10 +445,14 @@ def restore(ctx: click.Context, archive: str, slug: str, other_tenant: bool) -> 
     help="Purge the archives made more than DAYS days ago (0: every archive).",
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_json_option
 @click.pass_context
-def purge(ctx: click.Context, days: str, yes: bool) -> None:
-    """Delete for good the archives older than DAYS days."""
-    from dispatcher.cli import BadInput, Failed, _confirm
+def purge(ctx: click.Context, days: str, yes: bool, as_json: bool) -> None:
+    """Delete for good the archives older than DAYS days.
+
+    Asks first, unless --yes; answering no purges nothing and exits 0.
+    """
+    from dispatcher.cli import BadInput, _confirm
 
     if not _DAYS.fullmatch(days.strip()):
         raise BadInput(
@@ -434,18 +465,33 @@ def purge(ctx: click.Context, days: str, yes: bool) -> None:
         age = dt.timedelta(days=count)
         cutoff = now - age
     except OverflowError:  # before year 1: no archive is that old
-        click.echo(f"no archive is older than {count} days")
+        _purged([], as_json, f"no archive is older than {count} days")
         return
     due = [each for each in tenant_data.archives() if each.archived_at <= cutoff]
     if not due:
-        click.echo(f"no archive is older than {count} days")
+        _purged([], as_json, f"no archive is older than {count} days")
         return
     if not yes:
-        click.echo(_table(("ARCHIVE", "SERVER", "ORIGINAL", "ARCHIVED AT"), _rows(due)))
+        # On stderr with the question, so that stdout keeps to the answer.
+        table = _table(("ARCHIVE", "SERVER", "ORIGINAL", "ARCHIVED AT"), _rows(due))
+        click.echo(table, err=as_json)
         if not _confirm(f"Delete these {len(due)} archive(s) for good?"):
-            raise Failed("nothing purged; pass --yes to skip asking")
-    for archive in tenant_data.purge(age, now=now):
+            # The answer the question invited: not an error.
+            _purged([], as_json, "nothing purged")
+            return
+    purged = tenant_data.purge(age, now=now)
+    for archive in purged if not as_json else ():
         _echo(f"purged archive {archive.name!r} on data server {archive.server!r}")
+    if as_json:
+        _purged(purged, as_json, "")
+
+
+def _purged(purged: Sequence[Archive], as_json: bool, text: str) -> None:
+    if as_json:
+        listed = [archive.to_dict() for archive in purged]
+        click.echo(json.dumps({"purged": listed}))
+    else:
+        click.echo(text)
 
 
 # -- servers and moves ------------------------------------------------------------
@@ -454,8 +500,9 @@ def purge(ctx: click.Context, days: str, yes: bool) -> None:
 @data.command("move")
 @click.argument("slug")
 @click.argument("server")
+@_json_option
 @click.pass_context
-def move(ctx: click.Context, slug: str, server: str) -> None:
+def move(ctx: click.Context, slug: str, server: str, as_json: bool) -> None:
     """Move tenant SLUG's data to data server SERVER.
 
     The tenant is disabled while its data is copied, then served from SERVER;
@@ -464,6 +511,16 @@ def move(ctx: click.Context, slug: str, server: str) -> None:
     tenant_data = _data(ctx)
     tenant = _tenants(ctx, tenant_data).get_tenant(slug)
     moved = move_data(tenant_data, tenant, server)
+    if as_json:
+        answer = {
+            "slug": moved.tenant.slug,
+            "source": moved.source,
+            "target": moved.target,
+            "rows": moved.rows,
+            "archive": moved.archive,
+        }
+        click.echo(json.dumps(answer))
+        return
     _echo(
         f"moved tenant {moved.tenant.slug!r} from data server {moved.source!r} to"
         f" {moved.target!r} ({moved.rows} rows); the old copy is archive"
@@ -476,7 +533,7 @@ def move(ctx: click.Context, slug: str, server: str) -> None:
 @click.pass_context
 def servers(ctx: click.Context, as_json: bool) -> None:
     """List the data servers and how many tenants each holds."""
-    tenant_data = _data(ctx)
+    tenant_data = _data(ctx, reads_only=True)
     counts = _tenants(ctx, tenant_data).count_by_data_server()
     listed = _servers(tenant_data, counts)
     if as_json:
@@ -542,7 +599,7 @@ def _servers(
 @click.pass_context
 def show(ctx: click.Context, slug: str, as_json: bool) -> None:
     """Show where tenant SLUG's data lives, and its migration revision."""
-    tenant_data = _data(ctx)
+    tenant_data = _data(ctx, reads_only=True)
     tenant = _tenants(ctx, tenant_data).get_tenant(slug)
     shown = _show(tenant_data, tenant)
     if tenant.maintenance is not None:

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ["feed"]
 
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+_json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object."
+)
 
 
 @click.group()
@@ -71,7 +73,7 @@ def show(ctx: click.Context, as_json: bool) -> None:
     """The feed's size, its newest and its oldest change."""
     from dispatcher.cli import _registry
 
-    summary = summarise(_registry(ctx).database)
+    summary = summarise(_registry(ctx, reads_only=True).database)
     if as_json:
         click.echo(json.dumps(summary.to_dict()))
         return

@@ -22,7 +22,9 @@ from dispatcher.tenant import MAINTENANCE_RETRY_AFTER
 
 __all__ = ["maintenance"]
 
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+_json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object."
+)
 
 
 @click.group()
@@ -40,7 +42,9 @@ def maintenance() -> None:
     show_default=True,
     help=f"The Retry-After sent with the 503, 1 to {MAX_RETRY_AFTER}.",
 )
-@click.option("--message", help="Shown on the maintenance page (one line).")
+@click.option(
+    "--message", metavar="TEXT", help="Shown on the maintenance page (one line)."
+)
 @_json_option
 @click.pass_context
 def maintenance_on(

@@ -163,10 +163,12 @@ def run_command(
 def _dispatcher(ctx: click.Context) -> TenantDispatcher:
     """The deployment's dispatcher, with this invocation's database and domain;
     closed (with its registry) when the command ends."""
-    from dispatcher.cli import BadInput
+    from dispatcher.cli import BadInput, refuse_missing_registry
     from dispatcher.wsgi import make_application
 
     obj: dict[str, Any] = ctx.ensure_object(dict)
+    # A tenant's command may write, but never to a registry made up here.
+    refuse_missing_registry(obj["database_url"])
     environ = {
         **os.environ,
         DATABASE_URL_VARIABLE: obj["database_url"],

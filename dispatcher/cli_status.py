@@ -24,12 +24,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy import make_url
-from sqlalchemy.exc import ArgumentError
 
 from dispatcher.exceptions import DispatcherError
 from dispatcher.retention import FeedSummary, summarise
@@ -49,7 +46,7 @@ MAX_CHANGES = 1000
 _UPGRADE = "run 'tenantctl db upgrade'"
 
 
-@click.command()
+@click.command(short_help="The registry at a glance.")
 @click.option(
     "--changes",
     "changes_option",
@@ -58,17 +55,14 @@ _UPGRADE = "run 'tenantctl db upgrade'"
     show_default=True,
     help=f"Show the newest N changes of the feed (0 to {MAX_CHANGES}).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
 def status(ctx: click.Context, changes_option: str, as_json: bool) -> None:
     """The registry at a glance: where it is, its schema, tenants, the feed."""
     from dispatcher.cli import Failed, _registry
 
     limit = _count(changes_option)
-    missing = _missing_sqlite_file(ctx.obj["database_url"])
-    if missing is not None:
-        raise Failed(f"no registry at {missing}: the file does not exist; {_UPGRADE}")
-    registry = _registry(ctx)
+    registry = _registry(ctx, reads_only=True)
     report = _read(registry, limit)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.screen())
     if report.tenants is None:
@@ -85,24 +79,6 @@ def _count(text: str) -> int:
             f"--changes {text!r} must be a whole number from 0 to {MAX_CHANGES}"
         )
     return int(value)
-
-
-def _missing_sqlite_file(database_url: str) -> Path | None:
-    """The SQLite file ``database_url`` names, if it does not exist.
-
-    Connecting would create it empty. In-memory databases and ``uri=true``
-    URLs (whose ``mode=`` decides) are not files to check.
-    """
-    try:
-        url = make_url(database_url)
-    except (ArgumentError, ValueError):
-        return None  # the registry refuses it, naming the option
-    if url.get_backend_name() != "sqlite" or "uri" in url.query:
-        return None
-    if not url.database or url.database == ":memory:":
-        return None
-    path = Path(url.database)
-    return None if path.exists() else path.absolute()
 
 
 @dataclass(frozen=True)

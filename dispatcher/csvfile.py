@@ -12,7 +12,11 @@ its columns, from :data:`COLUMNS`; ``slug`` and ``owner_email`` are required.
 ``domains`` holds host names separated by spaces, the first primary;
 ``config`` a JSON object; ``data_server`` the named server to hold the
 tenant's data (empty: none named, placement decides). A row without values
-is skipped, like a blank line.
+is skipped, like a blank line. A row that gives the tenant no address (no
+``subdomain``, ``path_prefix`` nor ``domains``) gets the subdomain named
+after its slug, as ``tenantctl add`` gives it: a tenant nobody can reach is
+never what a file meant. With no base domain (no subdomains routed) the row
+is taken as it is.
 
 Pure: it reads the file and checks each row by the registry's rules, but
 writes nothing and prints nothing. A file that cannot be read as a list of
@@ -29,7 +33,7 @@ import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from dispatcher.configtext import parse_config
 from dispatcher.exceptions import TooManyDomains
@@ -85,12 +89,18 @@ class TenantFile:
     errors: tuple[RowError, ...]
 
 
-def read_tenants(file: Path, rules: TenantRules) -> TenantFile:
-    """The tenants ``file`` lists, checked by ``rules``; raises :class:`BadFile`."""
+def read_tenants(
+    file: Path, rules: TenantRules, stream: TextIO | None = None
+) -> TenantFile:
+    """The tenants ``file`` lists, checked by ``rules``; raises :class:`BadFile`.
+
+    ``stream``: read it instead (standard input, say), with ``file`` the name
+    its errors give; opened with ``newline=""``, as :mod:`csv` needs.
+    """
     rows: list[Row] = []
     errors: list[RowError] = []
     first_line: dict[str, int] = {}
-    for line, fields in _read(file):
+    for line, fields in _read(file, stream):
         try:
             spec = _tenant(fields, rules)
         # TooManyDomains is a Conflict, not a ValueError, but here it is a row
@@ -107,18 +117,24 @@ def read_tenants(file: Path, rules: TenantRules) -> TenantFile:
     return TenantFile(file, tuple(rows), tuple(errors))
 
 
-def _read(file: Path) -> list[tuple[int, dict[str, Any]]]:
+def _read(file: Path, stream: TextIO | None) -> list[tuple[int, dict[str, Any]]]:
     """Every row with a value, and the line it ends on; the whole file is read
     first, so that a file that turns out bad is not partly used."""
     try:
-        with file.open(newline="", encoding="utf-8-sig") as stream:
-            reader = csv.DictReader(stream)
-            _check_header(file, list(reader.fieldnames or []))
-            return [(reader.line_num, row) for row in _rows(reader)]
+        if stream is not None:
+            return _read_stream(file, stream)
+        with file.open(newline="", encoding="utf-8-sig") as opened:
+            return _read_stream(file, opened)
     except UnicodeDecodeError as e:
         raise BadFile(f"{file} is not UTF-8 text: {e}") from e
     except csv.Error as e:
         raise BadFile(f"{file} is not valid CSV: {e}") from e
+
+
+def _read_stream(file: Path, stream: TextIO) -> list[tuple[int, dict[str, Any]]]:
+    reader = csv.DictReader(stream)
+    _check_header(file, list(reader.fieldnames or []))
+    return [(reader.line_num, row) for row in _rows(reader)]
 
 
 def _check_header(file: Path, columns: list[str]) -> None:
@@ -154,13 +170,19 @@ def _tenant(row: dict[str, Any], rules: TenantRules) -> NewTenant:
     # DictReader files the fields past the header's under the key None.
     if None in row:
         raise ValueError("the row has more fields than the header")
+    slug = row.get("slug") or ""
+    subdomain = row.get("subdomain") or None
+    path_prefix = row.get("path_prefix") or None
+    domains = (row.get("domains") or "").split()
+    if not (subdomain or path_prefix or domains) and rules.base_domain is not None:
+        subdomain = slug
     return rules.new_tenant(
-        row.get("slug") or "",
+        slug,
         owner_email=row.get("owner_email") or "",
         owner_name=row.get("owner_name") or None,
-        subdomain=row.get("subdomain") or None,
-        path_prefix=row.get("path_prefix") or None,
-        domains=(row.get("domains") or "").split(),
+        subdomain=subdomain,
+        path_prefix=path_prefix,
+        domains=domains,
         config=parse_config(row.get("config") or ""),
         data_server=row.get("data_server") or None,
     )

@@ -11,17 +11,55 @@ dispatcher routed the request to (``-`` for none)::
 The Host is the visitor's text: its control characters (C0, DEL, C1) and
 backslashes are escaped as werkzeug escapes the path, so a Host cannot move
 the cursor, recolour the terminal or start a line of its own.
+
+At start-up, :func:`addresses` says where the tenants answer: werkzeug's own
+"Running on http://127.0.0.1:PORT" names the socket, whose Host is no
+tenant's nor the base domain (a 404), so :class:`HideRunningOn` drops that
+line from the ``werkzeug`` logger and ``tenantctl serve`` prints these first.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler
 
 from dispatcher.context import ENVIRON_KEY
 
-__all__ = ["TenantRequestHandler", "escape"]
+__all__ = ["HideRunningOn", "TenantRequestHandler", "addresses", "escape"]
+
+
+def addresses(base_domain: str | None, host: str, port: int) -> list[str]:
+    """What to open in a browser, one line each, the base domain's first.
+
+    The dispatcher routes on the Host header: the base domain reaches the
+    default app (and ``/<path prefix>/``), a subdomain of it a tenant. With no
+    base domain only custom domains route, so the socket's address is all
+    there is to say.
+    """
+    if base_domain is None:
+        return [f"http://{_bracketed(host)}:{port}/ (tenants by their custom domains)"]
+    return [
+        f"http://{base_domain}:{port}/ (and /<path prefix>/ of a tenant)",
+        f"http://<subdomain>.{base_domain}:{port}/ (a tenant by its subdomain)",
+    ]
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class HideRunningOn(logging.Filter):
+    """Drops werkzeug's start-up record, "Running on http://127.0.0.1:PORT"
+    (with its development-server warning), whose address answers 404 here.
+
+    Add it to the ``werkzeug`` logger once :func:`addresses` are shown.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return " * Running on " not in record.getMessage()
+
 
 # What werkzeug's handler escapes in paths (private there): \xNN for C0, DEL
 # and C1 controls, and the backslash itself, so an escape cannot be forged.

@@ -57,9 +57,17 @@ def alembic_config(connection: Connection | None = None) -> Config:
 def upgrade(database: Database, revision: str = "head") -> None:
     """Apply the migrations up to ``revision``, holding the registry's write lock.
 
-    Raises ``ValueError`` for a revision Alembic does not know, and the
-    registry's errors when the database cannot be reached.
+    Raises ``ValueError`` for a revision Alembic does not know, for ``base``
+    (before every migration: Alembic would upgrade to it by doing nothing,
+    and this never downgrades), and the registry's errors when the database
+    cannot be reached.
     """
+    if revision.strip().lower() == "base":
+        raise ValueError(
+            "cannot upgrade to revision 'base': it is before every migration,"
+            " so upgrading to it changes nothing, and tenantctl never"
+            " downgrades (that would drop the tenants)"
+        )
     # A migration's DDL may take long; its waits for locks may not.
     with database.write_connection(statement_timeout=0) as connection:
         try:

@@ -398,7 +398,13 @@ class TenantRegistry:
             return tx.snapshot(row)
 
     def disable_tenant(self, slug: str, reason: str | None = None) -> Tenant:
-        """Stop serving the tenant; requests get the disabled answer."""
+        """Stop serving the tenant; requests get the disabled answer.
+
+        ``reason`` None keeps the reason a disabled tenant has (disabling it
+        again says nothing new about why); ``""`` clears it.
+        """
+        if reason is None:
+            return self._set_status(slug, TenantStatus.DISABLED, None, keep=True)
         return self._set_status(slug, TenantStatus.DISABLED, _clean_text(reason))
 
     def enable_tenant(self, slug: str) -> Tenant:
@@ -406,10 +412,12 @@ class TenantRegistry:
         return self._set_status(slug, TenantStatus.ACTIVE, None)
 
     def _set_status(
-        self, slug: str, status: TenantStatus, reason: str | None
+        self, slug: str, status: TenantStatus, reason: str | None, *, keep: bool = False
     ) -> Tenant:
         with self._transaction() as tx:
             row = tx.tenant(slug)
+            if keep and row.status is status:
+                reason = row.disabled_reason
             if row.status is not status or row.disabled_reason != reason:
                 row.status = status
                 row.disabled_reason = reason

@@ -284,10 +284,11 @@ def test_purge_asks_first(tenantctl: Tenantctl, data: TenantData, acme: Tenant) 
     archive = data.archive(acme)
     assert archive is not None
     refused = tenantctl("data", "purge", "--older-than", "0", stdin="n\n")
-    assert refused.exit_code == 1
+    # No is the answer the question invited: not an error, as for remove.
+    assert refused.exit_code == 0
     assert archive in refused.stdout  # what would go is listed
     assert "Delete these 1 archive(s) for good?" in refused.stderr
-    assert "nothing purged; pass --yes to skip asking" in refused.stderr
+    assert refused.stdout.endswith("\nnothing purged\n")
     assert [each.name for each in data.archives()] == [archive]
 
     # Not old enough: nothing to ask about.
@@ -818,3 +819,28 @@ def test_upgrade_to_an_older_revision_claims_no_tenant_is_at_it(
         "tenant 'acme': at 0002 already",
         "0 upgraded, 1 needed nothing, 0 failed",
     ]
+
+
+def test_the_data_write_commands_print_one_json_object(
+    tenantctl: Tenantctl, data: TenantData, acme: Tenant
+) -> None:
+    archived = json.loads(
+        succeeded(tenantctl("data", "archive", "acme", "--json")).stdout
+    )
+    name = archived["archive"]
+    assert archived == {"slug": "acme", "archive": name}
+    assert [each.name for each in data.archives()] == [name]
+
+    restored = json.loads(
+        succeeded(tenantctl("data", "restore", name, "acme", "--json")).stdout
+    )
+    assert (restored["archive"], restored["slug"]) == (name, "acme")
+
+    again = data.archive(acme)
+    purged = json.loads(
+        succeeded(
+            tenantctl("data", "purge", "--older-than", "0", "--yes", "--json")
+        ).stdout
+    )
+    assert [each["name"] for each in purged["purged"]] == [again]
+    assert data.archives() == []

@@ -25,15 +25,50 @@ TOO_DEEP = "is nested too deeply to parse; the limit is 32 levels of objects and
         pytest.param('"quoted"', "quoted", id="json-string"),
         pytest.param("Hi there", "Hi there", id="text"),
         pytest.param("", "", id="empty"),
-        pytest.param("{oops", "{oops", id="broken-json"),
         pytest.param("NaN", "NaN", id="nan"),
         pytest.param("-Infinity", "-Infinity", id="infinity"),
-        pytest.param("[NaN]", "[NaN]", id="nan-inside"),
+        pytest.param("1.2.3", "1.2.3", id="a-version-is-a-word"),
+        pytest.param("a {b", "a {b", id="a-brace-inside-a-sentence"),
     ],
 )
 def test_parse_value(text: str, value: Any) -> None:
     assert parse_value(text) == value
     assert type(parse_value(text)) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            '{"a":1',
+            "config value '{\"a\":1' starts with '{', as JSON does, but is not"
+            " JSON: Expecting ',' delimiter: line 1 column 7 (char 6); to store it"
+            " as text, write it as a JSON string",
+            id="unclosed-object",
+        ),
+        pytest.param(
+            " [NaN]",
+            "config value ' [NaN]' starts with '[', as JSON does, but is not JSON:"
+            " NaN is not JSON; to store it as text, write it as a JSON string",
+            id="nan-inside",
+        ),
+        pytest.param(
+            '"unclosed',
+            "config value '\"unclosed' starts with '\"', as JSON does, but is not"
+            " JSON: Unterminated string starting at: line 1 column 1 (char 0); to"
+            " store it as text, write it as a JSON string",
+            id="unclosed-string",
+        ),
+    ],
+)
+def test_parse_value_refuses_what_starts_as_json_and_is_not(
+    text: str, message: str
+) -> None:
+    # Only JSON starts with {, [ or ": a broken one is a typo, not a string.
+    with pytest.raises(InvalidConfig) as refused:
+        parse_value(text)
+
+    assert str(refused.value) == message
 
 
 @pytest.mark.parametrize(

@@ -1330,3 +1330,19 @@ def test_count_by_data_server_is_one_statement(registry: TenantRegistry) -> None
 
     [statement] = [s for s in seen if s.lstrip().upper().startswith("SELECT")]
     assert "GROUP BY" in statement.upper()
+
+
+def test_disabling_again_without_a_reason_keeps_the_reason(
+    registry: TenantRegistry, acme: Tenant
+) -> None:
+    registry.disable_tenant("acme", "unpaid")
+    generation = registry.latest_generation()
+
+    again = registry.disable_tenant("acme")
+
+    assert again.disabled_reason == "unpaid"
+    assert registry.latest_generation() == generation  # nothing changed
+    assert registry.disable_tenant("acme", "").disabled_reason is None
+    # Enabled, its reason is gone: a later disable starts without one.
+    registry.enable_tenant("acme")
+    assert registry.disable_tenant("acme").disabled_reason is None

@@ -15,7 +15,7 @@ from servers import TENANTCTL, Server, free_port, running
 
 from dispatcher import TenantRegistry
 from dispatcher.cli import cli
-from dispatcher.devserver import escape
+from dispatcher.devserver import addresses, escape
 
 
 def _get(port: int, path: str, host: str) -> tuple[int, str]:
@@ -189,3 +189,63 @@ def test_a_malformed_request_names_no_host_nor_tenant(served: Server) -> None:
 )
 def test_escape(text: str, escaped: str) -> None:
     assert escape(text) == escaped
+
+
+# -- what it says at start-up -------------------------------------------------------
+
+
+def _start_up_lines(server: Server) -> list[str]:
+    """The lines it printed before its first access line, without colour."""
+    lines = []
+    for line in _STYLE.sub("", server.log()).splitlines():
+        if '"GET ' in line:
+            break
+        if line.strip():
+            lines.append(line)
+    return lines
+
+
+def test_the_first_thing_it_prints_is_an_address_that_works(served: Server) -> None:
+    port = served.port
+    lines = _start_up_lines(served)
+
+    assert lines[0] == "Open the tenants at:"
+    assert lines[1].strip().startswith(f"http://localhost:{port}/ ")
+    assert lines[2].strip().startswith(f"http://<subdomain>.localhost:{port}/ ")
+    # werkzeug's "Running on http://127.0.0.1:PORT" names no tenant: a 404.
+    assert not any("Running on" in line for line in lines)
+    status, body = _get(port, "/", f"localhost:{port}")
+    assert status == 200, body  # the default app: the demo's signup
+    status, body = _get(port, "/", f"acme.localhost:{port}")
+    assert "Hello from Acme" in body
+
+
+def test_the_port_is_8000_by_default_as_the_readme_says() -> None:
+    result = CliRunner().invoke(cli, ["serve", "--help"], terminal_width=100)
+
+    assert re.search(
+        r"--port INTEGER RANGE\s+TCP port to listen on.\s+\[default: 8000",
+        result.stdout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("base_domain", "expected"),
+    [
+        pytest.param(
+            "localhost",
+            [
+                "http://localhost:8000/ (and /<path prefix>/ of a tenant)",
+                "http://<subdomain>.localhost:8000/ (a tenant by its subdomain)",
+            ],
+            id="localhost",
+        ),
+        pytest.param(
+            None,
+            ["http://[::1]:8000/ (tenants by their custom domains)"],
+            id="no base domain",
+        ),
+    ],
+)
+def test_addresses(base_domain: str | None, expected: list[str]) -> None:
+    assert addresses(base_domain, "::1", 8000) == expected
