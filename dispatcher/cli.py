@@ -822,6 +822,7 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 )
 @click.option(
     "--port",
+    metavar="PORT",
     type=click.IntRange(1, 65535),
     default=8000,
     show_default=True,

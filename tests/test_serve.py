@@ -224,7 +224,7 @@ def test_the_port_is_8000_by_default_as_the_readme_says() -> None:
     result = CliRunner().invoke(cli, ["serve", "--help"], terminal_width=100)
 
     assert re.search(
-        r"--port INTEGER RANGE\s+TCP port to listen on.\s+\[default: 8000",
+        r"--port PORT\s+TCP port to listen on.\s+\[default: 8000",
         result.stdout,
     )
 
