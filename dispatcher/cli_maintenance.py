@@ -9,6 +9,7 @@ acyclic (``tests/test_layering.py``).
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 
@@ -18,6 +19,7 @@ from dispatcher.maintenance import (
     bypass_url,
     check_retry_after,
 )
+from dispatcher.settings import DEVELOPMENT_PORT
 from dispatcher.tenant import MAINTENANCE_RETRY_AFTER
 
 __all__ = ["maintenance"]
@@ -45,6 +47,19 @@ def maintenance() -> None:
 @click.option(
     "--message", metavar="TEXT", help="Shown on the maintenance page (one line)."
 )
+@click.option(
+    "--scheme",
+    type=click.Choice(["http", "https"]),
+    help="The bypass URL's scheme; default: http on the base domain localhost"
+    " (tenantctl serve), else https.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="The bypass URL's port; default: 8000 on the base domain localhost"
+    " (tenantctl serve), else none.",
+)
 @_json_option
 @click.pass_context
 def maintenance_on(
@@ -52,6 +67,8 @@ def maintenance_on(
     slug: str,
     retry_after_text: str,
     message: str | None,
+    scheme: str | None,
+    port: int | None,
     as_json: bool,
 ) -> None:
     """Put tenant SLUG in maintenance: its visitors get 503.
@@ -70,10 +87,20 @@ def maintenance_on(
         slug, retry_after=retry_after, message=message
     )
     path = BYPASS_PATH + token
+    # The development server's address unless told: tenantctl serve listens
+    # on http, port 8000, with the base domain localhost.
+    developing = registry.base_domain == "localhost"
+    scheme = scheme or ("http" if developing else "https")
+    port = port or (DEVELOPMENT_PORT if developing else None)
     try:
-        url: str | None = bypass_url(tenant, token, base_domain=registry.base_domain)
+        url: str | None = bypass_url(
+            tenant, token, base_domain=registry.base_domain, scheme=scheme
+        )
     except ValueError:
         url = None  # no address to print: the path, on whatever host serves it
+    if url is not None and port is not None:
+        parts = urlsplit(url)
+        url = urlunsplit(parts._replace(netloc=f"{parts.netloc}:{port}"))
     if as_json:
         answer = {"tenant": tenant.to_dict(), "bypass_url": url, "bypass_path": path}
         click.echo(json.dumps(answer, indent=2))

@@ -152,6 +152,9 @@ def feed_retention(environ: Mapping[str, str] = os.environ) -> FeedRetention:
     return retention
 
 
+#: Where ``tenantctl serve`` listens unless told (the README's address).
+DEVELOPMENT_PORT = 8000
+
 TRUST_REQUEST_ID_VARIABLE = "DISPATCHER_TRUST_REQUEST_ID"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})

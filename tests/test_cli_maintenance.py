@@ -84,6 +84,58 @@ def test_on_prints_a_one_time_bypass_url(
     assert tenants.redeem_bypass(slug, token)
 
 
+def test_on_the_development_base_domain_the_url_is_tenantctl_serves(
+    database_url: str, registry: TenantRegistry
+) -> None:
+    # tenantctl serve: http, port 8000, base domain localhost.
+    registry.create_tenant("acme", owner_email="o@acme.test", subdomain="acme")
+    result = succeeded(
+        CliRunner().invoke(
+            cli,
+            ["--database-url", database_url, "--base-domain", "localhost"]
+            + ["maintenance", "on", "acme"],
+        )
+    )
+    url_line = result.stdout.splitlines()[-1]
+    assert url_line.startswith(
+        f"bypass (once): http://acme.localhost:8000{BYPASS_PATH}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "address"),
+    [
+        pytest.param(["--port", "8443"], f"https://acme.{BASE}:8443", id="port"),
+        pytest.param(["--scheme", "http"], f"http://acme.{BASE}", id="scheme"),
+        pytest.param(
+            ["--scheme", "http", "--port", "80"], f"http://acme.{BASE}:80", id="both"
+        ),
+    ],
+)
+def test_on_takes_the_urls_scheme_and_port(
+    tenantctl: Tenantctl, tenants: TenantRegistry, options: list[str], address: str
+) -> None:
+    result = succeeded(tenantctl("maintenance", "on", "acme", *options))
+    assert result.stdout.splitlines()[-1].startswith(
+        f"bypass (once): {address}{BYPASS_PATH}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        pytest.param(["--port", "0"], "'--port'", id="port 0"),
+        pytest.param(["--scheme", "ftp"], "'--scheme'", id="ftp"),
+    ],
+)
+def test_on_refuses_a_bad_scheme_or_port(
+    tenantctl: Tenantctl, tenants: TenantRegistry, options: list[str], named: str
+) -> None:
+    result = tenantctl("maintenance", "on", "acme", *options)
+    assert result.exit_code == 2 and named in result.stderr
+    assert tenants.get_tenant("acme").maintenance is None
+
+
 def test_on_with_json(tenantctl: Tenantctl, tenants: TenantRegistry) -> None:
     answer = json.loads(
         succeeded(tenantctl("maintenance", "on", "acme", "--json")).stdout
