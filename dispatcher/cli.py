@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
@@ -38,6 +39,7 @@ from dispatcher.settings import (
     BASE_DOMAIN_VARIABLE,
     DATABASE_URL_VARIABLE,
     DEFAULT_BASE_DOMAIN,
+    DEVELOPMENT_PORT,
     TENANT_DATA_VARIABLE,
     feed_retention,
     parse_base_domain,
@@ -824,7 +826,7 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
     "--port",
     metavar="PORT",
     type=click.IntRange(1, 65535),
-    default=8000,
+    default=DEVELOPMENT_PORT,
     show_default=True,
     help="TCP port to listen on.",
 )
@@ -861,7 +863,12 @@ def serve(ctx: click.Context, host: str, port: int, reload: bool, debug: bool) -
     from werkzeug.debug import DebuggedApplication
     from werkzeug.serving import is_running_from_reloader, run_simple
 
-    from dispatcher.devserver import HideRunningOn, TenantRequestHandler, addresses
+    from dispatcher.devserver import (
+        HideRunningOn,
+        TenantRequestHandler,
+        addresses,
+        check_can_listen,
+    )
     from dispatcher.wsgi import make_server_app, migrate_at_start
 
     if debug and host not in _LOOPBACK:
@@ -884,6 +891,12 @@ def serve(ctx: click.Context, host: str, port: int, reload: bool, debug: bool) -
     if debug:
         application = DebuggedApplication(application, evalex=True)
     if not is_running_from_reloader():  # the reloader's child: said already
+        try:
+            check_can_listen(host, port)
+        except socket.gaierror as e:
+            raise BadInput(f"cannot listen on {host!r}:{port}: {e.strerror}") from e
+        except OSError as e:
+            raise Failed(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
         base_domain = ctx.obj["base_domain"]
         click.echo("Open the tenants at:", err=True)
         for address in addresses(base_domain, host, port):

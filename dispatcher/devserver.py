@@ -21,6 +21,7 @@ line from the ``werkzeug`` logger and ``tenantctl serve`` prints these first.
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler
@@ -95,3 +96,19 @@ class TenantRequestHandler(WSGIRequestHandler):
             host = None if headers is None else headers.get("Host")
             slug = "-"
         return escape(host) if host else "-", escape(slug)
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Bind (and let go of) ``host:port`` as the server will, so a port in
+    use or a host that does not resolve is said before anything else is.
+
+    :raises socket.gaierror: ``host`` names no address.
+    :raises OSError: the address cannot be bound (in use, not this machine's).
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM
+    )[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As werkzeug's server: a port left in TIME_WAIT is free to use.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)

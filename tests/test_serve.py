@@ -6,6 +6,7 @@ import http.client
 import os
 import re
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,6 +99,44 @@ def test_debug_refuses_a_non_loopback_host(database_url: str) -> None:
     assert result.exit_code == 2
     assert "--debug" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_a_port_in_use_is_one_line_before_any_address(
+    database_url: str, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [
+                str(TENANTCTL),
+                "--database-url",
+                database_url,
+                "serve",
+                "--port",
+                str(port),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+def test_a_host_that_does_not_resolve_is_bad_input(database_url: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["--database-url", database_url, "serve", "--host", "not a host"]
+    )
+
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: cannot listen on 'not a host':8000: ")
 
 
 # -- access lines ---------------------------------------------------------------
