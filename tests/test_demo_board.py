@@ -26,6 +26,7 @@ from werkzeug.test import Client, TestResponse
 from dispatcher import CachePolicy, Provisioner, TenantDispatcher, TenantRegistry
 from dispatcher.data import TenantData
 from dispatcher.demo import create_app
+from dispatcher.demo.accounts import set_password
 from dispatcher.demo.answers import dispatcher_answers
 from dispatcher.demo.data import Account, Item, make_tenant_data
 from dispatcher.demo.ratelimit import RateLimiter
@@ -320,6 +321,27 @@ def test_the_owner_signs_out_and_in_again(
     assert owner_of(get(browser, host, f"{prefix}/")) is None
 
 
+def test_a_password_change_signs_every_browser_out(
+    site: TenantDispatcher, demo_data: TenantData, registry: TenantRegistry
+) -> None:
+    by_link, by_password = Client(site), Client(site)
+    start(by_link, "acme")
+    assert sign_in(by_password, ACME, "owner@acme.test", PASSWORD).status_code == 303
+    assert owner_of(get(by_password, ACME)) == "owner@acme.test"
+    tokens = [token_of(get(browser, ACME)) for browser in (by_link, by_password)]
+
+    with demo_data.sessionmaker_for(registry.get_tenant("acme"))() as session:
+        set_password(session, "owner@acme.test", "another password 123")
+
+    for browser, token in zip((by_link, by_password), tokens, strict=True):
+        assert owner_of(get(browser, ACME)) is None
+        refused = add_item(browser, ACME, "after the change", token=token)
+        assert refused.status_code == 403
+    again = sign_in(by_password, ACME, "owner@acme.test", "another password 123")
+    assert again.status_code == 303
+    assert owner_of(get(by_password, ACME)) == "owner@acme.test"
+
+
 ROUTED = pytest.mark.parametrize(
     ("acme", "beta"),
     [
@@ -413,6 +435,28 @@ def test_a_bad_item_is_refused(site: TenantDispatcher, body: str, error: str) ->
     assert refused.status_code == 422
     assert error_of(refused) == error
     assert stored(site, "acme") == []
+
+
+@pytest.mark.parametrize(
+    "item_id",
+    [
+        pytest.param("99999999999999999999999", id="beyond-64-bits"),
+        pytest.param("2147483648", id="beyond-32-bits"),
+    ],
+)
+def test_a_task_number_beyond_any_task_is_a_task_no_longer_there(
+    site: TenantDispatcher, item_id: str
+) -> None:
+    client = Client(site)
+    start(client, "acme")
+    add_item(client, ACME, "keep me")
+    token = token_of(get(client, ACME))
+    done = post(client, ACME, f"/items/{item_id}/done", {"csrf_token": token})
+    assert done.status_code == 404
+    assert error_of(done) == "That task is no longer on the board."
+    deleted = post(client, ACME, f"/items/{item_id}/delete", {"csrf_token": token})
+    assert deleted.status_code == 303
+    assert stored(site, "acme") == [("keep me", False)]
 
 
 def test_visitors_see_the_board_read_only(site: TenantDispatcher) -> None:
@@ -680,6 +724,46 @@ def test_visitors_see_nothing_private(
 
 
 # -- the dispatcher's answers ---------------------------------------------------------
+
+
+SITE_ERRORS = pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        pytest.param("GET", "/nope", 404, id="unknown-path"),
+        pytest.param("GET", "/items", 405, id="get-items"),
+        pytest.param("PUT", "/settings", 405, id="put-settings"),
+        pytest.param("DELETE", "/", 405, id="delete-board"),
+    ],
+)
+
+
+@SITE_ERRORS
+@pytest.mark.parametrize(
+    ("host", "prefix"),
+    [pytest.param(ACME, "", id="subdomain"), pytest.param(APEX, "/acme", id="path")],
+)
+def test_a_sites_own_errors_are_its_styled_page(
+    site: TenantDispatcher,
+    registry: TenantRegistry,
+    host: str,
+    prefix: str,
+    method: str,
+    path: str,
+    status: int,
+) -> None:
+    start(Client(site), "acme")
+    registry.update_config("acme", {"color": "#123abc"})
+    page = Client(site).open(
+        prefix + path, method=method, base_url=f"http://{host}", buffered=True
+    )
+    assert page.status_code == status
+    assert "--accent: #123abc;" in page.text
+    assert back_link(page) == f"{prefix}/"
+    assert page.mimetype == "text/html"
+    if status == 405:
+        bare = create_app(registry.get_tenant("acme")).test_client()
+        allowed = bare.open(path, method=method).headers["Allow"]
+        assert page.headers["Allow"] == allowed
 
 
 def back_link(page: TestResponse) -> str:

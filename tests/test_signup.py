@@ -473,6 +473,12 @@ def test_a_name_another_tenant_routes_by_path_is_taken(
         pytest.param(
             {"organisation": "x" * 101}, "longer than 100 characters", id="org-101"
         ),
+        pytest.param(
+            {"organisation": "a\x00b"}, "holds control characters", id="org-nul"
+        ),
+        pytest.param(
+            {"organisation": "a\x1bb"}, "holds control characters", id="org-escape"
+        ),
         pytest.param({"email": ""}, "address '' does not look", id="empty-email"),
         pytest.param({"email": "nobody"}, "address 'nobody' does not", id="no-at"),
         pytest.param({"email": "a b@x.test"}, "address 'a b@x.test'", id="space"),

@@ -8,6 +8,7 @@ its timing does not tell which addresses have accounts.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from functools import lru_cache
 
@@ -22,6 +23,7 @@ __all__ = [
     "MIN_PASSWORD",
     "add_account",
     "check_sign_in",
+    "password_stamp",
     "set_password",
     "password_problem",
 ]
@@ -74,6 +76,20 @@ def check_sign_in(session: Session, email: str, password: str) -> str | None:
     if check_password_hash(stored, password) and account is not None:
         return account.email
     return None
+
+
+def password_stamp(session: Session, email: str) -> str | None:
+    """A short digest of ``email``'s stored password hash, or None (no account).
+
+    Kept in a signed-in session and compared at each request: a new password
+    changes it, which signs out every browser signed in with the old one.
+    """
+    stored = session.scalar(
+        select(Account.password_hash).where(Account.email == email.lower())
+    )
+    if stored is None:
+        return None
+    return hashlib.sha256(stored.encode()).hexdigest()[:16]
 
 
 @lru_cache(maxsize=1)

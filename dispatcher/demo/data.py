@@ -29,6 +29,7 @@ from dispatcher.tenant import utcnow
 __all__ = [
     "MAX_EMAIL",
     "MAX_ITEM",
+    "MAX_ITEM_ID",
     "TENANTS_DIRECTORY",
     "Account",
     "Base",
@@ -42,6 +43,9 @@ __all__ = [
 TENANTS_DIRECTORY = "dispatcher-tenants"
 #: The longest item on a board, in characters.
 MAX_ITEM = 200
+#: The largest task number a board can hold: PostgreSQL's INTEGER (int4). A
+#: larger one, in an address, names no task (and would overflow the query).
+MAX_ITEM_ID = 2**31 - 1
 #: The longest e-mail address (RFC 5321's path limit).
 MAX_EMAIL = 254
 

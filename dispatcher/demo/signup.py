@@ -44,6 +44,11 @@ from dispatcher.demo.accounts import (
 from dispatcher.demo.links import apex_url, port_suffix, site_address
 from dispatcher.demo.ratelimit import RateLimiter, client_key
 from dispatcher.demo.secret import deployment_secret
+from dispatcher.demo.site_settings import (
+    SettingRefused,
+    clean_greeting,
+    clean_site_name,
+)
 from dispatcher.exceptions import (
     Conflict,
     InvalidConfig,
@@ -155,6 +160,15 @@ def create_signup_app(
         error = check(fields, password)
         if error is not None:
             return form(fields, error, 422)
+        organisation = fields["organisation"]
+        try:
+            # The rules of the settings page, which could not save them else.
+            config = {
+                "name": clean_site_name(organisation),
+                "greeting": clean_greeting(f"Welcome to {organisation}!"),
+            }
+        except SettingRefused as e:
+            return form(fields, str(e), 422)
         name = normalise_label(fields["subdomain"])
         try:
             tenant = with_owner(password).create(
@@ -162,10 +176,7 @@ def create_signup_app(
                 owner_email=fields["email"],
                 subdomain=name,
                 path_prefix=name,
-                config={
-                    "name": fields["organisation"],
-                    "greeting": f"Welcome to {fields['organisation']}!",
-                },
+                config=config,
                 # Typing an address proves no control of it: never attach
                 # a new site to someone else's account.
                 allow_existing_owner=False,
@@ -256,7 +267,7 @@ def create_signup_app(
             home += f"{port_suffix(request.host)}/"
         if data is None:
             return home
-        token = handover.make_link(secret(), tenant, tenant.owner_email)
+        token = handover.make_link(secret(), tenant)
         return f"{home}welcome?token={token}"
 
     def apex() -> str:

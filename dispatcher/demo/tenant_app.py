@@ -7,8 +7,14 @@ is signed in by the one-time link the signup hands over
 (:mod:`dispatcher.demo.handover`), or by e-mail and password; the session
 cookie is the site's own (:func:`init_tenant_sessions`: a key per tenant, a
 cookie scoped to the tenant's host and path), so a session of one site is
-never valid on another. The deployment secret comes from
-``DISPATCHER_SECRET_KEY`` (see :mod:`dispatcher.demo.secret`).
+never valid on another. A session keeps a stamp of the owner's password
+hash: a new password (``tenantctl run SLUG -- set-password``) signs every
+browser out. The deployment secret comes from ``DISPATCHER_SECRET_KEY`` (see
+:mod:`dispatcher.demo.secret`).
+
+The site's own errors (an unknown path, a wrong method) are the demo's answer
+page in the site's colour with a link back to its board, with werkzeug's
+status and headers (``Allow`` on 405).
 
 Visitors who are not signed in see the board read-only, and what is meant to
 be public (the site's name, greeting and colour): never the owner's e-mail
@@ -35,12 +41,19 @@ import click
 from flask import Flask, Response, redirect, render_template, request, session, url_for
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
 from dispatcher.data import TenantData
 from dispatcher.demo import handover
-from dispatcher.demo.accounts import check_sign_in, password_problem, set_password
-from dispatcher.demo.data import MAX_ITEM, Item
+from dispatcher.demo.accounts import (
+    check_sign_in,
+    password_problem,
+    password_stamp,
+    set_password,
+)
+from dispatcher.demo.answers import page_templates
+from dispatcher.demo.data import MAX_ITEM, MAX_ITEM_ID, Item
 from dispatcher.demo.ratelimit import RateLimiter, client_key
 from dispatcher.demo.secret import deployment_secret
 from dispatcher.demo.site_settings import (
@@ -75,6 +88,7 @@ SIGN_IN_LIMIT = 10
 SIGN_IN_WINDOW = 60.0
 _CSRF = "csrf_token"
 _OWNER = "owner"
+_STAMP = "password_stamp"
 # Tab, line feed and carriage return are text; other control characters are
 # not (PostgreSQL refuses NUL in text outright).
 _TEXT_CONTROLS = frozenset("\t\n\r")
@@ -105,6 +119,61 @@ def create_app(
     if data is not None:
         data.init_app(app, tenant)
     limiter = RateLimiter(SIGN_IN_LIMIT, SIGN_IN_WINDOW)
+    templates = page_templates()
+
+    def owner() -> str | None:
+        """The signed-in owner's address, or None: a session signed in
+        before the password last changed is signed out."""
+        email, stamp = session.get(_OWNER), session.get(_STAMP)
+        if not (isinstance(email, str) and isinstance(stamp, str)):
+            return None
+        current = stamp_of(email)
+        if current is None or not secrets.compare_digest(current, stamp):
+            return None
+        return email
+
+    def stamp_of(email: str) -> str | None:
+        """``email``'s account's password stamp; None: no such account."""
+        if data is None:
+            return None
+        try:
+            return password_stamp(data.session, email)
+        except DBAPIError:
+            # As stored_items: a site without data has no accounts; anything
+            # else is raised on, for the data's 503.
+            data.session.rollback()
+            if not data.exists(tenant):
+                return None
+            raise
+
+    def start_session(email: str, stamp: str) -> None:
+        """Sign ``email`` in: a fresh session, so nothing from before carries over."""
+        session.clear()
+        session[_OWNER] = email
+        session[_STAMP] = stamp
+        session[_CSRF] = secrets.token_urlsafe(32)
+
+    def find_item(item_id: int) -> Item | None:
+        assert data is not None
+        if item_id > MAX_ITEM_ID:
+            return None  # no such row; the query would overflow the column
+        return data.session.get(Item, item_id)
+
+    @app.errorhandler(HTTPException)
+    def styled(error: HTTPException) -> ResponseLike:
+        # The site's own page, never werkzeug's bare one. Rendered without
+        # the site's context (no owner to look up): the data may be down.
+        response = error.get_response()
+        page = templates.get_template("answer.html").render(
+            heading=error.name,
+            lines=[error.description],
+            retry_after=None,
+            back_url=url_for("index"),
+            back_label="Back to the board",
+            colour=shown_colour(tenant.config.get("color")),
+        )
+        response.set_data(page)
+        return response
 
     @app.context_processor
     def site() -> dict[str, Any]:
@@ -164,7 +233,7 @@ def create_app(
         if answer is not None:
             return answer
         assert data is not None
-        item = data.session.get(Item, item_id)
+        item = find_item(item_id)
         if item is None:
             return board(404, error="That task is no longer on the board.")
         item.done = not item.done
@@ -177,7 +246,7 @@ def create_app(
         if answer is not None:
             return answer
         assert data is not None
-        item = data.session.get(Item, item_id)
+        item = find_item(item_id)
         if item is not None:
             data.session.delete(item)
             data.session.commit()
@@ -208,9 +277,10 @@ def create_app(
         found = None
         if data is not None and stored_items(data, tenant) is not None:
             found = check_sign_in(data.session, email, password)
-        if found is None:
+        stamp = None if found is None else stamp_of(found)
+        if found is None or stamp is None:
             return sign_in_page(400, error=_WRONG)
-        start_session(found)
+        start_session(found, stamp)
         return redirect(url_for("index"), code=303)
 
     @app.get("/welcome")
@@ -220,11 +290,14 @@ def create_app(
             link = handover.read_link(secret, tenant, token)
         except handover.InvalidLink:
             return sign_in_page(400, error=_LINK_REFUSED)
-        if data is None or stored_items(data, tenant) is None:
+        # The link signs the site's owner in: it names nobody (it lands in
+        # access logs).
+        stamp = stamp_of(tenant.owner_email)
+        if data is None or stamp is None:
             return sign_in_page(400, error=_LINK_REFUSED)
         if not handover.spend(data.session, link.nonce):
             return sign_in_page(400, error=_LINK_REFUSED)
-        start_session(link.email)
+        start_session(tenant.owner_email, stamp)
         # A redirect: the token leaves the address bar and the history.
         return redirect(url_for("index"), code=303)
 
@@ -359,18 +432,6 @@ def create_app(
         click.echo(f"The account of {tenant.owner_email} was {done}.")
 
     return app
-
-
-def start_session(email: str) -> None:
-    """Sign ``email`` in: a fresh session, so nothing from before carries over."""
-    session.clear()
-    session[_OWNER] = email
-    session[_CSRF] = secrets.token_urlsafe(32)
-
-
-def owner() -> str | None:
-    value = session.get(_OWNER)
-    return value if isinstance(value, str) else None
 
 
 def stored_items(data: TenantData | None, tenant: Tenant) -> list[Item] | None:
