@@ -530,14 +530,15 @@ def _copy_loop(
     ref: weakref.ref[DispatcherMetrics], stop: threading.Event, interval: float
 ) -> None:
     # A weak reference: metrics nobody holds (their dispatcher gone) end it.
-    while True:
+    # It waits first: the thread starts at a process's first lookup, which
+    # has just made the metrics; a copy racing that request's neighbours
+    # would only split their counts over two copies.
+    while not stop.wait(interval):
         metrics = ref()
         if metrics is None:
             return
         metrics.sync()  # never raises
         del metrics
-        if stop.wait(interval):
-            return
 
 
 def _counts(outcomes: dict[str, int], stats: CacheStats) -> dict[tuple[str, str], int]:

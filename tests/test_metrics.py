@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from werkzeug.test import Client
 from dispatcher import CachePolicy, Tenant, TenantDispatcher, TenantRegistry
 from dispatcher.counts import OUTCOMES
 from dispatcher.data import TenantData
-from dispatcher.metrics import DispatcherMetrics, instrument, metrics_app
+from dispatcher.metrics import DispatcherMetrics, _copy_loop, instrument, metrics_app
 
 BASE = "example.com"
 DEADLINE = 10.0  # seconds a thread or a follower gets to deliver
@@ -133,6 +135,21 @@ def test_hits_reach_prometheus_only_when_the_counts_are_copied(
     assert value(prom, "requests_total", outcome="hit") == 0
     metrics.sync()
     assert value(prom, "requests_total", outcome="hit") == 50
+
+
+def test_the_copying_thread_waits_an_interval_before_its_first_copy(
+    dispatcher: TenantDispatcher, metrics: DispatcherMetrics, prom: CollectorRegistry
+) -> None:
+    # It starts at a process's first lookup: copying at once would race the
+    # requests around it (a copy in the middle of the hits above, say).
+    assert get(dispatcher, f"acme.{BASE}") == 200
+    assert get(dispatcher, f"acme.{BASE}") == 200
+    stopped = threading.Event()
+    stopped.set()  # stop at the first wait, whatever the interval
+
+    _copy_loop(weakref.ref(metrics), stopped, 3600)
+
+    assert value(prom, "requests_total", outcome="hit") == 0
 
 
 def test_builds_failures_lookups_and_evictions(
