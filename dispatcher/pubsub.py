@@ -44,6 +44,7 @@ class ChangeHub:
         self.notifier = notifier
         self._listeners: tuple[ChangeListener, ...] = ()
         self._follower: ChangeFollower | None = None
+        self._closed = False
         self._follow_lock = threading.Lock()
         # Decides, for each change, whether the writer or the follower
         # publishes it; see published().
@@ -90,11 +91,19 @@ class ChangeHub:
                     notifier=self.notifier,
                     poll_interval=poll_interval,
                 )
+            if self._closed:
+                # Closed for good: polling now would open a pool of the
+                # registry's that nobody closes any more.
+                return self._follower
         self._follower.start()
+        if self._closed:  # closed while it started: stop what it started
+            self._follower.stop()
         return self._follower
 
     def close(self) -> None:
-        """Stop following."""
+        """Stop following, for good: :meth:`follow` starts nothing after it."""
+        with self._follow_lock:
+            self._closed = True
         if self._follower is not None:
             self._follower.stop()
 

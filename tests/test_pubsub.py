@@ -254,3 +254,18 @@ def test_a_resync_is_published_even_at_a_generation_written_here(
         (created.version, Operation.CREATED),
         (created.version, Operation.RESYNC),
     ]
+
+
+def test_a_closed_registry_starts_no_follower_again(database_url: str) -> None:
+    # Something asking to follow after close (a readiness probe, the metrics'
+    # thread) would open a pool nobody closes: its connections would be
+    # dropped open.
+    registry = TenantRegistry(database_url)
+    registry.migrate()
+    follower = registry.feed.follow(poll_interval=0.05)
+    assert follower.running
+    registry.close()
+
+    again = registry.feed.follow(poll_interval=0.05)
+
+    assert again is follower and not again.running
