@@ -82,7 +82,11 @@ def test_an_imported_sites_owner_sets_a_password_and_signs_in(
         assert sign_in(client, "not the password") == 400
         assert sign_in(client, PASSWORD) == 303
     finally:
+        # The demo's tenant data has an engine of its own: disposed, or its
+        # pooled connection is dropped open in some later test.
+        application.close()
         application.registry.close()
+        application.create_app.keywords["data"].dispose()  # type: ignore[union-attr]
 
 
 def test_a_short_password_is_refused_in_one_line(environ: dict[str, str]) -> None:
