@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 from click.testing import CliRunner, Result
+from test_cli import error_line, succeeded
 
 from dispatcher import TenantRegistry
 from dispatcher.cli import cli
@@ -40,20 +41,6 @@ def tenants(registry: TenantRegistry) -> TenantRegistry:
     registry.create_tenant("beta", owner_email="o@beta.test", path_prefix="beta")
     registry.create_tenant("gamma", owner_email="o@g.test", domains=["shop.g.test"])
     return registry
-
-
-def succeeded(result: Result) -> Result:
-    assert result.exit_code == 0, result.output
-    assert result.exception is None, repr(result.exception)
-    return result
-
-
-def error_line(result: Result, exit_code: int) -> str:
-    assert result.exit_code == exit_code, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 from servers import COMMAND_TIMEOUT, TENANTCTL, tenantctl
 from sqlalchemy import insert, make_url, text
+from test_cli import error_line, succeeded
 
 from dispatcher import TenantRegistry
 from dispatcher.cli import cli
@@ -56,25 +57,10 @@ def fleet(registry: TenantRegistry) -> TenantRegistry:
     return registry
 
 
-def shown(result: Result) -> Result:
-    assert result.exit_code == 0, result.output
-    assert result.exception is None, repr(result.exception)
-    return result
-
-
-def error_line(result: Result, exit_code: int) -> str:
-    """The one line a refused status printed on stderr, never a traceback."""
-    assert result.exit_code == exit_code, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
 def test_counts_by_status_and_maintenance(
     fleet: TenantRegistry, status: Status
 ) -> None:
-    printed = json.loads(shown(status("--json")).stdout)
+    printed = json.loads(succeeded(status("--json")).stdout)
 
     assert printed["tenants"] == {
         "total": 5,
@@ -87,7 +73,7 @@ def test_counts_by_status_and_maintenance(
 def test_the_screen(fleet: TenantRegistry, status: Status) -> None:
     newest = fleet.latest_generation()
 
-    lines = shown(status("--changes", "3")).stdout.splitlines()
+    lines = succeeded(status("--changes", "3")).stdout.splitlines()
 
     assert lines[0] == f"database:  {fleet.url}"
     assert lines[1] == "schema:    0004, the newest"
@@ -108,7 +94,7 @@ def test_the_screen(fleet: TenantRegistry, status: Status) -> None:
 
 
 def test_json_has_the_screens_facts(fleet: TenantRegistry, status: Status) -> None:
-    printed = json.loads(shown(status("--json", "--changes", "2")).stdout)
+    printed = json.loads(succeeded(status("--json", "--changes", "2")).stdout)
 
     assert set(printed) == {"database", "schema", "tenants", "feed", "changes"}
     assert printed["database"] == fleet.url
@@ -136,7 +122,7 @@ def test_ten_changes_by_default(registry: TenantRegistry, status: Status) -> Non
     for i in range(11):
         registry.update_config("acme", {"i": i})
 
-    printed = json.loads(shown(status("--json")).stdout)
+    printed = json.loads(succeeded(status("--json")).stdout)
 
     assert [change["generation"] for change in printed["changes"]] == list(
         range(12, 2, -1)
@@ -144,7 +130,7 @@ def test_ten_changes_by_default(registry: TenantRegistry, status: Status) -> Non
 
 
 def test_no_changes(registry: TenantRegistry, status: Status) -> None:
-    result = shown(status())
+    result = succeeded(status())
 
     assert "tenants:   0 (0 active, 0 disabled); 0 in maintenance\n" in result.stdout
     assert "feed:      empty\n" in result.stdout
@@ -153,9 +139,10 @@ def test_no_changes(registry: TenantRegistry, status: Status) -> None:
 
 def test_changes_zero_shows_none(fleet: TenantRegistry, status: Status) -> None:
     assert (
-        json.loads(shown(status("--json", "--changes", "0")).stdout)["changes"] is None
+        json.loads(succeeded(status("--json", "--changes", "0")).stdout)["changes"]
+        is None
     )
-    assert "GENERATION" not in shown(status("--changes", "0")).stdout
+    assert "GENERATION" not in succeeded(status("--changes", "0")).stdout
 
 
 @pytest.mark.parametrize("value", ["1001", "-1", "ten", "", "1e3"])
@@ -178,12 +165,12 @@ def test_control_characters_in_a_slug_are_escaped(
             )
         )
 
-    result = shown(status())
+    result = succeeded(status())
 
     assert "\x1b" not in result.stdout
     assert "\u202e" not in result.stdout
     assert re.search(r"  ev\\x1b\[2Jil\\u202e  created$", result.stdout, re.M)
-    printed = json.loads(shown(status("--json")).stdout)
+    printed = json.loads(succeeded(status("--json")).stdout)
     assert printed["changes"][0]["slug"] == "ev\x1b[2Jil\u202e"
 
 
@@ -196,7 +183,7 @@ def test_the_password_is_hidden(
     # answers, and the screen must not show it.
     url = make_url(database_url).set(password="s3cret-pw")
 
-    result = shown(status(url=url.render_as_string(hide_password=False)))
+    result = succeeded(status(url=url.render_as_string(hide_password=False)))
 
     assert "s3cret-pw" not in result.stdout
     assert result.stdout.startswith("database:  postgresql+psycopg://postgres:***@")
@@ -299,7 +286,7 @@ def test_a_schema_ahead_is_shown(registry: TenantRegistry, status: Status) -> No
     with registry.database.write_connection() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
 
-    result = shown(status())
+    result = succeeded(status())
 
     assert (
         "schema:    9999, newer than 0004 (this tenantctl's newest)\n" in result.stdout
