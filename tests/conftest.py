@@ -19,6 +19,8 @@ from registry_helpers import ACME_SETTINGS
 from sqlalchemy import Engine, create_engine, make_url, text
 
 from dispatcher import Tenant, TenantRegistry
+from dispatcher.data import TenantData
+from dispatcher.demo.data import make_tenant_data
 
 TEST_DATABASE_URL_VARIABLE = "DISPATCHER_TEST_DATABASE_URL"
 
@@ -126,6 +128,17 @@ def tenant_data_location(database_url: str, tmp_path: Path) -> Iterator[dict[str
             for schema in set(connection.scalars(listing)) - before:
                 connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def demo_data(
+    database_url: str,
+    tenant_data_location: dict[str, Any],  # drops the tenants' schemas afterwards
+) -> Iterator[TenantData]:
+    """The demo's tenant data beside the test's registry, as the server has it."""
+    data = make_tenant_data(database_url)
+    yield data
+    data.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import html
 import re
 from collections.abc import Iterator
 from functools import partial
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -28,7 +27,7 @@ from dispatcher.data import TenantData
 from dispatcher.demo import create_app
 from dispatcher.demo.accounts import set_password
 from dispatcher.demo.answers import dispatcher_answers
-from dispatcher.demo.data import Account, Item, make_tenant_data
+from dispatcher.demo.data import Account, Item
 from dispatcher.demo.ratelimit import RateLimiter
 from dispatcher.demo.secret import SECRET_VARIABLE
 from dispatcher.demo.signup import create_signup_app
@@ -55,16 +54,6 @@ def registry(database_url: str) -> Iterator[TenantRegistry]:
     registry.migrate()
     yield registry
     registry.close()
-
-
-@pytest.fixture
-def demo_data(
-    database_url: str,
-    tenant_data_location: dict[str, Any],  # drops the tenants' schemas afterwards
-) -> Iterator[TenantData]:
-    data = make_tenant_data(database_url)
-    yield data
-    data.dispose()
 
 
 def make_site(

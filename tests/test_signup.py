@@ -33,7 +33,6 @@ from dispatcher import (
 )
 from dispatcher.data import TenantData
 from dispatcher.demo import create_app
-from dispatcher.demo.data import make_tenant_data
 from dispatcher.demo.ratelimit import RateLimiter
 from dispatcher.demo.secret import SECRET_FILE, SECRET_VARIABLE
 from dispatcher.demo.signup import CSRF_COOKIE, create_signup_app
@@ -104,17 +103,6 @@ def make_site(
 def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
     """The demo's deployment secret: no key file in the working directory."""
     monkeypatch.setenv(SECRET_VARIABLE, SECRET)
-
-
-@pytest.fixture
-def demo_data(
-    database_url: str,
-    tenant_data_location: dict[str, Any],  # drops the tenants' schemas afterwards
-) -> Iterator[TenantData]:
-    """The demo's tenant data beside the test's registry, as the server has it."""
-    data = make_tenant_data(database_url)
-    yield data
-    data.dispose()
 
 
 @pytest.fixture
